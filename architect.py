@@ -1,0 +1,100 @@
+"""The architecture step of DARTS: first order, and second order with one unrolled SGD step.
+
+Liu, Simonyan and Yang, "DARTS: Differentiable Architecture Search", ICLR 2019
+(https://arxiv.org/abs/1806.09055), section 2.3.  For the second order,
+
+    grad_alpha L_val(w', alpha),  w' = w - eta * (momentum * buf + grad_w L_train(w, alpha) + wd * w)
+      ~ grad_alpha L_val(w', alpha)
+        - eta * [grad_alpha L_train(w+, alpha) - grad_alpha L_train(w-, alpha)] / (2 eps)
+
+with v = grad_w' L_val(w', alpha), w+- = w +- eps v and eps = radius / ||v|| (radius 0.01).
+
+Unlike the reference code, the virtual networks are the supernet itself evaluated with
+`torch.func.functional_call` on substituted weight tensors: nothing is rebuilt or copied per step,
+only weights (not the architecture parameters) are unrolled and perturbed, and the supernet's
+BatchNorm running statistics are not touched by the virtual passes.
+"""
+import torch
+import torch.distributed as dist
+from torch.func import functional_call
+
+
+class Architect:
+    def __init__(self, model, criterion, arch_learning_rate=3e-4, arch_weight_decay=1e-3,
+                 unrolled=False, arch_grad_clip=None, hessian_radius=0.01):
+        self.model = model
+        self.criterion = criterion
+        self.unrolled = unrolled
+        self.arch_grad_clip = arch_grad_clip
+        self.hessian_radius = hessian_radius
+        self.optimizer = torch.optim.Adam(model.arch_parameters(), lr=arch_learning_rate,
+                                          betas=(0.5, 0.999), weight_decay=arch_weight_decay)
+
+    def step(self, x_train, y_train, x_valid, y_valid, eta, weight_optimizer):
+        """One Adam step of the architecture parameters; returns the validation loss."""
+        alphas = self.model.arch_parameters()
+        if self.unrolled:
+            grads, loss = self.unrolled_gradients(x_train, y_train, x_valid, y_valid, eta, weight_optimizer)
+        else:
+            loss = self.criterion(self.model(x_valid), y_valid)
+            grads = self._alpha_grad(loss, alphas)
+        if dist.is_available() and dist.is_initialized():
+            # Every rank must hold the same architecture, so average like DDP does for weights.
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            dist.all_reduce(flat)
+            flat /= dist.get_world_size()
+            grads = torch.split(flat, [g.numel() for g in grads])
+        for alpha, grad in zip(alphas, grads):
+            alpha.grad = grad.reshape(alpha.shape).clone()
+        if self.arch_grad_clip:
+            torch.nn.utils.clip_grad_norm_(alphas, self.arch_grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    @staticmethod
+    def _alpha_grad(loss, inputs):
+        # A network too shallow to have a normal cell leaves alphas_normal unused: zero gradient.
+        return torch.autograd.grad(loss, inputs, allow_unused=True, materialize_grads=True)
+
+    def _virtual_loss(self, weights, buffers, x, y):
+        return self.criterion(functional_call(self.model, {**weights, **buffers}, (x,)), y)
+
+    def virtual_weights(self, x_train, y_train, eta, weight_optimizer):
+        """w' after one SGD step (momentum and weight decay of `weight_optimizer`), detached."""
+        named = self.model.named_weight_parameters()
+        params = [p for _, p in named]
+        loss = self.criterion(self.model(x_train), y_train)
+        grads = torch.autograd.grad(loss, params)
+        group = weight_optimizer.param_groups[0]
+        momentum, weight_decay = group.get('momentum', 0.0), group.get('weight_decay', 0.0)
+        unrolled = {}
+        with torch.no_grad():
+            for (name, w), g in zip(named, grads):
+                step = g + weight_decay * w
+                buf = weight_optimizer.state.get(w, {}).get('momentum_buffer')
+                if buf is not None:
+                    step = step + momentum * buf
+                unrolled[name] = w - eta * step
+        return unrolled
+
+    def unrolled_gradients(self, x_train, y_train, x_valid, y_valid, eta, weight_optimizer):
+        alphas = self.model.arch_parameters()
+        named = self.model.named_weight_parameters()
+        # Virtual passes get their own copy of the BN statistics so the real ones stay untouched.
+        buffers = {n: b.clone() for n, b in self.model.named_buffers()}
+
+        w_prime = {n: w.requires_grad_() for n, w in
+                   self.virtual_weights(x_train, y_train, eta, weight_optimizer).items()}
+        loss = self._virtual_loss(w_prime, buffers, x_valid, y_valid)
+        grads = self._alpha_grad(loss, alphas + list(w_prime.values()))
+        d_alpha, v = grads[:len(alphas)], grads[len(alphas):]
+
+        eps = self.hessian_radius / torch.sqrt(sum((g * g).sum() for g in v))
+        hessian = []
+        for sign in (1.0, -1.0):
+            with torch.no_grad():
+                shifted = {name: w + sign * eps * vi for (name, w), vi in zip(named, v)}
+            hessian.append(self._alpha_grad(self._virtual_loss(shifted, buffers, x_train, y_train), alphas))
+        grads = [da - eta * (hp - hm) / (2 * eps) for da, hp, hm in zip(d_alpha, *hessian)]
+        return grads, loss

@@ -1,0 +1,239 @@
+"""The DARTS supernet with searchable attention (Att-DARTS).
+
+Liu, Simonyan and Yang, "DARTS: Differentiable Architecture Search", ICLR 2019
+(https://arxiv.org/abs/1806.09055); Nakai, Matsubara and Uehara, "Att-DARTS: Differentiable
+Neural Architecture Search for Attention", IJCNN 2020.
+
+Every edge of a cell is a softmax-weighted mixture of candidates.  `--location` decides where
+attention is searched (SPEC 3.3):
+
+    after_every          ops (alpha), then attentions incl. Identity (beta) on every edge
+    end                  ops (alpha); attention mixture (gamma) on the concatenated cell output
+    after_every_and_end  both of the above
+    mixed_with_operation ops and attentions compete in one softmax (alpha)
+    double_mixed         two stacked mixtures of ops and attentions (alpha, beta)
+    no_attention         plain DARTS
+
+The architecture weights are registered parameters (`arch.*`) shared by all normal (resp. all
+reduction) cells; they are in `state_dict` and are kept out of `weight_parameters()`.
+"""
+from collections import namedtuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from genotypes import ATTENTION_PRIMITIVES, PRIMITIVE_SETS, Genotype
+from operations import FactorizedReduce, ReLUConvBN, make_candidate
+from utils import UserError
+
+# Which candidate lists fill the first layer, second layer and cell-output bottleneck.
+Layout = namedtuple('Layout', 'first second bottleneck')
+LOCATIONS = {
+    'after_every': Layout('ops', 'attentions', None),
+    'end': Layout('ops', None, 'attentions'),
+    'after_every_and_end': Layout('ops', 'attentions', 'attentions'),
+    'mixed_with_operation': Layout('ops+attentions', None, None),
+    'double_mixed': Layout('ops+attentions', 'ops+attentions', None),
+    'no_attention': Layout('ops', None, None),
+}
+# Arch-parameter prefix per layer, as named in the logs and the checkpoint.
+TABLE_PREFIX = {'first': 'alphas', 'second': 'betas', 'bottleneck': 'gammas'}
+
+
+def candidate_lists(location, primitives):
+    """The candidate names of each layer for a `--location`, or None where it has no layer."""
+    if location not in LOCATIONS:
+        raise UserError(f"unknown --location '{location}'; choose from {', '.join(LOCATIONS)}")
+    ops = list(primitives)
+    choices = {'ops': ops, 'attentions': list(ATTENTION_PRIMITIVES),
+               # Identity would duplicate skip_connect when mixed with ops.
+               'ops+attentions': ops + [a for a in ATTENTION_PRIMITIVES if a != 'Identity']}
+    return {layer: (choices[kind] if kind else None) for layer, kind in LOCATIONS[location]._asdict().items()}
+
+
+def resolve_primitives(primitives):
+    if isinstance(primitives, str):
+        if primitives not in PRIMITIVE_SETS:
+            raise UserError(f"unknown --primitives '{primitives}'; choose from {', '.join(PRIMITIVE_SETS)}")
+        return list(PRIMITIVE_SETS[primitives])
+    return list(primitives)
+
+
+class MixedEdge(nn.Module):
+    """sum_k w_k * candidate_k(x).  `none` is never built: its term is zero."""
+
+    def __init__(self, names, C, stride, height, width, affine):
+        super().__init__()
+        self.active = [k for k, name in enumerate(names) if name != 'none']
+        self.candidates = nn.ModuleList(
+            make_candidate(names[k], C, stride, height, width, affine, search=True) for k in self.active)
+
+    def forward(self, x, weights):
+        out = None
+        for k, op in zip(self.active, self.candidates):
+            term = weights[k] * op(x)
+            out = term if out is None else out + term
+        return out
+
+
+class SearchCell(nn.Module):
+    def __init__(self, lists, steps, multiplier, C_prev_prev, C_prev, C, reduction, reduction_prev,
+                 height, width, affine):
+        super().__init__()
+        self.steps, self.multiplier = steps, multiplier
+        self.preprocess0 = (FactorizedReduce(C_prev_prev, C, affine) if reduction_prev
+                            else ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine))
+        self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine)
+        self.first = nn.ModuleList()
+        self.second = nn.ModuleList() if lists['second'] else None
+        for i in range(steps):
+            for j in range(2 + i):
+                stride = 2 if reduction and j < 2 else 1
+                self.first.append(MixedEdge(lists['first'], C, stride, height, width, affine))
+                if self.second is not None:
+                    self.second.append(MixedEdge(lists['second'], C, 1, height, width, affine))
+        self.bottleneck = (MixedEdge(lists['bottleneck'], C * multiplier, 1, height, width, affine)
+                           if lists['bottleneck'] else None)
+
+    def forward(self, s0, s1, weights):
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        edge = 0
+        for _ in range(self.steps):
+            node = 0
+            for h in states:
+                out = self.first[edge](h, weights['first'][edge])
+                if self.second is not None:
+                    out = self.second[edge](out, weights['second'][edge])
+                node = node + out
+                edge += 1
+            states.append(node)
+        out = torch.cat(states[-self.multiplier:], dim=1)
+        if self.bottleneck is not None:
+            out = self.bottleneck(out, weights['bottleneck'])
+        return out
+
+
+class SearchNetwork(nn.Module):
+    """The supernet: a stem, `layers` search cells (reduction at 1/3 and 2/3 depth), a classifier."""
+
+    def __init__(self, C=16, num_classes=10, layers=8, location='after_every', primitives='darts',
+                 steps=4, multiplier=None, stem_multiplier=3, in_channels=3, image_size=32, affine=False):
+        super().__init__()
+        self.config = dict(C=C, num_classes=num_classes, layers=layers, location=location,
+                           primitives=resolve_primitives(primitives), steps=steps,
+                           multiplier=multiplier or steps, stem_multiplier=stem_multiplier,
+                           in_channels=in_channels, image_size=image_size, affine=affine)
+        self.steps, self.multiplier = steps, multiplier or steps
+        self.lists = candidate_lists(location, self.config['primitives'])
+
+        C_curr = stem_multiplier * C
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(C_curr, affine=affine))
+        C_prev_prev, C_prev, C_curr = C_curr, C_curr, C
+        size = image_size
+        self.cells = nn.ModuleList()
+        reduction_prev = False
+        for i in range(layers):
+            reduction = i in (layers // 3, 2 * layers // 3)
+            if reduction:
+                C_curr *= 2
+                size = (size + 1) // 2
+            cell = SearchCell(self.lists, steps, self.multiplier, C_prev_prev, C_prev, C_curr,
+                              reduction, reduction_prev, size, size, affine)
+            cell.reduction = reduction
+            self.cells.append(cell)
+            reduction_prev = reduction
+            C_prev_prev, C_prev = C_prev, self.multiplier * C_curr
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_prev, num_classes)
+
+        num_edges = sum(2 + i for i in range(steps))
+        self.arch = nn.ParameterDict()
+        for layer, names in self.lists.items():
+            if names is None:
+                continue
+            shape = (num_edges, len(names)) if layer != 'bottleneck' else (len(names),)
+            for cell_type in ('normal', 'reduce'):
+                self.arch[f'{TABLE_PREFIX[layer]}_{cell_type}'] = nn.Parameter(1e-3 * torch.randn(*shape))
+
+    def new(self):
+        """A fresh supernet with the same configuration and a copy of the architecture weights."""
+        clone = type(self)(**self.config)
+        clone.arch.load_state_dict(self.arch.state_dict())
+        return clone
+
+    def arch_parameters(self):
+        return list(self.arch.values())
+
+    def named_weight_parameters(self):
+        return [(n, p) for n, p in self.named_parameters() if not n.startswith('arch.')]
+
+    def weight_parameters(self):
+        return [p for _, p in self.named_weight_parameters()]
+
+    def softmaxed(self):
+        """{table name: softmax over candidates}, e.g. alphas_normal of shape (edges, candidates)."""
+        return {name: F.softmax(p, dim=-1) for name, p in self.arch.items()}
+
+    def forward(self, x):
+        tables = self.softmaxed()
+        weights = {cell_type: {layer: tables.get(f'{TABLE_PREFIX[layer]}_{cell_type}')
+                               for layer in TABLE_PREFIX}
+                   for cell_type in ('normal', 'reduce')}
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            s0, s1 = s1, cell(s0, s1, weights['reduce' if cell.reduction else 'normal'])
+        return self.classifier(self.global_pooling(s1).flatten(1))
+
+    def edges(self):
+        """(node, input) of every edge, in the row order of the weight tables."""
+        return [(i, j) for i in range(self.steps) for j in range(2 + i)]
+
+    def genotype(self, sparse=False):
+        """Derive the discrete cell (SPEC 3.3): per node keep the two strongest input edges, ranked
+        by their best first-layer weight; on each, the best op and the best attention.  'none' is
+        excluded unless `sparse` (CNAS), where a node may keep a `none` edge."""
+        with torch.no_grad():
+            tables = {k: v.cpu() for k, v in self.softmaxed().items()}
+        cells = {}
+        for cell_type in ('normal', 'reduce'):
+            cells[cell_type] = self._derive_cell(tables[f'alphas_{cell_type}'],
+                                                 tables.get(f'betas_{cell_type}'), sparse)
+            gammas = tables.get(f'gammas_{cell_type}')
+            cells[cell_type + '_bottleneck'] = (self.lists['bottleneck'][int(gammas.argmax())]
+                                                if gammas is not None else '')
+        concat = list(range(2, 2 + self.steps))
+        return Genotype(normal=cells['normal'], normal_concat=concat, reduce=cells['reduce'],
+                        reduce_concat=concat, normal_bottleneck=cells['normal_bottleneck'],
+                        reduce_bottleneck=cells['reduce_bottleneck'])
+
+    def _derive_cell(self, alphas, betas, sparse):
+        first, second = self.lists['first'], self.lists['second']
+
+        def best(row, names, allow_none):
+            scores = [(float(row[k]), -k) for k, name in enumerate(names) if allow_none or name != 'none']
+            return -max(scores)[1]
+
+        entries, start = [], 0
+        for i in range(self.steps):
+            rows = alphas[start:start + 2 + i]
+            strength = [float(rows[j][best(rows[j], first, sparse)]) for j in range(2 + i)]
+            chosen = sorted(range(2 + i), key=lambda j: -strength[j])[:2]
+            for j in chosen:
+                op = first[best(rows[j], first, sparse)]
+                attn = second[best(betas[start + j], second, False)] if betas is not None else ''
+                entries.append((op, j, attn))
+            start += 2 + i
+        return entries
+
+    def weight_tables(self):
+        """The softmaxed tables with their candidate names, as logged to alphas.jsonl."""
+        with torch.no_grad():
+            tables = self.softmaxed()
+        out = {}
+        for name, values in tables.items():
+            layer = next(layer for layer, prefix in TABLE_PREFIX.items() if name.startswith(prefix))
+            rows = values.reshape(-1, values.shape[-1]).cpu().tolist()
+            out[name] = {'candidates': self.lists[layer], 'values': rows}
+        return out

@@ -1,0 +1,129 @@
+"""The architecture step against autograd: first order is grad of the validation loss, second
+order (finite-difference Hessian-vector product) agrees with differentiating through the
+unrolled SGD step exactly."""
+import pytest
+import torch
+from torch.func import functional_call
+
+from architect import Architect
+from model_search import SearchNetwork
+
+
+# Finite differences converge to the derivative only where the loss is smooth; ReLU and max-pool
+# kinks within the 0.01 radius dominate a 4-channel toy net.  The gradient tests therefore swap in
+# GELU and leave max_pool out, so what is compared is the architect's algebra, not the kinks.
+SMOOTH_PRIMITIVES = ['none', 'avg_pool_3x3', 'skip_connect', 'sep_conv_3x3', 'dil_conv_3x3']
+
+
+def smoothed(module):
+    for name, child in module.named_children():
+        if isinstance(child, torch.nn.ReLU):
+            setattr(module, name, torch.nn.GELU())
+        else:
+            smoothed(child)
+    return module
+
+
+def tiny_supernet(location='after_every', dtype=torch.float64, primitives='darts'):
+    torch.manual_seed(0)
+    net = SearchNetwork(C=4, num_classes=3, layers=3, location=location, steps=2, image_size=8,
+                        primitives=primitives).to(dtype)
+    # Larger architecture weights than the 1e-3 init make the second-order term clearly non-zero.
+    with torch.no_grad():
+        for p in net.arch_parameters():
+            p.normal_(0, 0.5)
+    return net
+
+
+def batches(dtype=torch.float64):
+    g = torch.Generator().manual_seed(1)
+    x_train, x_valid = torch.randn(6, 3, 8, 8, generator=g, dtype=dtype), torch.randn(6, 3, 8, 8, generator=g, dtype=dtype)
+    y_train, y_valid = torch.randint(0, 3, (6,), generator=g), torch.randint(0, 3, (6,), generator=g)
+    return x_train, y_train, x_valid, y_valid
+
+
+def weight_optimizer_with_momentum(net, x, y):
+    """An SGD optimizer that has taken one step, so the momentum buffer enters the unrolled step."""
+    opt = torch.optim.SGD(net.weight_parameters(), lr=0.1, momentum=0.9, weight_decay=3e-4)
+    torch.nn.functional.cross_entropy(net(x), y).backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    for p in net.arch_parameters():
+        p.grad = None
+    return opt
+
+
+def exact_unrolled_gradient(net, x_train, y_train, x_valid, y_valid, eta, opt):
+    """d/d alpha of L_val(w - eta * (m*buf + grad_w L_train + wd*w), alpha) by double backward."""
+    named = net.named_weight_parameters()
+    weights = [p for _, p in named]
+    buffers = {n: b.clone() for n, b in net.named_buffers()}
+    loss = torch.nn.functional.cross_entropy(functional_call(net, {**buffers}, (x_train,)), y_train)
+    grads = torch.autograd.grad(loss, weights, create_graph=True)
+    group = opt.param_groups[0]
+    unrolled = {}
+    for (name, w), g in zip(named, grads):
+        buf = opt.state[w]['momentum_buffer']
+        unrolled[name] = w - eta * (group['momentum'] * buf + g + group['weight_decay'] * w)
+    out = functional_call(net, {**unrolled, **buffers}, (x_valid,))
+    return torch.autograd.grad(torch.nn.functional.cross_entropy(out, y_valid), net.arch_parameters())
+
+
+@pytest.mark.parametrize('location, radius, rtol', [
+    ('no_attention', 0.01, 1e-3),  # the DARTS radius itself
+    ('after_every', 1e-3, 1e-4),   # attention gates are more curved: a smaller radius, O(r^2) error
+    ('end', 1e-3, 1e-4),
+])
+def test_second_order_gradient_matches_autograd(location, radius, rtol):
+    net = smoothed(tiny_supernet(location, primitives=SMOOTH_PRIMITIVES))
+    x_train, y_train, x_valid, y_valid = batches()
+    opt = weight_optimizer_with_momentum(net, x_train, y_train)
+    eta = 0.1
+    exact = exact_unrolled_gradient(net, x_train, y_train, x_valid, y_valid, eta, opt)
+    architect = Architect(net, torch.nn.CrossEntropyLoss(), unrolled=True, hessian_radius=radius)
+    approx, _ = architect.unrolled_gradients(x_train, y_train, x_valid, y_valid, eta, opt)
+    first_order = torch.autograd.grad(torch.nn.functional.cross_entropy(
+        functional_call(net, {n: b.clone() for n, b in net.named_buffers()}, (x_valid,)), y_valid),
+        net.arch_parameters())
+    for e, a, f in zip(exact, approx, first_order):
+        # The implicit term must matter, or this test would not tell the orders apart.
+        assert (e - f).norm() > 1e-3 * e.norm()
+        assert (a - e).norm() <= rtol * e.norm()
+
+
+def test_first_order_step_uses_validation_gradient():
+    net = tiny_supernet()
+    x_train, y_train, x_valid, y_valid = batches()
+    opt = torch.optim.SGD(net.weight_parameters(), lr=0.1, momentum=0.9)
+    before = [p.detach().clone() for p in net.arch_parameters()]
+    expected = torch.autograd.grad(torch.nn.functional.cross_entropy(net(x_valid), y_valid), net.arch_parameters())
+    architect = Architect(net, torch.nn.CrossEntropyLoss(), arch_learning_rate=1e-2, arch_weight_decay=0.0)
+    architect.step(x_train, y_train, x_valid, y_valid, 0.1, opt)
+    for b, p, g in zip(before, net.arch_parameters(), expected):
+        # The first Adam step moves every coordinate by -lr * sign(grad).
+        nonzero = g.abs() > 1e-12
+        torch.testing.assert_close((p.detach() - b)[nonzero], -1e-2 * g.sign()[nonzero], rtol=1e-3, atol=1e-6)
+    assert all(p.grad is None for p in net.weight_parameters())
+
+
+def test_architect_step_changes_only_architecture_parameters():
+    net = tiny_supernet()
+    x_train, y_train, x_valid, y_valid = batches()
+    opt = weight_optimizer_with_momentum(net, x_train, y_train)
+    weights = [p.detach().clone() for p in net.weight_parameters()]
+    alphas = [p.detach().clone() for p in net.arch_parameters()]
+    Architect(net, torch.nn.CrossEntropyLoss(), unrolled=True).step(x_train, y_train, x_valid, y_valid, 0.1, opt)
+    assert all(torch.equal(w, p.detach()) for w, p in zip(weights, net.weight_parameters()))
+    assert all(not torch.equal(a, p.detach()) for a, p in zip(alphas, net.arch_parameters()))
+
+
+def test_network_without_normal_cell_gets_zero_gradient_for_unused_alphas():
+    torch.manual_seed(0)
+    net = SearchNetwork(C=4, num_classes=3, layers=2, steps=2, image_size=8)
+    x_train, y_train, x_valid, y_valid = batches(torch.float32)
+    opt = torch.optim.SGD(net.weight_parameters(), lr=0.1, momentum=0.9)
+    architect = Architect(net, torch.nn.CrossEntropyLoss(), unrolled=True)
+    grads, _ = architect.unrolled_gradients(x_train, y_train, x_valid, y_valid, 0.1, opt)
+    names = list(net.arch.keys())
+    assert torch.count_nonzero(grads[names.index('alphas_normal')]) == 0
+    assert torch.count_nonzero(grads[names.index('alphas_reduce')]) > 0
