@@ -30,14 +30,17 @@ class Architect:
         self.optimizer = torch.optim.Adam(model.arch_parameters(), lr=arch_learning_rate,
                                           betas=(0.5, 0.999), weight_decay=arch_weight_decay)
 
-    def step(self, x_train, y_train, x_valid, y_valid, eta, weight_optimizer):
-        """One Adam step of the architecture parameters; returns the validation loss."""
+    def step(self, x_train, y_train, x_valid, y_valid, eta, weight_optimizer, check=None):
+        """One Adam step of the architecture parameters; returns the validation loss.  `check(loss)`
+        may veto the step (a non-finite loss must not reach Adam's moments); then returns None."""
         alphas = self.model.arch_parameters()
         if self.unrolled:
             grads, loss = self.unrolled_gradients(x_train, y_train, x_valid, y_valid, eta, weight_optimizer)
         else:
             loss = self.criterion(self.model(x_valid), y_valid)
             grads = self._alpha_grad(loss, alphas)
+        if check is not None and not check(loss):
+            return None
         if dist.is_available() and dist.is_initialized():
             # Every rank must hold the same architecture, so average like DDP does for weights.
             flat = torch.cat([g.reshape(-1) for g in grads])

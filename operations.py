@@ -73,8 +73,8 @@ class Zero(nn.Module):
 class FactorizedReduce(nn.Module):
     """Halves the resolution with two offset stride-2 1x1 convs whose outputs are concatenated.
 
-    The offset branch is padded on the bottom/right so odd sizes (7x7 Fashion-MNIST maps) work;
-    for even sizes the padded row is never sampled, so the result equals DARTS's.
+    For odd sizes (7x7 Fashion-MNIST maps) the offset branch is padded on the bottom/right so
+    both branches give the same size; even sizes compute exactly what DARTS computes.
     """
 
     def __init__(self, C_in, C_out, affine=True):
@@ -88,7 +88,9 @@ class FactorizedReduce(nn.Module):
 
     def forward(self, x):
         x = self.relu(x)
-        shifted = F.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))
+        shifted = x[:, :, 1:, 1:]
+        if x.size(2) % 2 or x.size(3) % 2:
+            shifted = F.pad(shifted, (0, 1, 0, 1))
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
 
 

@@ -1,0 +1,552 @@
+"""Data sets: the registry, their transforms, Cutout, and the DARTS-style search split.
+
+    info = dataset_info('cifar10')                      # DatasetInfo(num_classes=10, in_channels=3, ...)
+    train = build_dataset('cifar10', 'data', train=True, augment=True, cutout_length=16)
+    w_idx, a_idx = search_split(train, 0.5)             # first half: weights, second half: architecture
+
+Every data set yields (float image tensor C x H x W, int label). Loading goes through torchvision's own
+readers (CIFAR pickle batches, Fashion-MNIST idx files, ImageFolder); mistakes the user can fix (missing
+or empty folders, no data offline, an unknown name) raise `utils.UserError` with a one-line message.
+
+Folder data sets (imagefolder, tiny-imagenet, imagenet) count their classes from the sub-folders of
+ROOT/train (sorted; hidden folders ignored); val/ is labelled with the train/ class indices. An
+unreadable image is reported once (a warning on the 'attnas' logger) and replaced by the next readable
+one, so one bad file does not stop a training run.
+"""
+import collections
+import contextlib
+import gzip
+import logging
+import math
+import os
+import shutil
+import socket
+import threading
+import urllib.parse
+
+import torch
+from torch.utils.data import Dataset
+from torchvision import datasets as tv_datasets
+from torchvision import transforms as T
+from torchvision.datasets import folder as tv_folder
+
+from utils import UserError, atomic_write
+
+logger = logging.getLogger('attnas')
+
+# SPEC 1.6 (quark0 DARTS) CIFAR-10 constants, and the Att-DARTS / ANAS CIFAR-100 ones.
+CIFAR10_MEAN = (0.49139968, 0.48215827, 0.44653124)
+CIFAR10_STD = (0.24703233, 0.24348505, 0.26158768)
+CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
+CIFAR100_STD = (0.2675, 0.2565, 0.2761)
+FASHION_MNIST_MEAN = (0.2860,)
+FASHION_MNIST_STD = (0.3530,)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Where the Debian package dataset-fashion-mnist puts its gzipped idx files (read at call time,
+# so tests can point it elsewhere).
+FASHION_MNIST_DEBIAN_DIR = '/usr/share/datasets/fashion-mnist'
+# Seconds a download may wait on one DNS lookup or socket operation before it counts as offline.
+DOWNLOAD_TIMEOUT = 10.0
+# Set to 1 to never try a download.
+OFFLINE_ENV = 'ATTNAS_OFFLINE'
+
+DatasetInfo = collections.namedtuple('DatasetInfo', 'num_classes in_channels image_size mean std')
+DatasetSpec = collections.namedtuple('DatasetSpec',
+                                     'title num_classes in_channels image_size mean std builder')
+
+
+# ----------------------------------------------------------------------------- Cutout
+
+class Cutout:
+    """Zero one `length` x `length` square of a C x H x W tensor (DeVries & Taylor 2017, as in DARTS).
+
+    The centre is uniform over the image and the square is clipped at the borders. Draws from torch's
+    global RNG (or `generator`), so it is reproducible under torch.manual_seed and in DataLoader
+    workers, which torch seeds per worker."""
+
+    def __init__(self, length, generator=None):
+        length = int(length)
+        if length < 1:
+            raise UserError(f"cutout length {length} must be a positive number of pixels, e.g. 16")
+        self.length = length
+        self.generator = generator
+
+    def __call__(self, img):
+        h, w = img.shape[-2], img.shape[-1]
+        y = int(torch.randint(h, (1,), generator=self.generator))
+        x = int(torch.randint(w, (1,), generator=self.generator))
+        half = self.length // 2
+        y1, y2 = max(0, y - half), min(h, y + half)
+        x1, x2 = max(0, x - half), min(w, x + half)
+        img = img.clone()
+        img[..., y1:y2, x1:x2] = 0
+        return img
+
+    def __repr__(self):
+        return f'{type(self).__name__}(length={self.length})'
+
+
+# ----------------------------------------------------------------------------- transforms
+
+def _finish(ops, spec, augment, cutout_length):
+    ops = list(ops) + [T.ToTensor(), T.Normalize(spec.mean, spec.std)]
+    if augment and cutout_length:
+        ops.append(Cutout(cutout_length))
+    return T.Compose(ops)
+
+
+def _small_image_transform(spec, augment, cutout_length, size, pad):
+    """CIFAR / Fashion-MNIST: RandomCrop(size, pad) + flip for training (SPEC 1.6); a resize first
+    only when `size` differs from the native resolution."""
+    ops = [T.Resize(size)] if size != spec.image_size else []
+    if augment:
+        ops += [T.RandomCrop(size, padding=pad), T.RandomHorizontalFlip()]
+    return _finish(ops, spec, augment, cutout_length)
+
+
+def _folder_transform(spec, augment, cutout_length, size):
+    """imagefolder / tiny-imagenet: Resize + RandomCrop(pad 4) + flip, or Resize + CenterCrop."""
+    if augment:
+        ops = [T.Resize(size), T.RandomCrop(size, padding=4), T.RandomHorizontalFlip()]
+    else:
+        ops = [T.Resize(size), T.CenterCrop(size)]
+    return _finish(ops, spec, augment, cutout_length)
+
+
+def _imagenet_transform(spec, augment, cutout_length, size):
+    """SPEC 1.6 ImageNet: RandomResizedCrop + flip + ColorJitter(0.4, 0.4, 0.4, 0.2), or Resize(256)
+    + CenterCrop(224) (the resize scales with `size`)."""
+    if augment:
+        ops = [T.RandomResizedCrop(size), T.RandomHorizontalFlip(),
+               T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.2)]
+    else:
+        ops = [T.Resize(int(round(size * 256 / 224))), T.CenterCrop(size)]
+    return _finish(ops, spec, augment, cutout_length)
+
+
+def build_transform(name, augment, cutout_length=0, image_size=None):
+    """The transform build_dataset uses: training augmentation if `augment`, else the evaluation one.
+    Cutout is added only with augment and cutout_length > 0."""
+    key, spec = _lookup(name)
+    size = _check_size(image_size, spec)
+    cutout_length = _check_cutout(cutout_length)
+    if key in ('cifar10', 'cifar100'):
+        return _small_image_transform(spec, augment, cutout_length, size, pad=4)
+    if key == 'fashion-mnist':
+        return _small_image_transform(spec, augment, cutout_length, size, pad=2)
+    if key == 'imagenet':
+        return _imagenet_transform(spec, augment, cutout_length, size)
+    return _folder_transform(spec, augment, cutout_length, size)
+
+
+# ----------------------------------------------------------------------------- downloads
+
+def _one_line(exc):
+    text = ' '.join(str(exc).split())
+    return f'{type(exc).__name__}: {text}' if text else type(exc).__name__
+
+
+def _resolve_with_timeout(host, timeout):
+    """getaddrinfo ignores socket timeouts, so look the host up in a daemon thread and give up
+    after `timeout` seconds (the thread is left to finish on its own)."""
+    result = {}
+
+    def lookup():
+        try:
+            socket.getaddrinfo(host, 443)
+        except BaseException as exc:  # reported to the caller below
+            result['error'] = exc
+
+    thread = threading.Thread(target=lookup, name='attnas-dns-lookup', daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise TimeoutError(f'looking up {host} took over {timeout:g} s')
+    if 'error' in result:
+        raise result['error']
+
+
+def _remove_new_empty_dirs(dirs):
+    """Undo the folders a failed download created (deepest first; only those now empty)."""
+    for d in sorted(dirs, key=len, reverse=True):
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
+
+
+@contextlib.contextmanager
+def _download_guard(url, creates=()):
+    """Fail fast when offline: honour ATTNAS_OFFLINE, bound the DNS lookup, and set a short socket
+    timeout for the download itself (restored afterwards)."""
+    if os.environ.get(OFFLINE_ENV, '').strip() not in ('', '0'):
+        raise ConnectionError(f'{OFFLINE_ENV} is set')
+    timeout = float(DOWNLOAD_TIMEOUT)
+    _resolve_with_timeout(urllib.parse.urlsplit(url).hostname, timeout)
+    new_dirs = [d for d in creates if not os.path.exists(d)]
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)
+    try:
+        yield
+    except BaseException:
+        _remove_new_empty_dirs(new_dirs)
+        raise
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+# ----------------------------------------------------------------------------- CIFAR
+
+class _CIFAR10(tv_datasets.CIFAR10):
+    """torchvision's CIFAR10 reader, checking that the batch files exist but not their md5 sums
+    (hashing 170 MB on every start is slow, and test data written by tests/data_factory.py has
+    other sums). The download still verifies the archive's md5."""
+    train_list = [[name, None] for name, _ in tv_datasets.CIFAR10.train_list]
+    test_list = [[name, None] for name, _ in tv_datasets.CIFAR10.test_list]
+    meta = dict(tv_datasets.CIFAR10.meta, md5=None)
+
+
+class _CIFAR100(tv_datasets.CIFAR100):
+    """torchvision's CIFAR100 reader without the md5 checks (see _CIFAR10)."""
+    train_list = [[name, None] for name, _ in tv_datasets.CIFAR100.train_list]
+    test_list = [[name, None] for name, _ in tv_datasets.CIFAR100.test_list]
+    meta = dict(tv_datasets.CIFAR100.meta, md5=None)
+
+
+def _build_cifar(cls, spec, root, train, transform):
+    root = os.path.abspath(root)
+    if os.path.basename(root.rstrip(os.sep)) == cls.base_folder:   # --data pointing at the batch folder
+        root = os.path.dirname(root.rstrip(os.sep))
+    base = os.path.join(root, cls.base_folder)
+    needed = [name for name, _ in cls.train_list + cls.test_list] + [cls.meta['filename']]
+    if not all(os.path.isfile(os.path.join(base, name)) for name in needed):
+        try:
+            with _download_guard(cls.url, creates=[root]):
+                return cls(root, train=train, transform=transform, download=True)
+        except Exception as exc:
+            raise UserError(f"{spec.title} not found under {root} and could not be downloaded (offline?) "
+                            f"[{_one_line(exc)}]: put {cls.base_folder} there or pass --data DIR") from exc
+    try:
+        return cls(root, train=train, transform=transform, download=False)
+    except Exception as exc:
+        raise UserError(f"{spec.title} files in {base} are truncated or corrupt [{_one_line(exc)}]: "
+                        f"replace {cls.base_folder} with an intact copy or pass --data DIR") from exc
+
+
+def _build_cifar10(spec, root, train, transform):
+    return _build_cifar(_CIFAR10, spec, root, train, transform)
+
+
+def _build_cifar100(spec, root, train, transform):
+    return _build_cifar(_CIFAR100, spec, root, train, transform)
+
+
+# ----------------------------------------------------------------------------- Fashion-MNIST
+
+_FASHION_FILES = [os.path.splitext(name)[0] for name, _ in tv_datasets.FashionMNIST.resources]
+
+
+def _install_fashion_mnist_from_package(raw_dir, package_dir):
+    """Gunzip the Debian package's files into raw_dir (each through a temporary file and a rename).
+    Returns False when the package's files are not there."""
+    sources = {name: os.path.join(package_dir, name + '.gz') for name in _FASHION_FILES}
+    if not all(os.path.isfile(src) for src in sources.values()):
+        return False
+    try:
+        os.makedirs(raw_dir, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create {raw_dir} [{_one_line(exc)}]: pass a writable --data DIR") from exc
+    for name, src in sources.items():
+        dst = os.path.join(raw_dir, name)
+        if os.path.isfile(dst):
+            continue
+
+        def copy(out, src=src):
+            with gzip.open(src, 'rb') as f:
+                shutil.copyfileobj(f, out, 1 << 20)
+
+        try:
+            atomic_write(dst, copy)
+        except (OSError, EOFError) as exc:
+            raise UserError(f"could not unpack {src} into {raw_dir} [{_one_line(exc)}]: reinstall "
+                            f"dataset-fashion-mnist or pass a writable --data DIR") from exc
+    logger.info('unpacked Fashion-MNIST from %s into %s', package_dir, raw_dir)
+    return True
+
+
+def _build_fashion_mnist(spec, root, train, transform):
+    root = os.path.abspath(root)
+    cls = tv_datasets.FashionMNIST
+    raw = os.path.join(root, cls.__name__, 'raw')
+    processed = os.path.join(root, cls.__name__, 'processed')
+
+    def present():
+        return (all(os.path.isfile(os.path.join(raw, n)) for n in _FASHION_FILES)
+                or all(os.path.isfile(os.path.join(processed, n)) for n in ('training.pt', 'test.pt')))
+
+    if not present():
+        _install_fashion_mnist_from_package(raw, FASHION_MNIST_DEBIAN_DIR)
+    if not present():
+        try:
+            with _download_guard(cls.mirrors[0], creates=[root, os.path.dirname(raw), raw]):
+                return cls(root, train=train, transform=transform, download=True)
+        except Exception as exc:
+            raise UserError(f"Fashion-MNIST not found in {raw} nor in {FASHION_MNIST_DEBIAN_DIR} and could not "
+                            f"be downloaded (offline?) [{_one_line(exc)}]: run `apt-get install "
+                            f"dataset-fashion-mnist` or put the idx files there or pass --data DIR") from exc
+    try:
+        return cls(root, train=train, transform=transform, download=False)
+    except Exception as exc:
+        raise UserError(f"Fashion-MNIST files in {raw} are truncated or corrupt [{_one_line(exc)}]: "
+                        f"delete them to unpack or download them again, or pass --data DIR") from exc
+
+
+# ----------------------------------------------------------------------------- image folders
+
+def _list_classes(directory):
+    """Sorted class sub-folder names of `directory` (hidden ones ignored); UserError if none."""
+    if not os.path.isdir(directory):
+        raise UserError(f"data folder {directory} does not exist: create it with one sub-folder per "
+                        f"class, or pass --data DIR")
+    classes = sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith('.'))
+    if not classes:
+        raise UserError(f"data folder {directory} has no class sub-folders: put the images in "
+                        f"{directory}/<class>/, or pass --data DIR")
+    return classes
+
+
+class _SkipUnreadable:
+    """Mixin for data sets with `samples` [(path, target)] and a `loader`: an unreadable image is
+    logged once and replaced by the next readable sample (cyclically), so the result for an index
+    does not depend on the order in which bad files are found. The 'bad' flags live in shared memory,
+    so DataLoader workers (and later epochs) see each other's finds and warn only once."""
+
+    def _init_skip(self):
+        if not self.samples:
+            raise UserError(f"no images found under {self.root}: add images "
+                            f"({', '.join(tv_folder.IMG_EXTENSIONS)}) or pass --data DIR")
+        self._unreadable = torch.zeros(len(self.samples), dtype=torch.uint8).share_memory_()
+
+    def __getitem__(self, index):
+        n = len(self.samples)
+        for step in range(n):
+            i = (int(index) + step) % n
+            if self._unreadable[i]:
+                continue
+            path, target = self.samples[i]
+            try:
+                img = self.loader(path)
+            except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, ... for bad files
+                if not self._unreadable[i]:
+                    self._unreadable[i] = 1
+                    logger.warning('skipping unreadable image %s [%s]', path, _one_line(exc))
+                continue
+            if self.transform is not None:
+                img = self.transform(img)
+            if self.target_transform is not None:
+                target = self.target_transform(target)
+            return img, target
+        raise UserError(f"none of the {n} images under {self.root} can be read: check the files or pass --data DIR")
+
+
+class _ImageFolder(_SkipUnreadable, tv_datasets.ImageFolder):
+    """torchvision ImageFolder with a fixed class list (the train/ folders), so val/ gets the train
+    indices even when it lacks a class; a class folder missing from this split is allowed."""
+
+    def __init__(self, root, classes, transform=None):
+        self._fixed_classes = list(classes)
+        try:
+            super().__init__(root, transform=transform)
+        except FileNotFoundError as exc:  # torchvision: "Found no valid file for the classes ..."
+            raise UserError(f"{root}: {_one_line(exc)}; remove the empty class folders or add images") from exc
+        self._init_skip()
+
+    def find_classes(self, directory):
+        return list(self._fixed_classes), {c: i for i, c in enumerate(self._fixed_classes)}
+
+    @staticmethod
+    def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False):
+        present = {c: i for c, i in class_to_idx.items() if os.path.isdir(os.path.join(directory, c))}
+        return tv_folder.make_dataset(directory, present, extensions, is_valid_file)
+
+
+class _ImageList(_SkipUnreadable, Dataset):
+    """(path, target) samples read with torchvision's default image loader."""
+
+    def __init__(self, root, samples, classes, transform=None):
+        self.root = root
+        self.samples = list(samples)
+        self.targets = [t for _, t in self.samples]
+        self.classes = list(classes)
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        self.loader = tv_folder.default_loader
+        self.transform = transform
+        self.target_transform = None
+        self._init_skip()
+
+    def __len__(self):
+        return len(self.samples)
+
+
+def _split_folder(root, split):
+    path = os.path.join(root, split)
+    if not os.path.isdir(path):
+        raise UserError(f"data folder {path} does not exist: the data set needs {root}/train and "
+                        f"{root}/val with one sub-folder per class, or pass --data DIR")
+    return path
+
+
+def _folder_split(root, train, transform):
+    classes = _list_classes(_split_folder(root, 'train'))
+    path = _split_folder(root, 'train' if train else 'val')
+    if not train:
+        extra = sorted(set(_list_classes(path)) - set(classes))
+        if extra:
+            raise UserError(f"{path} has class folders that {root}/train lacks ({', '.join(extra[:5])}): "
+                            f"make the class folders of train/ and val/ match")
+    return _ImageFolder(path, classes, transform)
+
+
+def _build_image_folder(spec, root, train, transform):
+    return _folder_split(root, train, transform)
+
+
+def _build_tiny_imagenet(spec, root, train, transform):
+    """Tiny-ImageNet-200: train/<wnid>/images/*.JPEG (ImageFolder finds them recursively and skips the
+    *_boxes.txt files), val/images/*.JPEG labelled by val/val_annotations.txt (file, wnid, bbox...).
+    A val/ already sorted into val/<wnid>/ folders is read as an ImageFolder."""
+    if train:
+        return _folder_split(root, True, transform)
+    classes = _list_classes(_split_folder(root, 'train'))
+    val = _split_folder(root, 'val')
+    annotations = os.path.join(val, 'val_annotations.txt')
+    if not os.path.isfile(annotations):
+        if os.path.isdir(os.path.join(val, 'images')):
+            raise UserError(f"{annotations} is missing: Tiny-ImageNet labels val/images/ with it; "
+                            f"restore it from the tiny-imagenet-200 archive or pass --data DIR")
+        return _folder_split(root, False, transform)
+    index = {c: i for i, c in enumerate(classes)}
+    samples = []
+    with open(annotations) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            fields = line.rstrip('\n').split('\t')
+            if len(fields) < 2:
+                raise UserError(f"{annotations} line {lineno} is not 'file<TAB>wnid<TAB>...': fix or "
+                                f"restore the file")
+            name, wnid = fields[0].strip(), fields[1].strip()
+            if wnid not in index:
+                raise UserError(f"{annotations} line {lineno} names class {wnid}, which has no folder in "
+                                f"{root}/train: restore train/{wnid} or fix the file")
+            path = os.path.join(val, 'images', name)
+            if not os.path.isfile(path):
+                raise UserError(f"{annotations} line {lineno} names {path}, which does not exist: restore "
+                                f"the image or fix the file")
+            samples.append((path, index[wnid]))
+    if not samples:
+        raise UserError(f"{annotations} lists no images: restore it from the tiny-imagenet-200 archive")
+    return _ImageList(val, samples, classes, transform)
+
+
+def _build_imagenet(spec, root, train, transform):
+    return _folder_split(root, train, transform)
+
+
+# ----------------------------------------------------------------------------- registry
+
+DATASETS = collections.OrderedDict([
+    ('cifar10', DatasetSpec('CIFAR-10', 10, 3, 32, CIFAR10_MEAN, CIFAR10_STD, _build_cifar10)),
+    ('cifar100', DatasetSpec('CIFAR-100', 100, 3, 32, CIFAR100_MEAN, CIFAR100_STD, _build_cifar100)),
+    ('fashion-mnist', DatasetSpec('Fashion-MNIST', 10, 1, 28, FASHION_MNIST_MEAN, FASHION_MNIST_STD,
+                                  _build_fashion_mnist)),
+    # num_classes None: counted from ROOT/train
+    ('imagefolder', DatasetSpec('image folder', None, 3, 32, IMAGENET_MEAN, IMAGENET_STD, _build_image_folder)),
+    ('tiny-imagenet', DatasetSpec('Tiny-ImageNet', None, 3, 64, IMAGENET_MEAN, IMAGENET_STD, _build_tiny_imagenet)),
+    ('imagenet', DatasetSpec('ImageNet', None, 3, 224, IMAGENET_MEAN, IMAGENET_STD, _build_imagenet)),
+])
+
+_ALIASES = {'cifar-10': 'cifar10', 'cifar-100': 'cifar100', 'fashionmnist': 'fashion-mnist',
+            'image-folder': 'imagefolder', 'tinyimagenet': 'tiny-imagenet'}
+
+
+def _lookup(name):
+    key = str(name).strip().lower().replace('_', '-')
+    key = _ALIASES.get(key, key)
+    if key not in DATASETS:
+        raise UserError(f"unknown dataset '{name}': choose one of {', '.join(DATASETS)}")
+    return key, DATASETS[key]
+
+
+def _check_size(image_size, spec):
+    if image_size is None:
+        return spec.image_size
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise UserError(f"image size {image_size!r} must be a positive whole number of pixels, e.g. {spec.image_size}")
+    return image_size
+
+
+def _check_cutout(cutout_length):
+    if cutout_length is None:
+        return 0
+    if isinstance(cutout_length, bool) or not isinstance(cutout_length, int) or cutout_length < 0:
+        raise UserError(f"cutout length {cutout_length!r} must be 0 (off) or a positive number of pixels, e.g. 16")
+    return cutout_length
+
+
+def dataset_info(name, root=None, image_size=None):
+    """DatasetInfo(num_classes, in_channels, image_size, mean, std) of a registered data set. Folder
+    data sets count num_classes from the class sub-folders of ROOT/train, so they need `root`."""
+    key, spec = _lookup(name)
+    num_classes = spec.num_classes
+    if num_classes is None:
+        if root is None:
+            raise UserError(f"dataset '{key}' counts its classes from DIR/train: pass --data DIR")
+        num_classes = len(_list_classes(_split_folder(os.fspath(root), 'train')))
+    return DatasetInfo(num_classes, spec.in_channels, _check_size(image_size, spec), spec.mean, spec.std)
+
+
+def build_dataset(name, root, train, augment, cutout_length=0, image_size=None):
+    """The train (train=True) or test/val split of a registered data set, yielding (tensor, int).
+
+    augment=True gives the training augmentation (and Cutout when cutout_length > 0, after
+    normalisation); augment=False gives ToTensor + Normalize (after the resize/crop for folders).
+    image_size defaults to the data set's own (32, 28, 32, 64, 224). root=None means 'data'."""
+    key, spec = _lookup(name)
+    transform = build_transform(key, augment, cutout_length, image_size)
+    root = os.fspath(root) if root is not None else 'data'
+    return spec.builder(spec, root, bool(train), transform)
+
+
+def search_split(dataset, train_portion, subset=None):
+    """DARTS split of a training set for search: of the first `subset` samples (all if None), the
+    first floor(train_portion * n) train the weights and the rest the architecture.
+
+    `dataset` may be a data set or its length. Returns (weight_indices, arch_indices) as lists."""
+    n = dataset if isinstance(dataset, int) else len(dataset)
+    if subset is not None:
+        if isinstance(subset, bool) or not isinstance(subset, int) or subset < 2:
+            raise UserError(f"subset {subset!r} must be a whole number of at least 2 samples")
+        if subset > n:
+            logger.warning('subset %d is larger than the data set (%d samples); using all of it', subset, n)
+        n = min(n, subset)
+    try:
+        portion = float(train_portion)
+    except (TypeError, ValueError):
+        portion = float('nan')
+    if not 0.0 < portion < 1.0:
+        raise UserError(f"train portion {train_portion!r} must lie strictly between 0 and 1, e.g. 0.5")
+    split = int(math.floor(portion * n + 1e-9))   # the epsilon only absorbs float error, e.g. 0.29*100
+    if split < 1 or split >= n:
+        raise UserError(f"train portion {portion:g} of {n} samples leaves {split} for the weights and "
+                        f"{n - split} for the architecture; both need at least one: use more samples or a "
+                        f"portion nearer 0.5")
+    return list(range(split)), list(range(split, n))
+
+
+__all__ = ['DATASETS', 'DatasetInfo', 'DatasetSpec', 'Cutout', 'build_dataset', 'build_transform',
+           'dataset_info', 'search_split', 'CIFAR10_MEAN', 'CIFAR10_STD', 'CIFAR100_MEAN', 'CIFAR100_STD',
+           'FASHION_MNIST_MEAN', 'FASHION_MNIST_STD', 'IMAGENET_MEAN', 'IMAGENET_STD',
+           'FASHION_MNIST_DEBIAN_DIR', 'DOWNLOAD_TIMEOUT', 'OFFLINE_ENV']

@@ -1,0 +1,284 @@
+"""Evaluation networks built from a genotype: DARTS cells, optionally with attention.
+
+Liu, Simonyan and Yang, "DARTS: Differentiable Architecture Search", ICLR 2019
+(https://arxiv.org/abs/1806.09055; reference code quark0/darts `cnn/model.py`), and
+Nakai, Matsubara and Uehara, "Att-DARTS: Differentiable Neural Architecture Search for Attention",
+IJCNN 2020 (reference code chomin/Att-DARTS `model.py`).
+
+A genotype entry `(op, j)` or `(op, j, attention)` is one edge: `op` (an `operations.OPS` name, or
+an attention name in Att-DARTS's mixed settings) applied to state j, then the optional second
+layer.  Node i is the sum of its two edges; the cell outputs the concatenation of the `concat`
+states, optionally followed by a bottleneck attention.  The networks are the DARTS CIFAR and
+ImageNet skeletons (stem, 1/3 and 2/3 reductions, auxiliary head after the second reduction).
+
+Differences from the references, all deliberate:
+  * `none` edges are not built and not computed (CNAS sparse genotypes); a node whose edges are
+    all `none` outputs zeros.  Nodes that no output depends on, and cell inputs that nothing
+    reads, are not built either, so every parameter gets a gradient (DDP needs that).  For every
+    genotype without such dead parts (all the named ones) the network is the reference's.
+  * The drop-path mask is drawn on the input's device (the reference's was CUDA-only).
+  * Each cell is given its true output size, starting at the real post-stem size (28 for a
+    224 ImageNet input; Att-DARTS used 128, which only mattered for GE's gather kernel); odd
+    sizes halve with ceil, as the stride-2 ops do.
+  * The auxiliary heads' pooling is the reference's for CIFAR (8x8) and ImageNet (7x7) and is
+    computed for other sizes so that it still yields the 2x2 map the 2x2 conv expects.
+  * The first ReLU of an auxiliary head is not in-place (the reference's modified the cell output
+    that the next cells read, harmlessly only because they start with a ReLU).
+"""
+import torch
+import torch.nn as nn
+
+from genotypes import entry_attention, entry_input, entry_op
+from operations import FactorizedReduce, ReLUConvBN, is_identity, make_candidate
+
+
+def drop_path(x, drop_prob):
+    """Zero whole samples with probability `drop_prob` and rescale the rest by 1 / keep.
+
+    The per-sample mask is drawn on x's device in x's dtype; the scale is folded into the
+    (N, 1, 1, 1) mask so the full tensor is touched once.  Out of place, so autograd is safe.
+    """
+    if drop_prob <= 0.:
+        return x
+    keep = 1. - drop_prob
+    mask = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), device=x.device, dtype=x.dtype)
+    mask.bernoulli_(keep).div_(keep)
+    return x * mask
+
+
+def halve(size):
+    """The size after a stride-2 op of this codebase (3x3 pad 1, pools pad 1, FactorizedReduce)."""
+    return (size + 1) // 2
+
+
+class Cell(nn.Module):
+    """One evaluation cell.  `height`/`width` are the cell's output size (halved inputs if
+    `reduction`); attentions are built for that size."""
+
+    def __init__(self, genotype, C_prev_prev, C_prev, C, reduction, reduction_prev, height, width):
+        super().__init__()
+        self.reduction = reduction
+        if reduction:
+            entries, concat, bottleneck = genotype.reduce, genotype.reduce_concat, genotype.reduce_bottleneck
+        else:
+            entries, concat, bottleneck = genotype.normal, genotype.normal_concat, genotype.normal_bottleneck
+        self._C = C
+        self._concat = tuple(concat)
+        self.multiplier = len(self._concat)
+        steps = len(entries) // 2
+
+        def is_none(entry):
+            return entry_op(entry) == 'none' or entry_attention(entry) == 'none'
+
+        # Liveness: which states does the output depend on?
+        live = [False] * (steps + 2)
+        for i in self._concat:
+            live[i] = True
+        for node in reversed(range(steps)):
+            if live[node + 2]:
+                for entry in entries[2 * node:2 * node + 2]:
+                    if not is_none(entry):
+                        live[entry_input(entry)] = True
+
+        self.preprocess0 = self.preprocess1 = None
+        if live[0]:
+            self.preprocess0 = (FactorizedReduce(C_prev_prev, C) if reduction_prev
+                                else ReLUConvBN(C_prev_prev, C, 1, 1, 0))
+        if live[1]:
+            self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0)
+
+        # _ops holds one module per built edge; _nodes[i] lists (input, op position, droppable)
+        # for node i, or is None for a dead node.
+        self._ops = nn.ModuleList()
+        nodes = []
+        for node in range(steps):
+            if not live[node + 2]:
+                nodes.append(None)
+                continue
+            edges = []
+            for entry in entries[2 * node:2 * node + 2]:
+                if is_none(entry):
+                    continue
+                j, attn = entry_input(entry), entry_attention(entry)
+                stride = 2 if reduction and j < 2 else 1
+                op = make_candidate(entry_op(entry), C, stride, height, width, affine=True)
+                droppable = not is_identity(op)
+                if attn:
+                    second = make_candidate(attn, C, 1, height, width, affine=True)
+                    droppable = droppable and not is_identity(second)
+                    if not is_identity(second):
+                        op = nn.Sequential(op, second)
+                edges.append((j, len(self._ops), droppable))
+                self._ops.append(op)
+            nodes.append(tuple(edges))
+        self._nodes = tuple(nodes)
+
+        self.bottleneck = None
+        if bottleneck:
+            self.bottleneck = make_candidate(bottleneck, C * self.multiplier, 1, height, width, True)
+
+    def forward(self, s0, s1, drop_prob=0.):
+        states = [self.preprocess0(s0) if self.preprocess0 is not None else None,
+                  self.preprocess1(s1) if self.preprocess1 is not None else None]
+        drop = self.training and drop_prob > 0.
+        for edges in self._nodes:
+            out = None
+            if edges is not None:
+                for j, position, droppable in edges:
+                    h = self._ops[position](states[j])
+                    if drop and droppable:
+                        h = drop_path(h, drop_prob)
+                    out = h if out is None else out + h
+                if out is None:  # every edge is 'none'
+                    n, _, height, width = s1.shape
+                    if self.reduction:
+                        height, width = halve(height), halve(width)
+                    out = s1.new_zeros(n, self._C, height, width)
+            states.append(out)
+        out = torch.cat([states[i] for i in self._concat], dim=1)
+        if self.bottleneck is not None:
+            out = self.bottleneck(out)
+        return out
+
+
+def _aux_pool(size, kernel, stride):
+    """AvgPool giving the 2x2 map the auxiliary head's 2x2 conv expects from a size x size input:
+    the reference pool when it already does (CIFAR 8x8, ImageNet 7x7), else one computed for this
+    size (stride ~ 3/8 of it, kernel = size - stride, which is exactly 2 windows)."""
+    if size >= kernel and (size - kernel) // stride + 1 == 2:
+        return nn.AvgPool2d(kernel, stride=stride, padding=0, count_include_pad=False)
+    if size >= 2:
+        stride = max(1, (3 * size + 4) // 8)
+        return nn.AvgPool2d(size - stride, stride=stride, padding=0, count_include_pad=False)
+    return nn.AdaptiveAvgPool2d(2)
+
+
+class AuxiliaryHeadCIFAR(nn.Module):
+    """DARTS's CIFAR auxiliary classifier; `size` is its input size (8 on CIFAR)."""
+
+    def __init__(self, C, num_classes, size=8):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.ReLU(inplace=False),
+            _aux_pool(size, 5, 3),  # 2x2
+            nn.Conv2d(C, 128, 1, bias=False),
+            nn.BatchNorm2d(128),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(128, 768, 2, bias=False),
+            nn.BatchNorm2d(768),
+            nn.ReLU(inplace=True),
+        )
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x):
+        return self.classifier(self.features(x).flatten(1))
+
+
+class AuxiliaryHeadImageNet(nn.Module):
+    """DARTS's ImageNet auxiliary classifier: no BN after the 768-channel conv (as in the paper's
+    experiments).  The reference's docstring says 14x14 input; the real input is 7x7 at 224."""
+
+    def __init__(self, C, num_classes, size=7):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.ReLU(inplace=False),
+            _aux_pool(size, 5, 2),  # 2x2
+            nn.Conv2d(C, 128, 1, bias=False),
+            nn.BatchNorm2d(128),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(128, 768, 2, bias=False),
+            nn.ReLU(inplace=True),
+        )
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x):
+        return self.classifier(self.features(x).flatten(1))
+
+
+class _Network(nn.Module):
+    """The cell stack shared by both skeletons: reductions at layers//3 and 2*layers//3 (channels
+    double), auxiliary head after cell 2*layers//3, global pool and a linear classifier."""
+
+    def _build_cells(self, genotype, C, C_prev_prev, C_prev, layers, reduction_prev, size):
+        self._layers = layers
+        self._aux_index = 2 * layers // 3
+        self.drop_path_prob = 0.
+        C_curr = C
+        self.cells = nn.ModuleList()
+        aux = None
+        for i in range(layers):
+            reduction = i in (layers // 3, 2 * layers // 3)
+            if reduction:
+                C_curr *= 2
+                size = halve(size)
+            cell = Cell(genotype, C_prev_prev, C_prev, C_curr, reduction, reduction_prev, size, size)
+            self.cells.append(cell)
+            reduction_prev = reduction
+            C_prev_prev, C_prev = C_prev, cell.multiplier * C_curr
+            if i == self._aux_index:
+                aux = (C_prev, size)
+        return C_prev, aux
+
+    def _cells_forward(self, s0, s1):
+        logits_aux = None
+        want_aux = self.auxiliary_head is not None and self.training
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            if want_aux and i == self._aux_index:
+                logits_aux = self.auxiliary_head(s1)
+        logits = self.classifier(self.global_pooling(s1).flatten(1))
+        return logits, logits_aux
+
+
+class NetworkCIFAR(_Network):
+    """The DARTS CIFAR network.  forward returns (logits, logits_aux); logits_aux is None unless
+    `auxiliary` and training.  `in_channels=1, image_size=28` gives the Fashion-MNIST variant.
+    `pooled_head=True` (CNAS, for many classes) pools to 2x2 instead of 1x1 before the classifier."""
+
+    def __init__(self, C, num_classes, layers, auxiliary, genotype, in_channels=3, image_size=32,
+                 pooled_head=False):
+        super().__init__()
+        stem_multiplier = 3
+        C_stem = stem_multiplier * C
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False),
+            nn.BatchNorm2d(C_stem),
+        )
+        C_prev, (C_aux, size_aux) = self._build_cells(genotype, C, C_stem, C_stem, layers, False, image_size)
+        self.auxiliary_head = AuxiliaryHeadCIFAR(C_aux, num_classes, size_aux) if auxiliary else None
+        pooled = 2 if pooled_head else 1
+        self.global_pooling = nn.AdaptiveAvgPool2d(pooled)
+        self.classifier = nn.Linear(C_prev * pooled * pooled, num_classes)
+
+    def forward(self, x):
+        s = self.stem(x)
+        return self._cells_forward(s, s)
+
+
+class NetworkImageNet(_Network):
+    """The DARTS ImageNet network (224x224 inputs: 56x56 after stem0, 28x28 after stem1)."""
+
+    def __init__(self, C, num_classes, layers, auxiliary, genotype, in_channels=3, image_size=224):
+        super().__init__()
+        self.stem0 = nn.Sequential(
+            nn.Conv2d(in_channels, C // 2, kernel_size=3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(C // 2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(C // 2, C, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(C),
+        )
+        self.stem1 = nn.Sequential(
+            nn.ReLU(inplace=False),  # s0 is read again by the first cell
+            nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(C),
+        )
+        size = halve(halve(halve(image_size)))
+        C_prev, (C_aux, size_aux) = self._build_cells(genotype, C, C, C, layers, True, size)
+        self.auxiliary_head = AuxiliaryHeadImageNet(C_aux, num_classes, size_aux) if auxiliary else None
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)  # the reference's AvgPool2d(7) at 224
+        self.classifier = nn.Linear(C_prev, num_classes)
+
+    def forward(self, x):
+        s0 = self.stem0(x)
+        s1 = self.stem1(s0)
+        return self._cells_forward(s0, s1)

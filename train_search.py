@@ -1,0 +1,135 @@
+"""Att-DARTS / DARTS cell search.
+
+    python train_search.py --unrolled --location after_every
+    python train_search.py --dataset fashion-mnist --subset 2000 --epochs 2 --layers 5 --init_channels 8
+
+Writes into the run directory (--save): genotype.json every epoch, alphas.jsonl (softmaxed
+architecture weights per epoch), metrics.jsonl, log.txt, checkpoint.pt (resume with --resume).
+"""
+import json
+import sys
+
+import torch
+import torch.nn as nn
+
+import datasets
+import genotypes
+import training
+import utils
+from architect import Architect
+from model_search import LOCATIONS, SearchNetwork
+from training import logger
+
+
+def build_parser():
+    parser = training.default_parser(__doc__.splitlines()[0])
+    training.add_common_arguments(parser, batch_size=64, learning_rate=0.025, learning_rate_min=0.001,
+                                  epochs=50, init_channels=16, layers=8, seed=2)
+    g = parser.add_argument_group('search')
+    g.add_argument('--location', default='after_every', choices=list(LOCATIONS),
+                   help='where attention is searched')
+    g.add_argument('--primitives', default='darts', help=f"op set: {', '.join(genotypes.PRIMITIVE_SETS)}")
+    g.add_argument('--num_meta_node', type=int, default=4, help='intermediate nodes per cell')
+    g.add_argument('--train_portion', type=float, default=0.5,
+                   help='share of the training set for the weights; the rest trains the architecture')
+    g.add_argument('--unrolled', action='store_true', help='second-order architecture gradient')
+    g.add_argument('--arch_learning_rate', '--arch_lr', type=float, default=3e-4)
+    g.add_argument('--arch_weight_decay', '--arch_wd', type=float, default=1e-3)
+    g.add_argument('--arch_grad_clip', type=float, default=None, help='clip the architecture gradient norm')
+    g.add_argument('--drop_path_prob', type=float, default=0.3, help='unused in search; kept for the seeds\' CLI')
+    return parser
+
+
+def repeat(loader):
+    while True:
+        yield from loader
+
+
+def search_signature(args, info):
+    return json.dumps({'kind': 'search', 'location': args.location, 'primitives': args.primitives,
+                       'C': args.init_channels, 'layers': args.layers, 'steps': args.num_meta_node,
+                       'classes': info.num_classes, 'in_channels': info.in_channels})
+
+
+@training.cli
+def main(argv=None):
+    args = training.parse(build_parser(), argv)
+    if not 1 <= args.num_meta_node <= 8:
+        raise utils.UserError(f"--num_meta_node must be between 1 and 8, got {args.num_meta_node}")
+    if not 0 < args.train_portion < 1:
+        raise utils.UserError(f"--train_portion must be between 0 and 1, got {args.train_portion}")
+    device = training.select_device(args.device)
+    info = datasets.dataset_info(args.dataset, args.data)
+
+    utils.seed_everything(args.seed)
+    model = SearchNetwork(args.init_channels, info.num_classes, args.layers, location=args.location,
+                          primitives=args.primitives, steps=args.num_meta_node,
+                          in_channels=info.in_channels, image_size=info.image_size).to(device)
+    input_shape = (info.in_channels, info.image_size, info.image_size)
+    if args.dry_run:
+        print(training.describe(model, input_shape)[2])
+        return 0
+
+    run = training.Run(args.save, args, args.resume, kind='search')
+    train_data = datasets.build_dataset(args.dataset, args.data, train=True, augment=True,
+                                        cutout_length=args.cutout_length if args.cutout else 0)
+    weight_idx, arch_idx = datasets.search_split(train_data, args.train_portion, args.subset)
+    if args.batch_size > min(len(weight_idx), len(arch_idx)):
+        raise utils.UserError(f"--batch_size {args.batch_size} is larger than the search split "
+                              f"({len(weight_idx)} / {len(arch_idx)} images); lower --batch_size")
+    train_loader = training.make_loader(torch.utils.data.Subset(train_data, weight_idx), args.batch_size,
+                                        True, args.workers, device, drop_last=True)
+    valid_loader = training.make_loader(torch.utils.data.Subset(train_data, arch_idx), args.batch_size,
+                                        True, args.workers, device, drop_last=True)
+
+    params, flops, description = training.describe(model, input_shape)
+    logger.info('search %s on %s: %s', args.location, args.dataset, description.replace('\n', ', '))
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.weight_parameters(), args.learning_rate, momentum=args.momentum,
+                                weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs, eta_min=args.learning_rate_min)
+    architect = Architect(model, criterion, args.arch_learning_rate, args.arch_weight_decay,
+                          unrolled=args.unrolled, arch_grad_clip=args.arch_grad_clip)
+
+    def run_epoch(epoch, guard):
+        lr = scheduler.get_last_lr()[0]
+        model.train()
+        valid_batches = repeat(valid_loader)
+
+        def step(batch, where, guard):
+            x, y = (t.to(device, non_blocking=True) for t in batch)
+            x_valid, y_valid = (t.to(device, non_blocking=True) for t in next(valid_batches))
+            def check(loss):
+                return guard.ok(loss, where + ' (architecture step)')
+            if architect.step(x, y, x_valid, y_valid, lr, optimizer, check=check) is None:
+                return None
+            optimizer.zero_grad(set_to_none=True)
+            logits = model(x)
+            loss = criterion(logits, y)
+            if not guard.ok(loss, where):
+                return None
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.weight_parameters(), args.grad_clip)
+            optimizer.step()
+            return loss.detach(), logits, y
+
+        train_loss, train_acc = training.run_batches(train_loader, step, len(train_loader),
+                                                     f'search {epoch + 1}/{args.epochs}', args, epoch, guard)
+        scheduler.step()
+        valid = training.evaluate(model, valid_loader, criterion, device, no_progress=args.no_progress)
+        genotype = model.genotype()
+        genotypes.save(genotype, run.path('genotype.json'))
+        run.append_jsonl('alphas.jsonl', {'epoch': epoch, 'edges': model.edges(), 'weights': model.weight_tables()})
+        logger.info('genotype = %s', genotype)
+        return {'lr': lr, 'train_loss': train_loss, 'train_acc': train_acc, 'valid_loss': valid['loss'],
+                'valid_acc': valid['top1'], 'params_MB': params, 'genotype': genotypes.to_dict(genotype)}
+
+    stateful = {'model': model, 'optimizer': optimizer, 'scheduler': scheduler, 'architect': architect.optimizer}
+    training.fit(run, args, stateful, run_epoch, search_signature(args, info))
+    logger.info('search done; genotype written to %s', run.path('genotype.json'))
+    print(run.path('genotype.json'))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""The one training loop behind every search and train script.
+
+A script parses its flags, builds a model and a per-batch `step`, and hands them to `fit`, which
+owns the run directory, the epoch loop, progress bars, metrics logs, atomic checkpoints and exact
+resume, and the non-finite-loss guard.
+
+Run directory (`--save`): args.json, log.txt, metrics.jsonl (one JSON object per epoch) and
+checkpoint.pt; search scripts add alphas.jsonl and genotype.json, train scripts trained.pt.
+"""
+import argparse
+import functools
+import json
+import logging
+import os
+import sys
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
+
+import utils
+from utils import UserError
+
+logger = logging.getLogger('attnas')
+CHECKPOINT = 'checkpoint.pt'
+
+
+def cli(main):
+    """Turn a script's `main(argv)` into an entry point: user errors become one line and exit 2."""
+    @functools.wraps(main)
+    def entry(argv=None):
+        try:
+            return main(argv) or 0
+        except UserError as exc:
+            print(f'error: {exc}', file=sys.stderr)
+            return 2
+    return entry
+
+
+def add_common_arguments(parser, **defaults):
+    """Flags every script shares; `defaults` overrides the per-script values (seed names kept,
+    with the Att-DARTS spellings as aliases)."""
+    d = dict(dataset='cifar10', data='data', batch_size=64, learning_rate=0.025, learning_rate_min=0.0,
+             momentum=0.9, weight_decay=3e-4, epochs=50, init_channels=16, layers=8, grad_clip=5.0,
+             seed=2, save=None, workers=2, report_freq=50, cutout_length=16)
+    d.update(defaults)
+    g = parser.add_argument_group('common')
+    g.add_argument('--dataset', default=d['dataset'],
+                   help='cifar10, cifar100, fashion-mnist, imagefolder, tiny-imagenet or imagenet')
+    g.add_argument('--data', default=d['data'], help='dataset root directory')
+    g.add_argument('--subset', type=int, default=None, help='use only the first N training images')
+    g.add_argument('--batch_size', '--batchsz', type=int, default=d['batch_size'], help='batch size (per process)')
+    g.add_argument('--learning_rate', '--lr', type=float, default=d['learning_rate'])
+    g.add_argument('--learning_rate_min', '--lr_min', type=float, default=d['learning_rate_min'])
+    g.add_argument('--momentum', type=float, default=d['momentum'])
+    g.add_argument('--weight_decay', '--wd', type=float, default=d['weight_decay'])
+    g.add_argument('--epochs', type=int, default=d['epochs'])
+    g.add_argument('--init_channels', '--init_ch', type=int, default=d['init_channels'])
+    g.add_argument('--layers', type=int, default=d['layers'])
+    g.add_argument('--grad_clip', type=float, default=d['grad_clip'])
+    g.add_argument('--cutout', action='store_true', help='use cutout augmentation')
+    g.add_argument('--cutout_length', '--cutout_len', type=int, default=d['cutout_length'])
+    g.add_argument('--seed', type=int, default=d['seed'])
+    g.add_argument('--save', default=d['save'], help='run directory (default: runs/<kind>-<time>)')
+    g.add_argument('--resume', action='store_true', help='continue the run in --save from its last checkpoint')
+    g.add_argument('--dry_run', action='store_true', help='build the model, print parameters and FLOPs, exit')
+    g.add_argument('--workers', type=int, default=d['workers'], help='data loader processes')
+    g.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    g.add_argument('--report_freq', type=int, default=d['report_freq'], help='log every N steps')
+    g.add_argument('--skip_nonfinite', action='store_true',
+                   help='skip a batch whose loss is NaN/inf (counted in the log) instead of stopping')
+    g.add_argument('--no_progress', action='store_true', help='no progress bars')
+    return parser
+
+
+def parse(parser, argv):
+    args = parser.parse_args(argv)
+    for name in ('batch_size', 'epochs', 'init_channels', 'layers'):
+        if getattr(args, name, 1) < 1:
+            raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.subset is not None and args.subset < 2:
+        raise UserError(f"--subset must be at least 2, got {args.subset}")
+    return args
+
+
+def select_device(name):
+    if name == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    device = torch.device(name)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise UserError(f"--device {name} asked for CUDA but no GPU is visible; use --device cpu")
+    return device
+
+
+def count_flops(model, input_shape):
+    """Forward FLOPs of one image (torch.utils.flop_counter), in eval mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        param = next(model.parameters())
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype))
+        return counter.get_total_flops()
+    finally:
+        model.train(was_training)
+
+
+def describe(model, input_shape):
+    params = utils.count_parameters_in_MB(model)
+    flops = count_flops(model, input_shape)
+    return params, flops, f'params: {params:.6f} M\nflops: {flops / 1e6:.2f} MFLOPs per image'
+
+
+class Run:
+    """A run directory, created fresh or reopened with `resume`."""
+
+    def __init__(self, save, args, resume=False, kind='run'):
+        self.dir = save or os.path.join('runs', f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
+        self.resume = resume
+        if resume:
+            if not save:
+                raise UserError('--resume needs --save RUN_DIR, the run directory to continue')
+            if not os.path.isfile(self.path(CHECKPOINT)):
+                raise UserError(f"nothing to resume: {self.path(CHECKPOINT)} does not exist; "
+                                f"start the run without --resume")
+        elif os.path.isdir(self.dir) and os.listdir(self.dir):
+            raise UserError(f"run directory {self.dir} already exists; pass --resume to continue it "
+                            f"or choose a new --save")
+        try:
+            os.makedirs(self.dir, exist_ok=True)
+            probe = self.path('.write-test')
+            with open(probe, 'w'):
+                pass
+            os.unlink(probe)
+        except OSError as exc:
+            raise UserError(f"cannot write the run directory {self.dir} ({exc.strerror}); "
+                            f"choose a writable --save") from exc
+        self._setup_logging()
+        if not resume:
+            utils.atomic_write_json(self.path('args.json'), vars(args))
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def _setup_logging(self):
+        logger.setLevel(logging.INFO)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+            handler.close()
+        fmt = logging.Formatter('%(asctime)s %(message)s', datefmt='%m/%d %H:%M:%S')
+        for handler in (logging.StreamHandler(sys.stdout), logging.FileHandler(self.path('log.txt'))):
+            handler.setFormatter(fmt)
+            logger.addHandler(handler)
+        logger.propagate = False
+
+    def append_jsonl(self, name, record):
+        with open(self.path(name), 'a') as f:
+            f.write(json.dumps(record) + '\n')
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read_jsonl(self, name):
+        if not os.path.exists(self.path(name)):
+            return []
+        with open(self.path(name)) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def truncate_jsonl(self, name, epochs_done):
+        """Drop records of epochs past the checkpoint (written after it, before a kill)."""
+        if not os.path.exists(self.path(name)):
+            return
+        with open(self.path(name)) as f:
+            lines = [line for line in f if line.strip()]
+        kept = []
+        for line in lines:
+            try:
+                if json.loads(line)['epoch'] < epochs_done:
+                    kept.append(line)
+            except (json.JSONDecodeError, KeyError):
+                break  # a line cut by the kill, and anything after it
+        if len(kept) != len(lines):
+            utils.atomic_write_text(self.path(name), ''.join(kept))
+
+
+class NonFiniteGuard:
+    """Stops a run at the first NaN/inf loss, or skips such batches with `--skip_nonfinite`."""
+
+    def __init__(self, skip):
+        self.skip = skip
+        self.skipped = 0
+
+    def ok(self, loss, where):
+        if torch.isfinite(loss).all():
+            return True
+        if not self.skip:
+            raise UserError(f"non-finite loss ({loss.item()}) at {where}; the last good checkpoint is kept. "
+                            f"Lower --learning_rate, or pass --skip_nonfinite to skip such batches")
+        self.skipped += 1
+        logger.warning('skipping batch with non-finite loss at %s', where)
+        return False
+
+
+def run_batches(batches, step, total, desc, args, epoch, guard):
+    """Call `step(batch, where)` on every batch; it returns (loss, logits, target) or None for a
+    skipped batch.  Returns the mean loss and top-1 accuracy."""
+    losses, top1 = utils.AverageMeter(), utils.AverageMeter()
+    bar = tqdm(batches, total=total, desc=desc, leave=False, dynamic_ncols=True,
+               disable=args.no_progress or None)
+    for i, batch in enumerate(bar):
+        result = step(batch, f'epoch {epoch} step {i}', guard)
+        if result is None:
+            continue
+        loss, logits, target = result
+        n = target.size(0)
+        losses.update(loss.item(), n)
+        top1.update(utils.accuracy(logits.detach(), target)[0], n)
+        bar.set_postfix(loss=f'{losses.avg:.3f}', acc=f'{top1.avg:.1f}')
+        if args.report_freq and i % args.report_freq == 0:
+            logger.info('%s %03d loss %.4f top1 %.2f', desc, i, losses.avg, top1.avg)
+    return losses.avg, top1.avg
+
+
+@torch.no_grad()
+def evaluate(model, loader, criterion, device, desc='valid', no_progress=False):
+    """Mean loss, top-1 and top-5 accuracy (percent) of `model` in eval mode."""
+    model.eval()
+    losses, top1, top5 = utils.AverageMeter(), utils.AverageMeter(), utils.AverageMeter()
+    for x, y in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, disable=no_progress or None):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        out = model(x)
+        logits = out[0] if isinstance(out, tuple) else out
+        n = y.size(0)
+        losses.update(criterion(logits, y).item(), n)
+        acc1, acc5 = utils.accuracy(logits, y, topk=(1, 5))
+        top1.update(acc1, n)
+        top5.update(acc5, n)
+    return {'loss': losses.avg, 'top1': top1.avg, 'top5': top5.avg}
+
+
+def fit(run, args, stateful, run_epoch, signature):
+    """The epoch loop.  `stateful` maps names to objects with state_dict/load_state_dict (model,
+    optimizers, scheduler, architect optimizer); `run_epoch(epoch, guard)` trains and evaluates one
+    epoch and returns its metrics.  `signature` identifies the architecture so a checkpoint of
+    another one is refused.  After every epoch, metrics are appended and a checkpoint holding all
+    state and every RNG state is written atomically; with `--resume` the loop continues from it
+    and replays exactly what an uninterrupted run would have done."""
+    start = 0
+    if run.resume:
+        checkpoint = utils.load_checkpoint_file(run.path(CHECKPOINT))
+        if checkpoint.get('signature') != signature:
+            raise UserError(f"{run.path(CHECKPOINT)} belongs to another architecture or setting "
+                            f"({checkpoint.get('signature')}); resume with the flags of that run")
+        for name, obj in stateful.items():
+            obj.load_state_dict(checkpoint['state'][name])
+        utils.set_rng_state(checkpoint['rng'])
+        start = checkpoint['epoch']
+        for name in ('metrics.jsonl', 'alphas.jsonl'):
+            run.truncate_jsonl(name, start)
+        logger.info('resumed %s at epoch %d', run.dir, start)
+    guard = NonFiniteGuard(args.skip_nonfinite)
+    record = None
+    for epoch in range(start, args.epochs):
+        began = time.time()
+        guard.skipped = 0
+        record = {'epoch': epoch, **run_epoch(epoch, guard)}
+        record['epoch_time'] = time.time() - began
+        if guard.skipped:
+            record['skipped_batches'] = guard.skipped
+        run.append_jsonl('metrics.jsonl', record)
+        logger.info('epoch %d/%d %s', epoch + 1, args.epochs,
+                    ' '.join(f'{k} {v:.4g}' for k, v in record.items() if isinstance(v, float)))
+        utils.atomic_torch_save({'epoch': epoch + 1, 'signature': signature, 'rng': utils.rng_state(),
+                                 'state': {name: obj.state_dict() for name, obj in stateful.items()}},
+                                run.path(CHECKPOINT))
+    return record
+
+
+def make_loader(dataset, batch_size, shuffle, workers, device, drop_last=False):
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, drop_last=drop_last,
+        pin_memory=device.type == 'cuda', persistent_workers=False)
+
+
+def default_parser(description):
+    return argparse.ArgumentParser(description=description,
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
