@@ -496,11 +496,19 @@ def _check_cutout(cutout_length):
     return cutout_length
 
 
-def dataset_info(name, root=None, image_size=None):
+# Class counts of the standard folder data sets, for a --dry_run without the data on disk.
+NOMINAL_CLASSES = {'imagenet': 1000, 'tiny-imagenet': 200}
+
+
+def dataset_info(name, root=None, image_size=None, need_data=True):
     """DatasetInfo(num_classes, in_channels, image_size, mean, std) of a registered data set. Folder
-    data sets count num_classes from the class sub-folders of ROOT/train, so they need `root`."""
+    data sets count num_classes from the class sub-folders of ROOT/train, so they need `root`;
+    with need_data=False, ImageNet and Tiny-ImageNet fall back to their standard class counts."""
     key, spec = _lookup(name)
     num_classes = spec.num_classes
+    if num_classes is None and not need_data and key in NOMINAL_CLASSES:
+        if root is None or not os.path.isdir(os.path.join(os.fspath(root), 'train')):
+            num_classes = NOMINAL_CLASSES[key]
     if num_classes is None:
         if root is None:
             raise UserError(f"dataset '{key}' counts its classes from DIR/train: pass --data DIR")

@@ -59,7 +59,7 @@ def main(argv=None):
     if not 0 < args.train_portion < 1:
         raise utils.UserError(f"--train_portion must be between 0 and 1, got {args.train_portion}")
     device = training.select_device(args.device)
-    info = datasets.dataset_info(args.dataset, args.data)
+    info = datasets.dataset_info(args.dataset, args.data, need_data=not args.dry_run)
 
     utils.seed_everything(args.seed)
     model = SearchNetwork(args.init_channels, info.num_classes, args.layers, location=args.location,

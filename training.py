@@ -84,6 +84,20 @@ def parse(parser, argv):
     return args
 
 
+def configure_logging(log_file=None):
+    """The 'attnas' logger to stdout and, for a run, to its log.txt."""
+    logger.setLevel(logging.INFO)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    fmt = logging.Formatter('%(asctime)s %(message)s', datefmt='%m/%d %H:%M:%S')
+    handlers = [logging.StreamHandler(sys.stdout)] + ([logging.FileHandler(log_file)] if log_file else [])
+    for handler in handlers:
+        handler.setFormatter(fmt)
+        logger.addHandler(handler)
+    logger.propagate = False
+
+
 def select_device(name):
     if name == 'auto':
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
@@ -121,8 +135,8 @@ class Run:
         if resume:
             if not save:
                 raise UserError('--resume needs --save RUN_DIR, the run directory to continue')
-            if not os.path.isfile(self.path(CHECKPOINT)):
-                raise UserError(f"nothing to resume: {self.path(CHECKPOINT)} does not exist; "
+            if not os.path.isfile(self.path('args.json')):
+                raise UserError(f"nothing to resume: {self.dir} is not a run directory (no args.json); "
                                 f"start the run without --resume")
         elif os.path.isdir(self.dir) and os.listdir(self.dir):
             raise UserError(f"run directory {self.dir} already exists; pass --resume to continue it "
@@ -136,23 +150,12 @@ class Run:
         except OSError as exc:
             raise UserError(f"cannot write the run directory {self.dir} ({exc.strerror}); "
                             f"choose a writable --save") from exc
-        self._setup_logging()
+        configure_logging(self.path('log.txt'))
         if not resume:
             utils.atomic_write_json(self.path('args.json'), vars(args))
 
     def path(self, name):
         return os.path.join(self.dir, name)
-
-    def _setup_logging(self):
-        logger.setLevel(logging.INFO)
-        for handler in list(logger.handlers):
-            logger.removeHandler(handler)
-            handler.close()
-        fmt = logging.Formatter('%(asctime)s %(message)s', datefmt='%m/%d %H:%M:%S')
-        for handler in (logging.StreamHandler(sys.stdout), logging.FileHandler(self.path('log.txt'))):
-            handler.setFormatter(fmt)
-            logger.addHandler(handler)
-        logger.propagate = False
 
     def append_jsonl(self, name, record):
         with open(self.path(name), 'a') as f:
@@ -246,7 +249,9 @@ def fit(run, args, stateful, run_epoch, signature):
     state and every RNG state is written atomically; with `--resume` the loop continues from it
     and replays exactly what an uninterrupted run would have done."""
     start = 0
-    if run.resume:
+    if run.resume and not os.path.exists(run.path(CHECKPOINT)):
+        logger.info('no checkpoint in %s yet (killed in the first epoch): starting from epoch 0', run.dir)
+    elif run.resume:
         checkpoint = utils.load_checkpoint_file(run.path(CHECKPOINT))
         if checkpoint.get('signature') != signature:
             raise UserError(f"{run.path(CHECKPOINT)} belongs to another architecture or setting "
@@ -255,9 +260,10 @@ def fit(run, args, stateful, run_epoch, signature):
             obj.load_state_dict(checkpoint['state'][name])
         utils.set_rng_state(checkpoint['rng'])
         start = checkpoint['epoch']
+        logger.info('resumed %s at epoch %d', run.dir, start)
+    if run.resume:
         for name in ('metrics.jsonl', 'alphas.jsonl'):
             run.truncate_jsonl(name, start)
-        logger.info('resumed %s at epoch %d', run.dir, start)
     guard = NonFiniteGuard(args.skip_nonfinite)
     record = None
     for epoch in range(start, args.epochs):

@@ -18,6 +18,9 @@ def atomic_write(path, write_fn, mode='wb'):
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=directory)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; outputs should be as readable as any file
     try:
         with os.fdopen(fd, mode) as f:
             write_fn(f)

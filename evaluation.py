@@ -1,0 +1,209 @@
+"""Train a derived architecture from scratch and test it: the evaluation protocol of DARTS
+(Liu et al., ICLR 2019, https://arxiv.org/abs/1806.09055) as used by Att-DARTS (Nakai et al.,
+IJCNN 2020).  `train_CIFAR10.py` ... `test_ImageNet.py` are thin wrappers choosing a preset.
+
+Fixed with respect to the reference code (SPEC 7.4): ImageNet uses StepLR(decay_period, gamma)
+and the label-smoothing loss it declares; resuming needs no missing flag; drop path works on CPU.
+"""
+import json
+
+import torch
+import torch.nn as nn
+
+import datasets
+import genotypes
+import training
+import utils
+from model import NetworkCIFAR, NetworkImageNet
+from training import logger
+from utils import UserError
+
+# SPEC 1.6 / 3.6 defaults per task.
+PRESETS = {
+    'cifar10': dict(dataset='cifar10', batch_size=96, learning_rate=0.025, weight_decay=3e-4, epochs=600,
+                    init_channels=36, layers=20, seed=2, drop_path_prob=0.2, scheduler='cosine',
+                    label_smooth=0.0, test_batch_size=36),
+    'imagenet': dict(dataset='imagenet', batch_size=128, learning_rate=0.1, weight_decay=3e-5, epochs=250,
+                     init_channels=48, layers=14, seed=0, drop_path_prob=0.0, scheduler='step',
+                     label_smooth=0.1, test_batch_size=128),
+}
+PRESETS['cifar100'] = dict(PRESETS['cifar10'], dataset='cifar100')
+
+
+def network_config(args, info):
+    return {'type': 'imagenet' if args.dataset == 'imagenet' else 'cifar', 'C': args.init_channels,
+            'num_classes': info.num_classes, 'layers': args.layers, 'auxiliary': args.auxiliary,
+            'in_channels': info.in_channels, 'image_size': info.image_size,
+            'pooled_head': getattr(args, 'pooled_head', False)}
+
+
+def build_network(config, genotype):
+    if config['type'] == 'imagenet':
+        return NetworkImageNet(config['C'], config['num_classes'], config['layers'], config['auxiliary'],
+                               genotype, in_channels=config['in_channels'], image_size=config['image_size'])
+    return NetworkCIFAR(config['C'], config['num_classes'], config['layers'], config['auxiliary'], genotype,
+                        in_channels=config['in_channels'], image_size=config['image_size'],
+                        pooled_head=config['pooled_head'])
+
+
+def train_parser(preset):
+    p = PRESETS[preset]
+    parser = training.default_parser(f'Train a searched cell on {p["dataset"]} from scratch')
+    training.add_common_arguments(parser, **{k: p[k] for k in ('dataset', 'batch_size', 'learning_rate',
+                                                               'weight_decay', 'epochs', 'init_channels',
+                                                               'layers', 'seed')})
+    g = parser.add_argument_group('architecture')
+    g.add_argument('--arch', default=None, help=f"named genotype: {', '.join(genotypes.NAMED)}")
+    g.add_argument('--arch_path', default=None, help='genotype.json written by a search')
+    g.add_argument('--auxiliary', action='store_true', help='auxiliary head (loss weight --auxiliary_weight)')
+    g.add_argument('--auxiliary_weight', type=float, default=0.4)
+    g.add_argument('--drop_path_prob', type=float, default=p['drop_path_prob'],
+                   help='drop-path rate, ramped linearly from 0 over the epochs')
+    g.add_argument('--pooled_head', action='store_true', help='2x2 pooled classifier head (CNAS, many classes)')
+    g = parser.add_argument_group('schedule')
+    g.add_argument('--scheduler', choices=['cosine', 'step'], default=p['scheduler'])
+    g.add_argument('--gamma', type=float, default=0.97, help='StepLR decay')
+    g.add_argument('--decay_period', type=int, default=1, help='StepLR period in epochs')
+    g.add_argument('--label_smooth', type=float, default=p['label_smooth'])
+    g.add_argument('--test_batch_size', type=int, default=p['test_batch_size'])
+    return parser
+
+
+def _loader(args, train, device):
+    data = datasets.build_dataset(args.dataset, args.data, train=train, augment=train,
+                                  cutout_length=args.cutout_length if train and args.cutout else 0)
+    if train and args.subset is not None:
+        data = torch.utils.data.Subset(data, range(min(args.subset, len(data))))
+    batch = args.batch_size if train else args.test_batch_size
+    if train and batch > len(data):
+        raise UserError(f"--batch_size {batch} is larger than the training set ({len(data)} images); "
+                        f"lower --batch_size")
+    return training.make_loader(data, batch, train, args.workers, device, drop_last=train)
+
+
+def train_main(argv, preset):
+    args = training.parse(train_parser(preset), argv)
+    genotype = genotypes.resolve(args.arch, args.arch_path)
+    device = training.select_device(args.device)
+    info = datasets.dataset_info(args.dataset, args.data, need_data=not args.dry_run)
+    config = network_config(args, info)
+    utils.seed_everything(args.seed)
+    model = build_network(config, genotype).to(device)
+    input_shape = (info.in_channels, info.image_size, info.image_size)
+    if args.dry_run:
+        print(training.describe(model, input_shape)[2])
+        return 0
+
+    run = training.Run(args.save, args, args.resume, kind='train')
+    train_loader, test_loader = _loader(args, True, device), _loader(args, False, device)
+    params, _, description = training.describe(model, input_shape)
+    logger.info('train %s on %s: %s', args.arch or args.arch_path, args.dataset, description.replace('\n', ', '))
+    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smooth)
+    optimizer = torch.optim.SGD(model.parameters(), args.learning_rate, momentum=args.momentum,
+                                weight_decay=args.weight_decay)
+    if args.scheduler == 'cosine':
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs, eta_min=args.learning_rate_min)
+    else:
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, args.decay_period, gamma=args.gamma)
+    test_criterion = nn.CrossEntropyLoss()
+
+    def run_epoch(epoch, guard):
+        lr = scheduler.get_last_lr()[0]
+        model.drop_path_prob = args.drop_path_prob * epoch / args.epochs
+        model.train()
+
+        def step(batch, where, guard):
+            x, y = (t.to(device, non_blocking=True) for t in batch)
+            optimizer.zero_grad(set_to_none=True)
+            logits, logits_aux = model(x)
+            loss = criterion(logits, y)
+            if logits_aux is not None:
+                loss = loss + args.auxiliary_weight * criterion(logits_aux, y)
+            if not guard.ok(loss, where):
+                return None
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+            optimizer.step()
+            return loss.detach(), logits, y
+
+        train_loss, train_acc = training.run_batches(train_loader, step, len(train_loader),
+                                                     f'train {epoch + 1}/{args.epochs}', args, epoch, guard)
+        scheduler.step()
+        valid = training.evaluate(model, test_loader, test_criterion, device, no_progress=args.no_progress)
+        return {'lr': lr, 'train_loss': train_loss, 'train_acc': train_acc, 'valid_loss': valid['loss'],
+                'valid_acc': valid['top1'], 'valid_top5': valid['top5'], 'params_MB': params}
+
+    signature = json.dumps({'kind': 'train', 'network': config, 'genotype': genotypes.to_dict(genotype)})
+    training.fit(run, args, {'model': model, 'optimizer': optimizer, 'scheduler': scheduler}, run_epoch, signature)
+
+    result = training.evaluate(model, test_loader, test_criterion, device, desc='test', no_progress=args.no_progress)
+    utils.atomic_torch_save({'state_dict': model.state_dict(), 'network': config,
+                             'genotype': genotypes.to_dict(genotype), 'args': vars(args), 'metrics': result},
+                            run.path('trained.pt'))
+    report_test(result)
+    logger.info('trained model written to %s', run.path('trained.pt'))
+    return 0
+
+
+def report_test(result):
+    logger.info('test top1 %.2f%% top5 %.2f%% (error %.2f%%) loss %.4f',
+                result['top1'], result['top5'], 100 - result['top1'], result['loss'])
+
+
+def test_parser(preset):
+    p = PRESETS[preset]
+    parser = training.default_parser(f'Test a trained model on the {p["dataset"]} test split')
+    parser.add_argument('--model_path', required=True, help='trained.pt written by a train script')
+    parser.add_argument('--arch', default=None, help='optional: the genotype the model must have')
+    parser.add_argument('--arch_path', default=None, help='optional: genotype.json the model must have')
+    parser.add_argument('--auxiliary', action='store_true', help='accepted for the seeds\' CLI; the head is read '
+                        'from the model file and is not used at test time')
+    parser.add_argument('--dataset', default=p['dataset'])
+    parser.add_argument('--data', default='data')
+    parser.add_argument('--batch_size', '--batchsz', type=int, default=p['test_batch_size'])
+    parser.add_argument('--workers', type=int, default=2)
+    parser.add_argument('--device', default='auto')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--dry_run', action='store_true', help='load the model, print parameters and FLOPs, exit')
+    parser.add_argument('--no_progress', action='store_true')
+    return parser
+
+
+def load_trained(path, expected_genotype=None):
+    """(model, config, genotype) from a trained.pt, refusing files of another architecture."""
+    checkpoint = utils.load_checkpoint_file(path, 'model file')
+    if not isinstance(checkpoint, dict) or not {'state_dict', 'network', 'genotype'} <= checkpoint.keys():
+        raise UserError(f"{path} is not a trained.pt written by train_*.py (no network/genotype record)")
+    genotype = genotypes.from_dict(checkpoint['genotype'], source=path)
+    if expected_genotype is not None and genotypes.to_dict(expected_genotype) != genotypes.to_dict(genotype):
+        raise UserError(f"{path} holds a model of another architecture than the one given with "
+                        f"--arch/--arch_path; drop those flags or pass the matching model")
+    model = build_network(checkpoint['network'], genotype)
+    try:
+        model.load_state_dict(checkpoint['state_dict'])
+    except RuntimeError as exc:
+        raise UserError(f"{path}: weights do not fit the recorded architecture ({str(exc).splitlines()[0]})") from exc
+    return model, checkpoint['network'], genotype
+
+
+def test_main(argv, preset):
+    args = test_parser(preset).parse_args(argv)
+    expected = genotypes.resolve(args.arch, args.arch_path) if (args.arch or args.arch_path) else None
+    device = training.select_device(args.device)
+    model, config, genotype = load_trained(args.model_path, expected)
+    model.to(device)
+    if args.dry_run:
+        print(training.describe(model, (config['in_channels'], config['image_size'], config['image_size']))[2])
+        return 0
+    info = datasets.dataset_info(args.dataset, args.data)
+    if info.num_classes != config['num_classes']:
+        raise UserError(f"{args.model_path} classifies {config['num_classes']} classes but --dataset "
+                        f"{args.dataset} has {info.num_classes}; pass the dataset it was trained on")
+    utils.seed_everything(args.seed)
+    data = datasets.build_dataset(args.dataset, args.data, train=False, augment=False)
+    loader = training.make_loader(data, args.batch_size, False, args.workers, device)
+    training.configure_logging()
+    result = training.evaluate(model, loader, nn.CrossEntropyLoss(), device, desc='test', no_progress=args.no_progress)
+    report_test(result)
+    print(json.dumps({'top1': result['top1'], 'top5': result['top5'], 'error': 100 - result['top1']}))
+    return 0

@@ -1,0 +1,13 @@
+"""Test a trained model on the CIFAR10 test split: top-1 and top-5 accuracy.
+
+    python test_CIFAR10.py --auxiliary --model_path runs/train-XYZ/trained.pt
+"""
+import sys
+
+import training
+from evaluation import test_main
+
+main = training.cli(lambda argv=None: test_main(argv, 'cifar10'))
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""The search, train and test scripts end to end, as a researcher runs them, on tiny data sets
+written in the real on-disk formats."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import genotypes
+from tests import data_factory
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_SEARCH = ['--dataset', 'fashion-mnist', '--init_channels', '4', '--layers', '3', '--batch_size', '8',
+               '--workers', '0', '--no_progress', '--num_meta_node', '2', '--report_freq', '0']
+TINY_TRAIN = ['--init_channels', '4', '--layers', '3', '--batch_size', '16', '--test_batch_size', '16',
+              '--workers', '0', '--no_progress', '--report_freq', '0']
+
+
+def run(script, *args, check=True):
+    result = subprocess.run([sys.executable, script, *map(str, args)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f'{script} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}')
+    return result
+
+
+@pytest.fixture(scope='module')
+def fashion(tmp_path_factory):
+    return data_factory.make_fashion_mnist(str(tmp_path_factory.mktemp('fmnist')), n_train=64, n_test=32)
+
+
+@pytest.fixture(scope='module')
+def cifar(tmp_path_factory):
+    return data_factory.make_cifar10(str(tmp_path_factory.mktemp('cifar')), n_train=64, n_test=32)
+
+
+def final_state(run_dir):
+    return torch.load(os.path.join(run_dir, 'checkpoint.pt'), weights_only=False)['state']
+
+
+def assert_same_state(a, b):
+    assert a.keys() == b.keys()
+    for name in a['model']:
+        assert torch.equal(a['model'][name], b['model'][name]), name
+
+
+def kill_when(script, args, save, condition):
+    """Start `script`, SIGKILL it as soon as `condition()` holds (polled every 20 ms)."""
+    proc = subprocess.Popen([sys.executable, script, *map(str, args), '--save', str(save)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline and not condition():
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.mark.parametrize('location', ['after_every', 'end'])
+def test_search_writes_genotype_and_is_reproducible(tmp_path, fashion, location):
+    first, second = tmp_path / 'a', tmp_path / 'b'
+    for save in (first, second):
+        run('train_search.py', *TINY_SEARCH, '--data', fashion, '--epochs', '1', '--location', location,
+            '--save', save, '--seed', '3')
+    genotype = genotypes.load(str(first / 'genotype.json'))
+    assert len(genotype.normal) == 4 and genotype.normal_concat == [2, 3]
+    if location == 'end':
+        assert genotype.normal_bottleneck in genotypes.ATTENTION_PRIMITIVES
+    alphas = [json.loads(line) for line in open(first / 'alphas.jsonl')]
+    assert len(alphas) == 1 and len(alphas[0]['edges']) == 5
+    assert (first / 'genotype.json').read_text() == (second / 'genotype.json').read_text()
+    assert (first / 'alphas.jsonl').read_text() == (second / 'alphas.jsonl').read_text()
+    assert_same_state(final_state(first), final_state(second))
+
+
+def test_second_order_search_runs(tmp_path, fashion):
+    run('train_search.py', *TINY_SEARCH, '--data', fashion, '--epochs', '1', '--unrolled', '--save', tmp_path / 'r')
+    metrics = [json.loads(line) for line in open(tmp_path / 'r' / 'metrics.jsonl')]
+    assert metrics[0]['epoch'] == 0 and 0 <= metrics[0]['valid_acc'] <= 100
+
+
+def test_killed_search_resumes_to_the_uninterrupted_result(tmp_path, fashion):
+    args = [*TINY_SEARCH, '--data', fashion, '--epochs', '3', '--seed', '5']
+    run('train_search.py', *args, '--save', tmp_path / 'whole')
+
+    # Killed in the first epoch, before any checkpoint: --resume starts over.
+    save = tmp_path / 'early'
+    kill_when('train_search.py', args, save, lambda: (save / 'args.json').exists())
+    run('train_search.py', *args, '--save', save, '--resume')
+    assert_same_state(final_state(tmp_path / 'whole'), final_state(save))
+
+    save = tmp_path / 'killed'
+    kill_when('train_search.py', args, save, lambda: (save / 'checkpoint.pt').exists())
+    metrics = save / 'metrics.jsonl'
+    run('train_search.py', *args, '--save', save, '--resume')
+    assert_same_state(final_state(tmp_path / 'whole'), final_state(save))
+    assert (tmp_path / 'whole' / 'genotype.json').read_text() == (save / 'genotype.json').read_text()
+    assert (tmp_path / 'whole' / 'alphas.jsonl').read_text() == (save / 'alphas.jsonl').read_text()
+    epochs = [json.loads(line)['epoch'] for line in open(metrics)]
+    assert epochs == [0, 1, 2]
+
+
+def test_train_then_test_cifar10(tmp_path, cifar):
+    save = tmp_path / 'train'
+    run('train_CIFAR10.py', *TINY_TRAIN, '--data', cifar, '--epochs', '2', '--arch', 'Att_DARTS', '--auxiliary',
+        '--cutout', '--save', save)
+    trained = torch.load(save / 'trained.pt', weights_only=False)
+    assert trained['genotype'] == genotypes.to_dict(genotypes.Att_DARTS)
+    assert trained['network']['auxiliary'] and 0 <= trained['metrics']['top1'] <= 100
+    metrics = [json.loads(line) for line in open(save / 'metrics.jsonl')]
+    assert [m['epoch'] for m in metrics] == [0, 1]
+
+    result = run('test_CIFAR10.py', '--model_path', save / 'trained.pt', '--data', cifar, '--workers', '0',
+                 '--no_progress', '--auxiliary')
+    reported = json.loads(result.stdout.strip().splitlines()[-1])
+    assert reported['top1'] == pytest.approx(trained['metrics']['top1'])
+
+    other = run('test_CIFAR10.py', '--model_path', save / 'trained.pt', '--data', cifar, '--arch', 'DARTS_V2',
+                check=False)
+    assert other.returncode == 2 and 'another architecture' in other.stderr
+
+
+def test_killed_training_resumes(tmp_path, cifar):
+    args = [*TINY_TRAIN, '--data', cifar, '--epochs', '2', '--arch', 'DARTS_V2', '--auxiliary', '--seed', '4']
+    run('train_CIFAR10.py', *args, '--save', tmp_path / 'whole')
+    save = tmp_path / 'part'
+    kill_when('train_CIFAR10.py', args, save, lambda: (save / 'checkpoint.pt').exists())
+    run('train_CIFAR10.py', *args, '--save', tmp_path / 'part', '--resume')
+    assert_same_state(final_state(tmp_path / 'whole'), final_state(tmp_path / 'part'))
+
+
+@pytest.mark.parametrize('script', ['train_CIFAR10.py', 'train_CIFAR100.py', 'train_ImageNet.py', 'train_search.py'])
+def test_dry_run_needs_no_data(tmp_path, script):
+    extra = [] if script == 'train_search.py' else ['--arch', 'DARTS_V2', '--auxiliary']
+    result = run(script, '--dry_run', '--data', tmp_path / 'nothing-here', *extra)
+    assert 'params:' in result.stdout and 'flops:' in result.stdout
+
+
+def test_bad_input_gives_one_line_and_exit_2(tmp_path, cifar):
+    broken = tmp_path / 'broken.json'
+    broken.write_text('{"normal": [["sep_conv_3x3", 0]')
+    cases = [
+        (['train_CIFAR10.py', '--arch', 'DARTS_V2', '--arch_path', broken], 'not both'),
+        (['train_CIFAR10.py', '--arch_path', broken, '--dry_run'], 'not valid JSON'),
+        (['train_CIFAR10.py', '--arch', 'NoSuchNet', '--dry_run'], 'unknown --arch'),
+        (['train_search.py', '--dataset', 'mnist3d', '--dry_run'], 'mnist3d'),
+        (['train_search.py', '--dataset', 'cifar10', '--data', tmp_path / 'empty', '--save', tmp_path / 's'],
+         'CIFAR-10'),
+        (['test_CIFAR10.py', '--model_path', tmp_path / 'missing.pt'], 'does not exist'),
+    ]
+    for argv, message in cases:
+        result = run(*argv, check=False)
+        assert result.returncode == 2, (argv, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith('error:') and message in lines[0], (argv, result.stderr)
+
+
+def test_existing_run_directory_is_not_overwritten(tmp_path, cifar):
+    save = tmp_path / 'run'
+    save.mkdir()
+    (save / 'genotype.json').write_text('precious')
+    result = run('train_search.py', '--dataset', 'cifar10', '--data', cifar, '--save', save, check=False)
+    assert result.returncode == 2 and '--resume' in result.stderr
+    assert (save / 'genotype.json').read_text() == 'precious'

@@ -1,0 +1,15 @@
+"""Train a searched cell on CIFAR10 from scratch (DARTS evaluation protocol, SPEC 1.6 / 3.6 defaults).
+
+    python train_CIFAR10.py --auxiliary --cutout --arch Att_DARTS
+    python train_CIFAR10.py --auxiliary --arch_path runs/search-XYZ/genotype.json
+    python train_CIFAR10.py --arch Att_DARTS --dry_run
+"""
+import sys
+
+import training
+from evaluation import train_main
+
+main = training.cli(lambda argv=None: train_main(argv, 'cifar10'))
+
+if __name__ == '__main__':
+    sys.exit(main())

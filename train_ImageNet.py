@@ -1,0 +1,15 @@
+"""Train a searched cell on ImageNet from scratch (DARTS evaluation protocol, SPEC 1.6 / 3.6 defaults).
+
+    python train_ImageNet.py --auxiliary --arch Att_DARTS
+    python train_ImageNet.py --auxiliary --arch_path runs/search-XYZ/genotype.json
+    python train_ImageNet.py --arch Att_DARTS --dry_run
+"""
+import sys
+
+import training
+from evaluation import train_main
+
+main = training.cli(lambda argv=None: train_main(argv, 'imagenet'))
+
+if __name__ == '__main__':
+    sys.exit(main())
