@@ -30,14 +30,8 @@ def build_parser():
                    help='where attention is searched')
     g.add_argument('--primitives', default='darts', help=f"op set: {', '.join(genotypes.PRIMITIVE_SETS)}")
     g.add_argument('--num_meta_node', type=int, default=4, help='intermediate nodes per cell')
-    g.add_argument('--train_portion', type=float, default=0.5,
-                   help='share of the training set for the weights; the rest trains the architecture')
-    g.add_argument('--unrolled', action='store_true', help='second-order architecture gradient')
-    g.add_argument('--arch_learning_rate', '--arch_lr', type=float, default=3e-4)
-    g.add_argument('--arch_weight_decay', '--arch_wd', type=float, default=1e-3)
-    g.add_argument('--arch_grad_clip', type=float, default=None, help='clip the architecture gradient norm')
     g.add_argument('--drop_path_prob', type=float, default=0.3, help='unused in search; kept for the seeds\' CLI')
-    return parser
+    return add_search_arguments(parser)
 
 
 def repeat(loader):
@@ -51,20 +45,37 @@ def search_signature(args, info):
                        'classes': info.num_classes, 'in_channels': info.in_channels})
 
 
+def add_search_arguments(parser):
+    """Flags of every gradient-based (DARTS-style) search, shared with search_net.py."""
+    g = parser.add_argument_group('architecture step')
+    g.add_argument('--train_portion', type=float, default=0.5,
+                   help='share of the training set for the weights; the rest trains the architecture')
+    g.add_argument('--unrolled', action='store_true', help='second-order architecture gradient')
+    g.add_argument('--arch_learning_rate', '--arch_lr', type=float, default=3e-4)
+    g.add_argument('--arch_weight_decay', '--arch_wd', type=float, default=1e-3)
+    g.add_argument('--arch_grad_clip', type=float, default=None, help='clip the architecture gradient norm')
+    return parser
+
+
 @training.cli
 def main(argv=None):
     args = training.parse(build_parser(), argv)
     if not 1 <= args.num_meta_node <= 8:
         raise utils.UserError(f"--num_meta_node must be between 1 and 8, got {args.num_meta_node}")
-    if not 0 < args.train_portion < 1:
-        raise utils.UserError(f"--train_portion must be between 0 and 1, got {args.train_portion}")
     device = training.select_device(args.device)
     info = datasets.dataset_info(args.dataset, args.data, need_data=not args.dry_run)
-
     utils.seed_everything(args.seed)
     model = SearchNetwork(args.init_channels, info.num_classes, args.layers, location=args.location,
                           primitives=args.primitives, steps=args.num_meta_node,
                           in_channels=info.in_channels, image_size=info.image_size).to(device)
+    return search(args, model, info, device, search_signature(args, info))
+
+
+def search(args, model, info, device, signature):
+    """The bilevel search loop for any supernet with arch_parameters(), weight_parameters(),
+    named_weight_parameters(), genotype(), edges() and weight_tables()."""
+    if not 0 < args.train_portion < 1:
+        raise utils.UserError(f"--train_portion must be between 0 and 1, got {args.train_portion}")
     input_shape = (info.in_channels, info.image_size, info.image_size)
     if args.dry_run:
         print(training.describe(model, input_shape)[2])
@@ -83,7 +94,7 @@ def main(argv=None):
                                         True, args.workers, device, drop_last=True)
 
     params, flops, description = training.describe(model, input_shape)
-    logger.info('search %s on %s: %s', args.location, args.dataset, description.replace('\n', ', '))
+    logger.info('search on %s: %s', args.dataset, description.replace('\n', ', '))
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.weight_parameters(), args.learning_rate, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
@@ -125,7 +136,7 @@ def main(argv=None):
                 'valid_acc': valid['top1'], 'params_MB': params, 'genotype': genotypes.to_dict(genotype)}
 
     stateful = {'model': model, 'optimizer': optimizer, 'scheduler': scheduler, 'architect': architect.optimizer}
-    training.fit(run, args, stateful, run_epoch, search_signature(args, info))
+    training.fit(run, args, stateful, run_epoch, signature)
     logger.info('search done; genotype written to %s', run.path('genotype.json'))
     print(run.path('genotype.json'))
     return 0
