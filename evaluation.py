@@ -107,9 +107,9 @@ def train_main(argv, preset):
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, args.decay_period, gamma=args.gamma)
     test_criterion = nn.CrossEntropyLoss()
 
-    def run_epoch(epoch, guard):
+    def run_epoch(ctx):
         lr = scheduler.get_last_lr()[0]
-        model.drop_path_prob = args.drop_path_prob * epoch / args.epochs
+        model.drop_path_prob = args.drop_path_prob * ctx.epoch / args.epochs
         model.train()
 
         def step(batch, where, guard):
@@ -126,15 +126,17 @@ def train_main(argv, preset):
             optimizer.step()
             return loss.detach(), logits, y
 
-        train_loss, train_acc = training.run_batches(train_loader, step, len(train_loader),
-                                                     f'train {epoch + 1}/{args.epochs}', args, epoch, guard)
+        train_loss, train_acc = ctx.train(train_loader, step, len(train_loader), f'train {ctx.epoch + 1}/{args.epochs}')
         scheduler.step()
         valid = training.evaluate(model, test_loader, test_criterion, device, no_progress=args.no_progress)
         return {'lr': lr, 'train_loss': train_loss, 'train_acc': train_acc, 'valid_loss': valid['loss'],
                 'valid_acc': valid['top1'], 'valid_top5': valid['top5'], 'params_MB': params}
 
     signature = json.dumps({'kind': 'train', 'network': config, 'genotype': genotypes.to_dict(genotype)})
-    training.fit(run, args, {'model': model, 'optimizer': optimizer, 'scheduler': scheduler}, run_epoch, signature)
+    stateful = {'model': model, 'optimizer': optimizer, 'scheduler': scheduler}
+    preempted, _ = training.fit(run, args, stateful, run_epoch, signature, loaders=(train_loader, test_loader))
+    if preempted:
+        return 0
 
     result = training.evaluate(model, test_loader, test_criterion, device, desc='test', no_progress=args.no_progress)
     utils.atomic_torch_save({'state_dict': model.state_dict(), 'network': config,

@@ -102,14 +102,13 @@ def search(args, model, info, device, signature):
     architect = Architect(model, criterion, args.arch_learning_rate, args.arch_weight_decay,
                           unrolled=args.unrolled, arch_grad_clip=args.arch_grad_clip)
 
-    def run_epoch(epoch, guard):
+    def run_epoch(ctx):
         lr = scheduler.get_last_lr()[0]
         model.train()
-        valid_batches = repeat(valid_loader)
 
         def step(batch, where, guard):
-            x, y = (t.to(device, non_blocking=True) for t in batch)
-            x_valid, y_valid = (t.to(device, non_blocking=True) for t in next(valid_batches))
+            (x, y), (x_valid, y_valid) = ((t.to(device, non_blocking=True) for t in pair) for pair in batch)
+
             def check(loss):
                 return guard.ok(loss, where + ' (architecture step)')
             if architect.step(x, y, x_valid, y_valid, lr, optimizer, check=check) is None:
@@ -124,19 +123,26 @@ def search(args, model, info, device, signature):
             optimizer.step()
             return loss.detach(), logits, y
 
-        train_loss, train_acc = training.run_batches(train_loader, step, len(train_loader),
-                                                     f'search {epoch + 1}/{args.epochs}', args, epoch, guard)
+        # Each weight batch is paired with the next architecture batch; the architecture half is
+        # walked through in order (not re-sampled per step as in the reference code).
+        train_loss, train_acc = ctx.train(zip(train_loader, repeat(valid_loader)), step, len(train_loader),
+                                          f'search {ctx.epoch + 1}/{args.epochs}')
         scheduler.step()
         valid = training.evaluate(model, valid_loader, criterion, device, no_progress=args.no_progress)
         genotype = model.genotype()
         genotypes.save(genotype, run.path('genotype.json'))
-        run.append_jsonl('alphas.jsonl', {'epoch': epoch, 'edges': model.edges(), 'weights': model.weight_tables()})
+        tables = model.weight_tables()
+        run.append_jsonl('alphas.jsonl', {'epoch': ctx.epoch, 'edges': model.edges(), 'weights': tables})
+        run.tensorboard.log_weights(tables, ctx.epoch)
+        run.tensorboard.log_genotype(genotype, ctx.epoch)
         logger.info('genotype = %s', genotype)
         return {'lr': lr, 'train_loss': train_loss, 'train_acc': train_acc, 'valid_loss': valid['loss'],
                 'valid_acc': valid['top1'], 'params_MB': params, 'genotype': genotypes.to_dict(genotype)}
 
     stateful = {'model': model, 'optimizer': optimizer, 'scheduler': scheduler, 'architect': architect.optimizer}
-    training.fit(run, args, stateful, run_epoch, signature)
+    preempted, _ = training.fit(run, args, stateful, run_epoch, signature, loaders=(train_loader, valid_loader))
+    if preempted:
+        return 0
     logger.info('search done; genotype written to %s', run.path('genotype.json'))
     print(run.path('genotype.json'))
     return 0

@@ -12,7 +12,9 @@ import functools
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 
 import torch
@@ -20,6 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 import utils
+import visualize
 from utils import UserError
 
 logger = logging.getLogger('attnas')
@@ -71,6 +74,10 @@ def add_common_arguments(parser, **defaults):
     g.add_argument('--skip_nonfinite', action='store_true',
                    help='skip a batch whose loss is NaN/inf (counted in the log) instead of stopping')
     g.add_argument('--no_progress', action='store_true', help='no progress bars')
+    g.add_argument('--checkpoint_steps', type=int, default=0,
+                   help='also checkpoint every N steps inside an epoch (0: only at epoch ends)')
+    g.add_argument('--deterministic', action='store_true',
+                   help='deterministic kernels (bit-identical reruns on CPU; slower on GPU)')
     return parser
 
 
@@ -151,6 +158,7 @@ class Run:
             raise UserError(f"cannot write the run directory {self.dir} ({exc.strerror}); "
                             f"choose a writable --save") from exc
         configure_logging(self.path('log.txt'))
+        self.tensorboard = visualize.TensorBoardLogger(self.dir)
         if not resume:
             utils.atomic_write_json(self.path('args.json'), vars(args))
 
@@ -204,24 +212,76 @@ class NonFiniteGuard:
         return False
 
 
-def run_batches(batches, step, total, desc, args, epoch, guard):
-    """Call `step(batch, where)` on every batch; it returns (loss, logits, target) or None for a
-    skipped batch.  Returns the mean loss and top-1 accuracy."""
-    losses, top1 = utils.AverageMeter(), utils.AverageMeter()
-    bar = tqdm(batches, total=total, desc=desc, leave=False, dynamic_ncols=True,
-               disable=args.no_progress or None)
-    for i, batch in enumerate(bar):
-        result = step(batch, f'epoch {epoch} step {i}', guard)
-        if result is None:
-            continue
-        loss, logits, target = result
-        n = target.size(0)
-        losses.update(loss.item(), n)
-        top1.update(utils.accuracy(logits.detach(), target)[0], n)
-        bar.set_postfix(loss=f'{losses.avg:.3f}', acc=f'{top1.avg:.1f}')
-        if args.report_freq and i % args.report_freq == 0:
-            logger.info('%s %03d loss %.4f top1 %.2f', desc, i, losses.avg, top1.avg)
-    return losses.avg, top1.avg
+class Preempted(Exception):
+    """SIGTERM/SIGINT arrived; a checkpoint at the current step has been written."""
+
+
+class _StopRequest:
+    """Turns SIGTERM and SIGINT (what schedulers send before preemption) into a flag that the
+    loop checks between steps, so the checkpoint it writes is consistent."""
+
+    def __init__(self):
+        self.signal = None
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.signal = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class EpochContext:
+    """What `run_epoch` gets: the epoch number, the non-finite guard, and `train()`, which runs the
+    training steps of the epoch and can stop and resume in the middle of it."""
+
+    def __init__(self, epoch, guard, args, save, stop, resume_point=None):
+        self.epoch, self.guard, self.args = epoch, guard, args
+        self._save, self._stop = save, stop
+        self._resume = resume_point
+
+    def train(self, batches, step, total, desc):
+        """Call `step(batch, where, guard)` on every batch; it returns (loss, logits, target), or
+        None for a skipped batch.  Returns the epoch's mean loss and top-1 accuracy.
+
+        `batches` must yield the same sequence when iterated again after the same re-seeding (fit
+        re-seeds the loaders' generators every epoch), so a resume replays the skipped part."""
+        losses, top1 = utils.AverageMeter(), utils.AverageMeter()
+        iterator, first = iter(batches), 0
+        if self._resume:
+            first = self._resume['step']
+            for _ in range(first):
+                next(iterator)  # the data order and augmentation draws of the finished steps
+            (losses.sum, losses.count), (top1.sum, top1.count) = self._resume['meters']
+            self.guard.skipped = self._resume['skipped']
+            utils.set_rng_state(self._resume['rng'])
+            self._resume = None
+        every = self.args.checkpoint_steps
+        bar = tqdm(iterator, total=total, initial=first, desc=desc, leave=False, dynamic_ncols=True,
+                   disable=self.args.no_progress or None)
+        for i, batch in enumerate(bar, start=first):
+            result = step(batch, f'epoch {self.epoch} step {i}', self.guard)
+            if result is not None:
+                loss, logits, target = result
+                n = target.size(0)
+                losses.update(loss.item(), n)
+                top1.update(utils.accuracy(logits.detach(), target)[0], n)
+                bar.set_postfix(loss=f'{losses.avg:.3f}', acc=f'{top1.avg:.1f}')
+            if self.args.report_freq and i % self.args.report_freq == 0:
+                logger.info('%s %03d loss %.4f top1 %.2f', desc, i, losses.avg, top1.avg)
+            done = i + 1
+            if done < total and (self._stop.signal or (every and done % every == 0)):
+                self._save(self.epoch, done, [(losses.sum, losses.count), (top1.sum, top1.count)], self.guard.skipped)
+                if self._stop.signal:
+                    raise Preempted
+        return losses.avg, top1.avg
 
 
 @torch.no_grad()
@@ -241,14 +301,21 @@ def evaluate(model, loader, criterion, device, desc='valid', no_progress=False):
     return {'loss': losses.avg, 'top1': top1.avg, 'top5': top5.avg}
 
 
-def fit(run, args, stateful, run_epoch, signature):
+def fit(run, args, stateful, run_epoch, signature, loaders=()):
     """The epoch loop.  `stateful` maps names to objects with state_dict/load_state_dict (model,
-    optimizers, scheduler, architect optimizer); `run_epoch(epoch, guard)` trains and evaluates one
-    epoch and returns its metrics.  `signature` identifies the architecture so a checkpoint of
-    another one is refused.  After every epoch, metrics are appended and a checkpoint holding all
-    state and every RNG state is written atomically; with `--resume` the loop continues from it
-    and replays exactly what an uninterrupted run would have done."""
-    start = 0
+    optimizers, scheduler, architect optimizer); `run_epoch(ctx)` trains and evaluates one epoch
+    (through `ctx.train`) and returns its metrics; `loaders` are the DataLoaders whose generators
+    are re-seeded from (--seed, epoch) so every epoch's data order can be replayed.  `signature`
+    identifies the architecture so a checkpoint of another one is refused.
+
+    A checkpoint with all state and every RNG state is written atomically after every epoch, every
+    --checkpoint_steps steps, and on SIGTERM/SIGINT (then the run stops and returns preempted=True).
+    `--resume` continues from it and replays exactly what an uninterrupted run would have done.
+    Returns (preempted, last epoch's metrics)."""
+    if args.deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    start, resume_point = 0, None
     if run.resume and not os.path.exists(run.path(CHECKPOINT)):
         logger.info('no checkpoint in %s yet (killed in the first epoch): starting from epoch 0', run.dir)
     elif run.resume:
@@ -258,34 +325,55 @@ def fit(run, args, stateful, run_epoch, signature):
                             f"({checkpoint.get('signature')}); resume with the flags of that run")
         for name, obj in stateful.items():
             obj.load_state_dict(checkpoint['state'][name])
-        utils.set_rng_state(checkpoint['rng'])
         start = checkpoint['epoch']
-        logger.info('resumed %s at epoch %d', run.dir, start)
+        if checkpoint.get('step'):
+            resume_point = checkpoint
+        else:
+            utils.set_rng_state(checkpoint['rng'])
+        logger.info('resumed %s at epoch %d step %d', run.dir, start, checkpoint.get('step', 0))
     if run.resume:
         for name in ('metrics.jsonl', 'alphas.jsonl'):
             run.truncate_jsonl(name, start)
-    guard = NonFiniteGuard(args.skip_nonfinite)
-    record = None
-    for epoch in range(start, args.epochs):
-        began = time.time()
-        guard.skipped = 0
-        record = {'epoch': epoch, **run_epoch(epoch, guard)}
-        record['epoch_time'] = time.time() - began
-        if guard.skipped:
-            record['skipped_batches'] = guard.skipped
-        run.append_jsonl('metrics.jsonl', record)
-        logger.info('epoch %d/%d %s', epoch + 1, args.epochs,
-                    ' '.join(f'{k} {v:.4g}' for k, v in record.items() if isinstance(v, float)))
-        utils.atomic_torch_save({'epoch': epoch + 1, 'signature': signature, 'rng': utils.rng_state(),
+
+    def save(epoch, step, meters=None, skipped=0):
+        utils.atomic_torch_save({'epoch': epoch, 'step': step, 'meters': meters, 'skipped': skipped,
+                                 'signature': signature, 'rng': utils.rng_state(),
                                  'state': {name: obj.state_dict() for name, obj in stateful.items()}},
                                 run.path(CHECKPOINT))
-    return record
+
+    record = None
+    with _StopRequest() as stop:
+        for epoch in range(start, args.epochs):
+            for index, loader in enumerate(loaders):
+                loader.generator.manual_seed(args.seed * 1_000_003 + epoch * 101 + index)
+            began = time.time()
+            guard = NonFiniteGuard(args.skip_nonfinite)
+            ctx = EpochContext(epoch, guard, args, save, stop, resume_point)
+            resume_point = None
+            try:
+                record = {'epoch': epoch, **run_epoch(ctx)}
+            except Preempted:
+                logger.info('%s: checkpoint written in epoch %d; continue with --resume', stop.signal, epoch)
+                return True, record
+            record['epoch_time'] = time.time() - began
+            if guard.skipped:
+                record['skipped_batches'] = guard.skipped
+            run.append_jsonl('metrics.jsonl', record)
+            run.tensorboard.log_scalars({k: v for k, v in record.items() if isinstance(v, (int, float))}, epoch)
+            logger.info('epoch %d/%d %s', epoch + 1, args.epochs,
+                        ' '.join(f'{k} {v:.4g}' for k, v in record.items() if isinstance(v, float)))
+            save(epoch + 1, 0)
+            if stop.signal:
+                logger.info('%s: checkpoint written after epoch %d; continue with --resume', stop.signal, epoch)
+                return True, record
+    return False, record
 
 
 def make_loader(dataset, batch_size, shuffle, workers, device, drop_last=False):
+    """A DataLoader with its own generator, which `fit` re-seeds every epoch."""
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, drop_last=drop_last,
-        pin_memory=device.type == 'cuda', persistent_workers=False)
+        pin_memory=device.type == 'cuda', generator=torch.Generator())
 
 
 def default_parser(description):

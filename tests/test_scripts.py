@@ -2,6 +2,7 @@
 written in the real on-disk formats."""
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -48,13 +49,14 @@ def assert_same_state(a, b):
         assert torch.equal(a['model'][name], b['model'][name]), name
 
 
-def kill_when(script, args, save, condition):
-    """Start `script`, SIGKILL it as soon as `condition()` holds (polled every 20 ms)."""
+def kill_when(script, args, save, condition, delay=0.0):
+    """Start `script`, SIGKILL it `delay` seconds after `condition()` holds (polled every 20 ms)."""
     proc = subprocess.Popen([sys.executable, script, *map(str, args), '--save', str(save)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while proc.poll() is None and time.time() < deadline and not condition():
         time.sleep(0.02)
+    time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
 
@@ -83,24 +85,48 @@ def test_second_order_search_runs(tmp_path, fashion):
 
 
 def test_killed_search_resumes_to_the_uninterrupted_result(tmp_path, fashion):
-    args = [*TINY_SEARCH, '--data', fashion, '--epochs', '3', '--seed', '5']
+    args = [*TINY_SEARCH, '--data', fashion, '--epochs', '3', '--seed', '5', '--checkpoint_steps', '1']
     run('train_search.py', *args, '--save', tmp_path / 'whole')
+    whole = tmp_path / 'whole'
 
     # Killed in the first epoch, before any checkpoint: --resume starts over.
     save = tmp_path / 'early'
     kill_when('train_search.py', args, save, lambda: (save / 'args.json').exists())
     run('train_search.py', *args, '--save', save, '--resume')
-    assert_same_state(final_state(tmp_path / 'whole'), final_state(save))
+    assert_same_state(final_state(whole), final_state(save))
 
+    # Killed at random moments (inside epochs, between steps, while checkpoints are written),
+    # resumed each time from whatever checkpoint survived.
     save = tmp_path / 'killed'
-    kill_when('train_search.py', args, save, lambda: (save / 'checkpoint.pt').exists())
-    metrics = save / 'metrics.jsonl'
+    rng = random.Random(0)
+    kill_when('train_search.py', args, save, lambda: (save / 'checkpoint.pt').exists(), rng.uniform(0, 1.5))
+    for _ in range(3):
+        kill_when('train_search.py', [*args, '--resume'], save, lambda: True, rng.uniform(1.0, 4.0))
+    run('train_search.py', *args, '--save', save, '--resume')
+    assert_same_state(final_state(whole), final_state(save))
+    for name in ('genotype.json', 'alphas.jsonl'):
+        assert (whole / name).read_text() == (save / name).read_text()
+    epochs = [json.loads(line)['epoch'] for line in open(save / 'metrics.jsonl')]
+    assert epochs == [0, 1, 2]
+
+
+def test_sigterm_writes_a_mid_epoch_checkpoint_and_exits_0(tmp_path, fashion):
+    args = [*TINY_SEARCH, '--data', fashion, '--epochs', '2', '--seed', '6']
+    run('train_search.py', *args, '--save', tmp_path / 'whole')
+    save = tmp_path / 'term'
+    proc = subprocess.Popen([sys.executable, 'train_search.py', *args, '--save', str(save), '--checkpoint_steps', '1'],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while proc.poll() is None and not (save / 'checkpoint.pt').exists():
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    checkpoint = torch.load(save / 'checkpoint.pt', weights_only=False)
+    assert checkpoint['epoch'] == 0 and checkpoint['step'] > 0
     run('train_search.py', *args, '--save', save, '--resume')
     assert_same_state(final_state(tmp_path / 'whole'), final_state(save))
-    assert (tmp_path / 'whole' / 'genotype.json').read_text() == (save / 'genotype.json').read_text()
-    assert (tmp_path / 'whole' / 'alphas.jsonl').read_text() == (save / 'alphas.jsonl').read_text()
-    epochs = [json.loads(line)['epoch'] for line in open(metrics)]
-    assert epochs == [0, 1, 2]
+    assert json.loads((save / 'metrics.jsonl').read_text().splitlines()[0])['train_loss'] == \
+        json.loads((tmp_path / 'whole' / 'metrics.jsonl').read_text().splitlines()[0])['train_loss']
 
 
 def test_train_then_test_cifar10(tmp_path, cifar):
