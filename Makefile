@@ -3,7 +3,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEMO_RUN ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
+ifndef DEMO_RUN
+DEMO_RUN := runs/demo-$(shell date +%Y%m%d-%H%M%S)
+endif
 
 .PHONY: setup system demo test clean
 
@@ -28,6 +30,7 @@ demo: setup
 	$(PY) train_search.py --dataset fashion-mnist --data data --subset 2000 --epochs 2 --layers 5 \
 	  --init_channels 8 --batch_size 32 --workers 0 --save $(DEMO_RUN)
 	$(PY) visualize.py $(DEMO_RUN)
+	@echo "demo run: $(DEMO_RUN)  (genotype: $(DEMO_RUN)/genotype.json, report: $(DEMO_RUN)/report/report.html)"
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -94,7 +94,8 @@ def train_main(argv, preset):
         print(training.describe(model, input_shape)[2])
         return 0
 
-    run = training.Run(args.save, args, args.resume, kind='train')
+    signature = json.dumps({'kind': 'train', 'network': config, 'genotype': genotypes.to_dict(genotype)})
+    run = training.Run(args.save, args, args.resume, kind='train', signature=signature)
     train_loader, test_loader = _loader(args, True, device), _loader(args, False, device)
     params, _, description = training.describe(model, input_shape)
     logger.info('train %s on %s: %s', args.arch or args.arch_path, args.dataset, description.replace('\n', ', '))
@@ -132,9 +133,8 @@ def train_main(argv, preset):
         return {'lr': lr, 'train_loss': train_loss, 'train_acc': train_acc, 'valid_loss': valid['loss'],
                 'valid_acc': valid['top1'], 'valid_top5': valid['top5'], 'params_MB': params}
 
-    signature = json.dumps({'kind': 'train', 'network': config, 'genotype': genotypes.to_dict(genotype)})
     stateful = {'model': model, 'optimizer': optimizer, 'scheduler': scheduler}
-    preempted, _ = training.fit(run, args, stateful, run_epoch, signature, loaders=(train_loader, test_loader))
+    preempted, _ = training.fit(run, args, stateful, run_epoch, loaders=(train_loader, test_loader))
     if preempted:
         return 0
 

@@ -30,6 +30,8 @@ def build_parser():
                    help='where attention is searched')
     g.add_argument('--primitives', default='darts', help=f"op set: {', '.join(genotypes.PRIMITIVE_SETS)}")
     g.add_argument('--num_meta_node', type=int, default=4, help='intermediate nodes per cell')
+    g.add_argument('--use_sparse', action='store_true',
+                   help="CNAS: affine BN in the supernet and a derivation that may keep 'none' edges")
     g.add_argument('--drop_path_prob', type=float, default=0.3, help='unused in search; kept for the seeds\' CLI')
     return add_search_arguments(parser)
 
@@ -42,6 +44,7 @@ def repeat(loader):
 def search_signature(args, info):
     return json.dumps({'kind': 'search', 'location': args.location, 'primitives': args.primitives,
                        'C': args.init_channels, 'layers': args.layers, 'steps': args.num_meta_node,
+                       'sparse': args.use_sparse,
                        'classes': info.num_classes, 'in_channels': info.in_channels})
 
 
@@ -66,7 +69,7 @@ def main(argv=None):
     info = datasets.dataset_info(args.dataset, args.data, need_data=not args.dry_run)
     utils.seed_everything(args.seed)
     model = SearchNetwork(args.init_channels, info.num_classes, args.layers, location=args.location,
-                          primitives=args.primitives, steps=args.num_meta_node,
+                          primitives=args.primitives, steps=args.num_meta_node, affine=args.use_sparse,
                           in_channels=info.in_channels, image_size=info.image_size).to(device)
     return search(args, model, info, device, search_signature(args, info))
 
@@ -81,7 +84,7 @@ def search(args, model, info, device, signature):
         print(training.describe(model, input_shape)[2])
         return 0
 
-    run = training.Run(args.save, args, args.resume, kind='search')
+    run = training.Run(args.save, args, args.resume, kind='search', signature=signature)
     train_data = datasets.build_dataset(args.dataset, args.data, train=True, augment=True,
                                         cutout_length=args.cutout_length if args.cutout else 0)
     weight_idx, arch_idx = datasets.search_split(train_data, args.train_portion, args.subset)
@@ -129,7 +132,8 @@ def search(args, model, info, device, signature):
                                           f'search {ctx.epoch + 1}/{args.epochs}')
         scheduler.step()
         valid = training.evaluate(model, valid_loader, criterion, device, no_progress=args.no_progress)
-        genotype = model.genotype()
+        # Only train_search.py offers the sparse (CNAS) derivation; other supernets derive as DARTS.
+        genotype = model.genotype(sparse=True) if getattr(args, 'use_sparse', False) else model.genotype()
         genotypes.save(genotype, run.path('genotype.json'))
         tables = model.weight_tables()
         run.append_jsonl('alphas.jsonl', {'epoch': ctx.epoch, 'edges': model.edges(), 'weights': tables})
@@ -140,7 +144,7 @@ def search(args, model, info, device, signature):
                 'valid_acc': valid['top1'], 'params_MB': params, 'genotype': genotypes.to_dict(genotype)}
 
     stateful = {'model': model, 'optimizer': optimizer, 'scheduler': scheduler, 'architect': architect.optimizer}
-    preempted, _ = training.fit(run, args, stateful, run_epoch, signature, loaders=(train_loader, valid_loader))
+    preempted, _ = training.fit(run, args, stateful, run_epoch, loaders=(train_loader, valid_loader))
     if preempted:
         return 0
     logger.info('search done; genotype written to %s', run.path('genotype.json'))

@@ -98,7 +98,7 @@ def configure_logging(log_file=None):
         logger.removeHandler(handler)
         handler.close()
     fmt = logging.Formatter('%(asctime)s %(message)s', datefmt='%m/%d %H:%M:%S')
-    handlers = [logging.StreamHandler(sys.stdout)] + ([logging.FileHandler(log_file)] if log_file else [])
+    handlers = [logging.StreamHandler(sys.stdout)] + ([logging.FileHandler(log_file, delay=True)] if log_file else [])
     for handler in handlers:
         handler.setFormatter(fmt)
         logger.addHandler(handler)
@@ -106,8 +106,18 @@ def configure_logging(log_file=None):
 
 
 def select_device(name):
+    """`--device`: 'auto' takes the visible GPU with the most free memory (as CNAS does, so that
+    runs started one after another on a shared machine spread out), or the CPU without one."""
     if name == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+        if not torch.cuda.is_available():
+            return torch.device('cpu')
+        count = torch.cuda.device_count()
+        if count == 1:
+            return torch.device('cuda', 0)
+        # mem_get_info opens a context on each GPU it asks; with one GPU there is nothing to choose.
+        index = max(range(count), key=lambda i: torch.cuda.mem_get_info(i)[0])
+        torch.cuda.set_device(index)  # so that anything created on plain 'cuda' lands there too
+        return torch.device('cuda', index)
     device = torch.device(name)
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise UserError(f"--device {name} asked for CUDA but no GPU is visible; use --device cpu")
@@ -134,17 +144,24 @@ def describe(model, input_shape):
 
 
 class Run:
-    """A run directory, created fresh or reopened with `resume`."""
+    """A run directory, created fresh or reopened with `resume`.  `signature` identifies the
+    architecture and setting; resuming a checkpoint with another signature is refused before
+    anything in the directory is touched."""
 
-    def __init__(self, save, args, resume=False, kind='run'):
+    def __init__(self, save, args, resume=False, kind='run', signature=None):
         self.dir = save or os.path.join('runs', f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
-        self.resume = resume
+        self.resume, self.signature, self.checkpoint = resume, signature, None
         if resume:
             if not save:
                 raise UserError('--resume needs --save RUN_DIR, the run directory to continue')
             if not os.path.isfile(self.path('args.json')):
                 raise UserError(f"nothing to resume: {self.dir} is not a run directory (no args.json); "
                                 f"start the run without --resume")
+            if os.path.exists(self.path(CHECKPOINT)):
+                self.checkpoint = utils.load_checkpoint_file(self.path(CHECKPOINT))
+                if self.checkpoint.get('signature') != signature:
+                    raise UserError(f"{self.path(CHECKPOINT)} belongs to another architecture or setting "
+                                    f"({self.checkpoint.get('signature')}); resume with the flags of that run")
         elif os.path.isdir(self.dir) and os.listdir(self.dir):
             raise UserError(f"run directory {self.dir} already exists; pass --resume to continue it "
                             f"or choose a new --save")
@@ -301,12 +318,11 @@ def evaluate(model, loader, criterion, device, desc='valid', no_progress=False):
     return {'loss': losses.avg, 'top1': top1.avg, 'top5': top5.avg}
 
 
-def fit(run, args, stateful, run_epoch, signature, loaders=()):
+def fit(run, args, stateful, run_epoch, loaders=()):
     """The epoch loop.  `stateful` maps names to objects with state_dict/load_state_dict (model,
     optimizers, scheduler, architect optimizer); `run_epoch(ctx)` trains and evaluates one epoch
     (through `ctx.train`) and returns its metrics; `loaders` are the DataLoaders whose generators
-    are re-seeded from (--seed, epoch) so every epoch's data order can be replayed.  `signature`
-    identifies the architecture so a checkpoint of another one is refused.
+    are re-seeded from (--seed, epoch) so every epoch's data order can be replayed.
 
     A checkpoint with all state and every RNG state is written atomically after every epoch, every
     --checkpoint_steps steps, and on SIGTERM/SIGINT (then the run stops and returns preempted=True).
@@ -315,14 +331,10 @@ def fit(run, args, stateful, run_epoch, signature, loaders=()):
     if args.deterministic:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
-    start, resume_point = 0, None
-    if run.resume and not os.path.exists(run.path(CHECKPOINT)):
+    start, resume_point, checkpoint = 0, None, run.checkpoint
+    if run.resume and checkpoint is None:
         logger.info('no checkpoint in %s yet (killed in the first epoch): starting from epoch 0', run.dir)
     elif run.resume:
-        checkpoint = utils.load_checkpoint_file(run.path(CHECKPOINT))
-        if checkpoint.get('signature') != signature:
-            raise UserError(f"{run.path(CHECKPOINT)} belongs to another architecture or setting "
-                            f"({checkpoint.get('signature')}); resume with the flags of that run")
         for name, obj in stateful.items():
             obj.load_state_dict(checkpoint['state'][name])
         start = checkpoint['epoch']
@@ -337,7 +349,7 @@ def fit(run, args, stateful, run_epoch, signature, loaders=()):
 
     def save(epoch, step, meters=None, skipped=0):
         utils.atomic_torch_save({'epoch': epoch, 'step': step, 'meters': meters, 'skipped': skipped,
-                                 'signature': signature, 'rng': utils.rng_state(),
+                                 'signature': run.signature, 'rng': utils.rng_state(),
                                  'state': {name: obj.state_dict() for name, obj in stateful.items()}},
                                 run.path(CHECKPOINT))
 
