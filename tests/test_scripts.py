@@ -3,6 +3,7 @@ written in the real on-disk formats."""
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -76,6 +77,13 @@ def test_search_writes_genotype_and_is_reproducible(tmp_path, fashion, location)
     assert (first / 'genotype.json').read_text() == (second / 'genotype.json').read_text()
     assert (first / 'alphas.jsonl').read_text() == (second / 'alphas.jsonl').read_text()
     assert_same_state(final_state(first), final_state(second))
+
+    # The report of a real run: every image it shows exists.
+    run('visualize.py', first)
+    report = (first / 'report' / 'report.html').read_text()
+    images = re.findall(r'<img[^>]* src="([^"]+)"', report)
+    assert any('heatmap_alphas_normal' in i for i in images) and any('curves' in i for i in images)
+    assert all((first / 'report' / i).is_file() for i in images)
 
 
 def test_second_order_search_runs(tmp_path, fashion):

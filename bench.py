@@ -1,0 +1,178 @@
+"""Speed and memory of the search and training steps, measured the same way every time.
+
+    python bench.py                                   # the default suite on this machine, JSON to bench.json
+    python bench.py --only search_first search_second --batch_size 16 --out bench-b16.json
+    python bench.py --device cuda --threads 0
+
+Each measurement runs in its own process (so its peak memory is its own): warm-up steps, then the
+median of `--repeats` timed steps.  Reported per measurement: median and all step times, peak memory
+(CPU max RSS, or CUDA max allocated), FLOPs of the timed work (torch.utils.flop_counter: a
+multiply-add counts 2) and the achieved fraction of this machine's fp32 matmul rate, measured in the
+same run on a 2048x2048 matmul.
+"""
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import genotypes
+from architect import Architect
+from model import NetworkCIFAR
+from model_search import LOCATIONS, SearchNetwork
+from utils import atomic_write_json
+
+MEASUREMENTS = ('search_first', 'search_second', 'search_forward_backward', 'train_step')
+
+
+def synchronize(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def matmul_rate(device, size=2048, repeats=5):
+    """fp32 GFLOP/s of a square matmul: the yardstick for the achieved fraction."""
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    for _ in range(2):
+        a @ b
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        a @ b
+        synchronize(device)
+        times.append(time.perf_counter() - began)
+    return 2 * size ** 3 / statistics.median(times) / 1e9
+
+
+def make_step(name, args, device):
+    """(step function, flops of one step) for a measurement."""
+    g = torch.Generator().manual_seed(0)
+    criterion = nn.CrossEntropyLoss()
+    if name == 'train_step':
+        model = NetworkCIFAR(args.train_channels, 10, args.train_layers, True, genotypes.load(args.arch)).to(device)
+        model.drop_path_prob = 0.2
+        batch = args.train_batch_size
+        optimizer = torch.optim.SGD(model.parameters(), 0.025, momentum=0.9, weight_decay=3e-4)
+        x = torch.randn(batch, 3, 32, 32, generator=g).to(device)
+        y = torch.randint(0, 10, (batch,), generator=g).to(device)
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            logits, aux = model(x)
+            (criterion(logits, y) + 0.4 * criterion(aux, y)).backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 5)
+            optimizer.step()
+        return step, batch
+
+    model = SearchNetwork(args.init_channels, 10, args.layers, location=args.location,
+                          steps=args.nodes).to(device)
+    batch = args.batch_size
+    x, x_valid = (torch.randn(batch, 3, 32, 32, generator=g).to(device) for _ in range(2))
+    y, y_valid = (torch.randint(0, 10, (batch,), generator=g).to(device) for _ in range(2))
+    optimizer = torch.optim.SGD(model.weight_parameters(), 0.025, momentum=0.9, weight_decay=3e-4)
+    architect = Architect(model, criterion, unrolled=name == 'search_second')
+
+    def weight_step():
+        optimizer.zero_grad(set_to_none=True)
+        criterion(model(x), y).backward()
+        nn.utils.clip_grad_norm_(model.weight_parameters(), 5)
+        optimizer.step()
+
+    if name == 'search_forward_backward':
+        def step():
+            model.zero_grad(set_to_none=True)
+            criterion(model(x), y).backward()
+        return step, batch
+
+    def step():
+        architect.step(x, y, x_valid, y_valid, 0.025, optimizer)
+        weight_step()
+    return step, batch
+
+
+def measure(name, args):
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    step, batch = make_step(name, args, device)
+    for _ in range(args.warmup):
+        step()
+    synchronize(device)
+    with FlopCounterMode(display=False) as counter:
+        step()
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(args.repeats):
+        began = time.perf_counter()
+        step()
+        synchronize(device)
+        times.append(time.perf_counter() - began)
+    median = statistics.median(times)
+    flops = counter.get_total_flops()
+    peak = (torch.cuda.max_memory_allocated(device) if device.type == 'cuda'
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    rate = matmul_rate(device)
+    return {'measurement': name, 'batch_size': batch, 'median_s': median, 'times_s': times,
+            'images_per_s': batch / median, 'peak_memory_GB': peak / 1e9,
+            'peak_memory_kind': 'cuda_max_allocated' if device.type == 'cuda' else 'cpu_max_rss',
+            'flops_per_step': flops, 'achieved_GFLOPs': flops / median / 1e9,
+            'matmul_GFLOPs': rate, 'fraction_of_matmul_rate': flops / median / 1e9 / rate}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('--only', nargs='+', choices=MEASUREMENTS, default=list(MEASUREMENTS))
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--threads', type=int, default=2, help='CPU threads (0: torch default)')
+    parser.add_argument('--warmup', type=int, default=1)
+    parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument('--batch_size', type=int, default=32, help='search batch')
+    parser.add_argument('--init_channels', type=int, default=16)
+    parser.add_argument('--layers', type=int, default=8)
+    parser.add_argument('--nodes', type=int, default=4)
+    parser.add_argument('--location', default='after_every', choices=list(LOCATIONS))
+    parser.add_argument('--arch', default='Att_DARTS', help='genotype of the train_step measurement')
+    parser.add_argument('--train_channels', type=int, default=36)
+    parser.add_argument('--train_layers', type=int, default=20)
+    parser.add_argument('--train_batch_size', type=int, default=96)
+    parser.add_argument('--out', default='bench.json')
+    parser.add_argument('--child', default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.child:
+        print(json.dumps(measure(args.child, args)))
+        return 0
+    passthrough = [a for a in (argv if argv is not None else sys.argv[1:])]
+    results = []
+    for name in args.only:
+        out = subprocess.run([sys.executable, __file__, *passthrough, '--child', name],
+                             capture_output=True, text=True, check=True)
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        results.append(result)
+        print(f"{name:24s} batch {result['batch_size']:3d}  median {result['median_s']:7.3f} s  "
+              f"{result['images_per_s']:7.1f} img/s  peak {result['peak_memory_GB']:5.2f} GB  "
+              f"{result['achieved_GFLOPs']:6.1f} GFLOP/s ({100 * result['fraction_of_matmul_rate']:.0f}% of matmul)")
+    config = {k: v for k, v in vars(args).items() if k not in ('child', 'out', 'only')}
+    record = {'config': config, 'torch': torch.__version__, 'machine': platform.machine(),
+              'processor': platform.processor(), 'time': time.strftime('%Y-%m-%dT%H:%M:%S'), 'results': results}
+    atomic_write_json(args.out, record)
+    print(f'written {args.out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
