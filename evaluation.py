@@ -1,6 +1,8 @@
 """Train a derived architecture from scratch and test it: the evaluation protocol of DARTS
 (Liu et al., ICLR 2019, https://arxiv.org/abs/1806.09055) as used by Att-DARTS (Nakai et al.,
 IJCNN 2020).  `train_CIFAR10.py` ... `test_ImageNet.py` are thin wrappers choosing a preset.
+`train_net.py` (ANAS, Dang 2019) uses the 'anas' preset: a CIFAR ResNet (`model.ResNetCIFAR`) with
+no, SE or a searched attention unit, whose trained.pt the test scripts read like any other.
 
 Fixed with respect to the reference code (SPEC 7.4): ImageNet uses StepLR(decay_period, gamma)
 and the label-smoothing loss it declares; resuming needs no missing flag; drop path works on CPU.
@@ -14,7 +16,8 @@ import datasets
 import genotypes
 import training
 import utils
-from model import NetworkCIFAR, NetworkImageNet
+from model import (RESNET_ATTENTIONS, RESNET_BLOCKS, SE_REDUCTION, NetworkCIFAR, NetworkImageNet, ResNetCIFAR,
+                   check_net_type)
 from training import logger
 from utils import UserError
 
@@ -28,22 +31,78 @@ PRESETS = {
                      label_smooth=0.1, test_batch_size=128),
 }
 PRESETS['cifar100'] = dict(PRESETS['cifar10'], dataset='cifar100')
+# ANAS train_net.py (SPEC 2.6): CIFAR ResNets with an attention unit; init_channels and layers are
+# not used by ResNets (--net_type sets the depth) but every preset names them.
+PRESETS['anas'] = dict(dataset='cifar10', batch_size=128, learning_rate=0.1, weight_decay=1e-4, epochs=180,
+                       init_channels=16, layers=20, seed=0, drop_path_prob=0.0, scheduler='cosine',
+                       label_smooth=0.0, test_batch_size=128, network='resnet')
 
 
 def network_config(args, info):
+    if getattr(args, 'net_type', None) is not None:
+        return resnet_config(args, info)
     return {'type': 'imagenet' if args.dataset == 'imagenet' else 'cifar', 'C': args.init_channels,
             'num_classes': info.num_classes, 'layers': args.layers, 'auxiliary': args.auxiliary,
             'in_channels': info.in_channels, 'image_size': info.image_size,
             'pooled_head': getattr(args, 'pooled_head', False)}
 
 
+def resnet_config(args, info):
+    check_net_type(args.net_type)
+    if args.auxiliary or args.pooled_head:
+        raise UserError("--auxiliary and --pooled_head belong to DARTS cell networks, not to ResNets")
+    return {'type': 'resnet', 'net_type': args.net_type, 'attention': args.attention,
+            'se_reduction': args.se_reduction, 'num_classes': info.num_classes,
+            'in_channels': info.in_channels, 'image_size': info.image_size}
+
+
 def build_network(config, genotype):
+    if config['type'] == 'resnet':
+        return ResNetCIFAR(config['net_type'], config['num_classes'], config['attention'], genotype,
+                           se_reduction=config['se_reduction'], in_channels=config['in_channels'])
     if config['type'] == 'imagenet':
         return NetworkImageNet(config['C'], config['num_classes'], config['layers'], config['auxiliary'],
                                genotype, in_channels=config['in_channels'], image_size=config['image_size'])
     return NetworkCIFAR(config['C'], config['num_classes'], config['layers'], config['auxiliary'], genotype,
                         in_channels=config['in_channels'], image_size=config['image_size'],
                         pooled_head=config['pooled_head'])
+
+
+def add_resnet_arguments(parser):
+    g = parser.add_argument_group('ResNet (ANAS)')
+    g.add_argument('--net_type', default='resnet20', help=f"backbone: {', '.join(RESNET_BLOCKS)}")
+    g.add_argument('--attention', default='anas',
+                   help=f"unit after bn2 of every block: {', '.join(RESNET_ATTENTIONS)}; 'anas' is the "
+                        f"searched unit of --arch/--arch_path (default: the shipped ANAS unit)")
+    g.add_argument('--se_reduction', type=int, default=SE_REDUCTION, help="SE reduction ratio (--attention se)")
+    parser.set_defaults(workers=4)
+
+
+def resolve_genotype(args):
+    """The genotype of --arch/--arch_path.  A ResNet takes an ANAS attention unit (the shipped one
+    by default) only with --attention anas, and None otherwise; cell networks take DARTS cells."""
+    attention = getattr(args, 'attention', None)
+    if attention is not None and attention != 'anas':
+        if args.arch or args.arch_path:
+            raise UserError(f"--arch/--arch_path choose a searched unit, which --attention {attention} "
+                            f"does not use; drop them or pass --attention anas")
+        return None
+    if attention == 'anas' and not (args.arch or args.arch_path):
+        return genotypes.ANAS
+    genotype = genotypes.resolve(args.arch, args.arch_path)
+    name = args.arch or args.arch_path
+    if attention is None and isinstance(genotype, genotypes.AttGenotype):
+        raise UserError(f"{name} is an ANAS attention unit, not a cell; train it with train_net.py")
+    if isinstance(genotype, genotypes.SeqArch):
+        raise UserError(f"{name} is an SLNAS architecture, not a DARTS cell; train it with retrain_slnas.py")
+    if attention == 'anas' and not isinstance(genotype, genotypes.AttGenotype):
+        raise UserError(f"{name} is a DARTS cell, not an ANAS attention unit")
+    return genotype
+
+
+def genotype_record(genotype):
+    """The JSON form of a genotype, None for a network without one (plain or SE ResNet)."""
+    return None if genotype is None else genotypes.to_dict(genotype)
 
 
 def train_parser(preset):
@@ -60,6 +119,8 @@ def train_parser(preset):
     g.add_argument('--drop_path_prob', type=float, default=p['drop_path_prob'],
                    help='drop-path rate, ramped linearly from 0 over the epochs')
     g.add_argument('--pooled_head', action='store_true', help='2x2 pooled classifier head (CNAS, many classes)')
+    if p.get('network') == 'resnet':
+        add_resnet_arguments(parser)
     g = parser.add_argument_group('schedule')
     g.add_argument('--scheduler', choices=['cosine', 'step'], default=p['scheduler'])
     g.add_argument('--gamma', type=float, default=0.97, help='StepLR decay')
@@ -83,7 +144,7 @@ def _loader(args, train, device):
 
 def train_main(argv, preset):
     args = training.parse(train_parser(preset), argv)
-    genotype = genotypes.resolve(args.arch, args.arch_path)
+    genotype = resolve_genotype(args)
     device = training.select_device(args.device)
     info = datasets.dataset_info(args.dataset, args.data, need_data=not args.dry_run)
     config = network_config(args, info)
@@ -94,7 +155,7 @@ def train_main(argv, preset):
         print(training.describe(model, input_shape)[2])
         return 0
 
-    signature = json.dumps({'kind': 'train', 'network': config, 'genotype': genotypes.to_dict(genotype)})
+    signature = json.dumps({'kind': 'train', 'network': config, 'genotype': genotype_record(genotype)})
     run = training.Run(args.save, args, args.resume, kind='train', signature=signature)
     train_loader, test_loader = _loader(args, True, device), _loader(args, False, device)
     params, _, description = training.describe(model, input_shape)
@@ -120,11 +181,8 @@ def train_main(argv, preset):
             loss = criterion(logits, y)
             if logits_aux is not None:
                 loss = loss + args.auxiliary_weight * criterion(logits_aux, y)
-            if not guard.ok(loss, where):
+            if not training.optimize(loss, optimizer, model.parameters(), args.grad_clip, guard, where):
                 return None
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-            optimizer.step()
             return loss.detach(), logits, y
 
         train_loss, train_acc = ctx.train(train_loader, step, len(train_loader), f'train {ctx.epoch + 1}/{args.epochs}')
@@ -140,7 +198,7 @@ def train_main(argv, preset):
 
     result = training.evaluate(model, test_loader, test_criterion, device, desc='test', no_progress=args.no_progress)
     utils.atomic_torch_save({'state_dict': model.state_dict(), 'network': config,
-                             'genotype': genotypes.to_dict(genotype), 'args': vars(args), 'metrics': result},
+                             'genotype': genotype_record(genotype), 'args': vars(args), 'metrics': result},
                             run.path('trained.pt'))
     report_test(result)
     logger.info('trained model written to %s', run.path('trained.pt'))
@@ -176,8 +234,8 @@ def load_trained(path, expected_genotype=None):
     checkpoint = utils.load_checkpoint_file(path, 'model file')
     if not isinstance(checkpoint, dict) or not {'state_dict', 'network', 'genotype'} <= checkpoint.keys():
         raise UserError(f"{path} is not a trained.pt written by train_*.py (no network/genotype record)")
-    genotype = genotypes.from_dict(checkpoint['genotype'], source=path)
-    if expected_genotype is not None and genotypes.to_dict(expected_genotype) != genotypes.to_dict(genotype):
+    genotype = None if checkpoint['genotype'] is None else genotypes.from_dict(checkpoint['genotype'], source=path)
+    if expected_genotype is not None and genotypes.to_dict(expected_genotype) != genotype_record(genotype):
         raise UserError(f"{path} holds a model of another architecture than the one given with "
                         f"--arch/--arch_path; drop those flags or pass the matching model")
     model = build_network(checkpoint['network'], genotype)

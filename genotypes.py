@@ -6,7 +6,9 @@ cell inputs, input k >= 2 is intermediate node k - 2.  `normal_bottleneck`/`redu
 name an attention applied to the concatenated cell output ('' for none).
 
 Named genotypes: DARTS (Liu et al., ICLR 2019), NASNet (Zoph et al., CVPR 2018), AmoebaNet
-(Real et al., AAAI 2019) and Att-DARTS (Nakai, Matsubara and Uehara, IJCNN 2020).
+(Real et al., AAAI 2019), Att-DARTS (Nakai, Matsubara and Uehara, IJCNN 2020) and CNAS
+(Zhou et al., "Automatic Convolutional Neural Architecture Search for Image Classification under
+Different Scenes", IEEE Access 2019; the DARTS_MORE_* cells).
 
 The JSON format is the one Att-DARTS writes (`genotype.json`):
     {"normal": [["sep_conv_3x3", 0, "CBAM"], ...], "normal_concat": [2, 3, 4, 5],
@@ -28,6 +30,10 @@ PRIMITIVES = ['none', 'max_pool_3x3', 'avg_pool_3x3', 'skip_connect',
 
 # Candidate op sets selectable with `--primitives`.
 PRIMITIVE_SETS = {'darts': PRIMITIVES}
+
+# CNAS (Zhou et al., IEEE Access 2019): channel weighting and channel shuffle in, the 5x5 convs out.
+PRIMITIVE_SETS['cnas'] = ['none', 'skip_connect', 'cweight_com', 'avg_pool_3x3', 'max_pool_3x3',
+                          'sep_conv_3x3', 'dil_conv_3x3', 'shuffle_conv_3x3']
 
 ATTENTION_PRIMITIVES = ['Identity', 'SE', 'BAM', 'CBAM', 'GE_theta-plus', 'DoubleAttention']
 
@@ -100,6 +106,198 @@ NAMED = {
     'DARTS': DARTS, 'Att_DARTS': Att_DARTS,
 }
 
+# CNAS genotypes (tianbaochou/CNAS `geno_types.py`, SPEC 4.6), searched on CIFAR-10 except _TY2
+# (Tiny-ImageNet).  _V1.._V4 have 3..6 nodes per cell; DARTS_MORE_NONE_* come from the sparse
+# derivation and keep 'none' edges.  The reference's alias DARTS = DARTS_MORE_V1 is not copied:
+# here DARTS stays DARTS_V2.
+DARTS_MORE_V1 = Genotype(
+    normal=[('cweight_com', 1), ('sep_conv_3x3', 0), ('cweight_com', 0), ('cweight_com', 1),
+            ('cweight_com', 0), ('cweight_com', 1)],
+    normal_concat=[2, 3, 4],
+    reduce=[('cweight_com', 0), ('shuffle_conv_3x3', 1), ('shuffle_conv_3x3', 2), ('max_pool_3x3', 0),
+            ('shuffle_conv_3x3', 3), ('shuffle_conv_3x3', 2)],
+    reduce_concat=[2, 3, 4])
+
+DARTS_MORE_V2 = Genotype(
+    normal=[('shuffle_conv_3x3', 0), ('cweight_com', 1), ('cweight_com', 1), ('cweight_com', 0),
+            ('cweight_com', 1), ('cweight_com', 0), ('cweight_com', 0), ('cweight_com', 1)],
+    normal_concat=[2, 3, 4, 5],
+    reduce=[('cweight_com', 1), ('avg_pool_3x3', 0), ('avg_pool_3x3', 0), ('cweight_com', 1),
+            ('avg_pool_3x3', 0), ('shuffle_conv_3x3', 2), ('shuffle_conv_3x3', 2), ('shuffle_conv_3x3', 3)],
+    reduce_concat=[2, 3, 4, 5])
+
+DARTS_MORE_V3 = Genotype(
+    normal=[('shuffle_conv_3x3', 0), ('cweight_com', 1), ('cweight_com', 2), ('dil_conv_3x3', 0),
+            ('cweight_com', 2), ('skip_connect', 0), ('cweight_com', 1), ('cweight_com', 0),
+            ('cweight_com', 0), ('cweight_com', 1)],
+    normal_concat=[2, 3, 4, 5, 6],
+    reduce=[('max_pool_3x3', 0), ('shuffle_conv_3x3', 1), ('max_pool_3x3', 0), ('shuffle_conv_3x3', 2),
+            ('shuffle_conv_3x3', 3), ('shuffle_conv_3x3', 0), ('dil_conv_3x3', 3), ('shuffle_conv_3x3', 2),
+            ('shuffle_conv_3x3', 4), ('shuffle_conv_3x3', 2)],
+    reduce_concat=[2, 3, 4, 5, 6])
+
+DARTS_MORE_V4 = Genotype(
+    normal=[('sep_conv_3x3', 1), ('shuffle_conv_3x3', 0), ('skip_connect', 0), ('cweight_com', 1),
+            ('cweight_com', 3), ('cweight_com', 1), ('cweight_com', 4), ('cweight_com', 3),
+            ('cweight_com', 3), ('cweight_com', 4), ('cweight_com', 4), ('cweight_com', 3)],
+    normal_concat=[2, 3, 4, 5, 6, 7],
+    reduce=[('max_pool_3x3', 1), ('cweight_com', 0), ('max_pool_3x3', 1), ('skip_connect', 2),
+            ('skip_connect', 2), ('max_pool_3x3', 1), ('skip_connect', 3), ('skip_connect', 4),
+            ('skip_connect', 4), ('skip_connect', 3), ('skip_connect', 4), ('skip_connect', 3)],
+    reduce_concat=[2, 3, 4, 5, 6, 7])
+
+DARTS_MORE_NONE_V1 = Genotype(
+    normal=[('shuffle_conv_3x3', 1), ('sep_conv_3x3', 0), ('none', 2), ('none', 1), ('none', 3), ('none', 2)],
+    normal_concat=[2, 3, 4],
+    reduce=[('max_pool_3x3', 0), ('shuffle_conv_3x3', 1), ('max_pool_3x3', 0), ('shuffle_conv_3x3', 2),
+            ('dil_conv_3x3', 3), ('cweight_com', 0)],
+    reduce_concat=[2, 3, 4])
+
+DARTS_MORE_NONE_V2 = Genotype(
+    normal=[('cweight_com', 1), ('sep_conv_3x3', 0), ('none', 2), ('cweight_com', 1), ('none', 3),
+            ('none', 2), ('none', 4), ('none', 3)],
+    normal_concat=[2, 3, 4, 5],
+    reduce=[('shuffle_conv_3x3', 1), ('shuffle_conv_3x3', 0), ('shuffle_conv_3x3', 2), ('shuffle_conv_3x3', 0),
+            ('sep_conv_3x3', 2), ('avg_pool_3x3', 1), ('none', 4), ('shuffle_conv_3x3', 3)],
+    reduce_concat=[2, 3, 4, 5])
+
+DARTS_MORE_NONE_V3 = Genotype(
+    normal=[('shuffle_conv_3x3', 0), ('none', 1), ('none', 2), ('shuffle_conv_3x3', 0), ('none', 3),
+            ('none', 2), ('none', 4), ('none', 3), ('none', 5), ('none', 4)],
+    normal_concat=[2, 3, 4, 5, 6],
+    reduce=[('cweight_com', 1), ('shuffle_conv_3x3', 0), ('shuffle_conv_3x3', 2), ('cweight_com', 1),
+            ('cweight_com', 1), ('shuffle_conv_3x3', 2), ('dil_conv_3x3', 2), ('avg_pool_3x3', 0),
+            ('shuffle_conv_3x3', 1), ('none', 5)],
+    reduce_concat=[2, 3, 4, 5, 6])
+
+DARTS_MORE_NONE_V4 = Genotype(
+    normal=[('sep_conv_3x3', 0), ('none', 1), ('none', 2), ('shuffle_conv_3x3', 0), ('none', 3),
+            ('none', 2), ('none', 4), ('none', 3), ('none', 5), ('none', 4), ('none', 5), ('none', 6)],
+    normal_concat=[2, 3, 4, 5, 6, 7],
+    reduce=[('sep_conv_3x3', 0), ('skip_connect', 1), ('max_pool_3x3', 1), ('shuffle_conv_3x3', 2),
+            ('shuffle_conv_3x3', 2), ('avg_pool_3x3', 1), ('cweight_com', 4), ('shuffle_conv_3x3', 2),
+            ('shuffle_conv_3x3', 2), ('shuffle_conv_3x3', 4), ('none', 5), ('none', 6)],
+    reduce_concat=[2, 3, 4, 5, 6, 7])
+
+DARTS_MORE_TY2 = Genotype(
+    normal=[('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 0), ('shuffle_conv_3x3', 2),
+            ('max_pool_3x3', 0), ('cweight_com', 1), ('sep_conv_3x3', 3), ('cweight_com', 1)],
+    normal_concat=[2, 3, 4, 5],
+    reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('cweight_com', 1), ('sep_conv_3x3', 2),
+            ('dil_conv_3x3', 0), ('cweight_com', 1), ('cweight_com', 0), ('shuffle_conv_3x3', 3)],
+    reduce_concat=[2, 3, 4, 5])
+
+CNAS_NAMED = {
+    'DARTS_MORE_V1': DARTS_MORE_V1, 'DARTS_MORE_V2': DARTS_MORE_V2, 'DARTS_MORE_V3': DARTS_MORE_V3,
+    'DARTS_MORE_V4': DARTS_MORE_V4, 'DARTS_MORE_NONE_V1': DARTS_MORE_NONE_V1,
+    'DARTS_MORE_NONE_V2': DARTS_MORE_NONE_V2, 'DARTS_MORE_NONE_V3': DARTS_MORE_NONE_V3,
+    'DARTS_MORE_NONE_V4': DARTS_MORE_NONE_V4, 'DARTS_MORE_TY2': DARTS_MORE_TY2,
+}
+NAMED.update(CNAS_NAMED)
+
+# NAG (Jing, Xu and Zhang, "A Neural Architecture Generator for Efficient Search Space",
+# Neurocomputing 2021; SPEC 6.8): the reference's shipped DAG cells (nag.REFERENCE_ARCH) written
+# by nag.to_genotype: sum nodes of skip_connects, then (op, sum) + ('none', sum) per DAG vertex.
+NAG = Genotype(
+    normal=[('skip_connect', 0), ('skip_connect', 1), ('sep_conv_3x3', 2), ('none', 2), ('sep_conv_5x5', 1),
+            ('none', 1), ('skip_connect', 1), ('skip_connect', 4), ('max_pool_3x3', 5), ('none', 5),
+            ('skip_connect', 1), ('skip_connect', 4), ('skip_connect', 7), ('skip_connect', 6),
+            ('sep_conv_5x5', 8), ('none', 8), ('skip_connect', 0), ('skip_connect', 4), ('skip_connect', 10),
+            ('skip_connect', 6), ('sep_conv_5x5', 11), ('none', 11), ('skip_connect', 1), ('skip_connect', 3),
+            ('skip_connect', 13), ('skip_connect', 9), ('skip_connect', 14), ('skip_connect', 12),
+            ('sep_conv_5x5', 15), ('none', 15)],
+    normal_concat=[0, 1, 3, 4, 6, 16],
+    reduce=[('skip_connect', 0), ('skip_connect', 1), ('sep_conv_5x5', 2), ('none', 2), ('skip_connect', 0),
+            ('skip_connect', 1), ('skip_connect', 4), ('skip_connect', 3), ('sep_conv_3x3', 5), ('none', 5),
+            ('sep_conv_5x5', 1), ('none', 1), ('skip_connect', 0), ('none', 0), ('skip_connect', 1), ('none', 1)],
+    reduce_concat=[3, 6, 7, 8, 9])
+NAMED['NAG'] = NAG
+
+# ANAS (Dang, "Exploring Attention Convolutional Neural Network via Neural Architecture Search",
+# 2019; SPEC 2): one attention unit, shared by every residual block, whose two inputs are both the
+# block's feature map.  `att` lists two (op, input) entries per node; inputs 0 and 1 are that map,
+# k >= 2 is node k - 2.  JSON: {"att": [["dil_conv_3x3", 1], ...]}.  Kept out of NAMED because
+# these are not cells: the DARTS-cell scripts cannot build them.
+ATT_PRIMITIVES = ['none', 'skip_connect', 'relu_conv_bn_1x1', 'sep_conv_3x3', 'dil_conv_3x3',
+                  'avg_pool_3x3', 'max_pool_3x3', 'channel_score', 'spatial_score']
+
+AttGenotype = namedtuple('AttGenotype', 'att')
+
+ANAS = AttGenotype(att=[('dil_conv_3x3', 1), ('dil_conv_3x3', 0), ('sep_conv_3x3', 1),
+                        ('channel_score', 2), ('spatial_score', 2), ('channel_score', 3)])
+
+# 'ATTENTION' is the reference's name for the same unit (train_net.py --arch ATTENTION).
+ATT_NAMED = {'ANAS': ANAS, 'ATTENTION': ANAS}
+
+# SLNAS (Chen, "Stage and Lite Search Technology in Convolutional Neural Network Architecture
+# Search"; SPEC 5.1): one integer sequence per block type, [in_x, op_x, in_y, op_y] for each of 5
+# nodes; input 0/1 are the two previous blocks, 2 + m is node m.  `blocks` is the number of normal
+# blocks per stage (a reduction block follows every stage).
+# JSON: {"normal": [20 ints], "reduce": [20 ints], "blocks": [2, 2]}.
+SEQ_OPS = ['shuffle_k3', 'shuffle_k5', 'conv1x1_avg_pool', 'conv1x1_max_pool', 'conv1x1_bn']
+SEQ_NODES = 5
+
+SeqArch = namedtuple('SeqArch', 'normal reduce blocks')
+
+
+def validate_seq_cell(seq, source, cell):
+    """Check one 20-int sequence; the error names the position and what it may hold."""
+    if not isinstance(seq, (list, tuple)) or len(seq) != 4 * SEQ_NODES:
+        size = len(seq) if isinstance(seq, (list, tuple)) else type(seq).__name__
+        raise UserError(f"{source}: the {cell} sequence must hold {4 * SEQ_NODES} ints "
+                        f"([in_x, op_x, in_y, op_y] per node), got {size}")
+    for position, value in enumerate(seq):
+        node, is_op = position // 4, position % 2 == 1
+        limit = len(SEQ_OPS) if is_op else node + 2
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < limit:
+            what = f"an op id 0..{limit - 1}" if is_op else f"an input 0..{limit - 1} (no forward reference)"
+            raise UserError(f"{source}: {cell}[{position}] = {value!r} (node {node}) must be {what}")
+    return list(seq)
+
+
+def validate_blocks(blocks, source='--blocks'):
+    if (not isinstance(blocks, (list, tuple)) or not blocks
+            or any(isinstance(b, bool) or not isinstance(b, int) or b < 0 for b in blocks)):
+        raise UserError(f"{source} must be a non-empty JSON list of normal-block counts per stage, e.g. [2,2]; "
+                        f"got {blocks!r}")
+    return list(blocks)
+
+
+def seq_from_lists(cells, blocks, source='--arch'):
+    """A SeqArch from [normal_seq, reduce_seq] (the reference's `arc`) and the stage layout."""
+    if not isinstance(cells, (list, tuple)) or len(cells) != 2:
+        raise UserError(f"{source} must be two sequences [normal, reduce] of {4 * SEQ_NODES} ints each")
+    return SeqArch(validate_seq_cell(cells[0], source, 'normal'), validate_seq_cell(cells[1], source, 'reduce'),
+                   validate_blocks(blocks, f"{source}: blocks"))
+
+
+def seq_to_dict(arch):
+    return {'normal': list(arch.normal), 'reduce': list(arch.reduce), 'blocks': list(arch.blocks)}
+
+
+def seq_from_dict(record, source):
+    missing = [k for k in ('normal', 'reduce', 'blocks') if k not in record]
+    if missing:
+        raise UserError(f"{source}: missing key(s) {', '.join(missing)} of an SLNAS architecture")
+    return seq_from_lists([record['normal'], record['reduce']], record['blocks'], source)
+
+
+def _validate_att(genotype, source):
+    entries = genotype.att
+    if not entries or len(entries) % 2:
+        raise UserError(f"{source}: 'att' must list two entries per node, got {len(entries)} entries")
+    for position, entry in enumerate(entries):
+        where = f"{source}: att[{position}] = {list(entry)}"
+        if len(entry) != 2:
+            raise UserError(f"{where} must be [op, input]")
+        op, index = entry
+        if op not in ATT_PRIMITIVES:
+            raise UserError(f"{where}: unknown op '{op}'; attention-unit ops: {', '.join(ATT_PRIMITIVES)}")
+        node = position // 2
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < node + 2:
+            raise UserError(f"{where}: input {index!r} is out of range; node {node} may take inputs 0..{node + 1}")
+    return genotype
+
 
 def _known_names():
     return sorted(operations.OPS), sorted(attention.ATTENTIONS)
@@ -107,6 +305,8 @@ def _known_names():
 
 def validate(genotype, source='genotype'):
     """Check names, input indices and concat lists; raise UserError naming the bad entry."""
+    if isinstance(genotype, AttGenotype):
+        return _validate_att(genotype, source)
     ops, attns = _known_names()
     candidates = set(ops) | set(attns)
     for cell in ('normal', 'reduce'):
@@ -139,6 +339,10 @@ def validate(genotype, source='genotype'):
 
 
 def to_dict(genotype):
+    if isinstance(genotype, AttGenotype):
+        return {'att': [list(entry) for entry in genotype.att]}
+    if isinstance(genotype, SeqArch):
+        return seq_to_dict(genotype)
     record = genotype._asdict()
     for cell in ('normal', 'reduce'):
         record[cell] = [list(entry) for entry in record[cell]]
@@ -147,6 +351,12 @@ def to_dict(genotype):
 
 
 def from_dict(record, source='genotype'):
+    if isinstance(record, dict) and 'att' in record:
+        if not isinstance(record['att'], list) or not all(isinstance(e, (list, tuple)) for e in record['att']):
+            raise UserError(f"{source}: 'att' must be a list of [op, input]")
+        return validate(AttGenotype(att=[tuple(e) for e in record['att']]), source)
+    if isinstance(record, dict) and 'blocks' in record:
+        return seq_from_dict(record, source)
     if not isinstance(record, dict):
         raise UserError(f"{source}: expected a JSON object with keys normal, normal_concat, reduce, reduce_concat")
     missing = [k for k in ('normal', 'normal_concat', 'reduce', 'reduce_concat') if k not in record]
@@ -172,6 +382,8 @@ def load(name_or_path):
     """A named genotype (`Att_DARTS`) or a `genotype.json` path."""
     if name_or_path in NAMED:
         return NAMED[name_or_path]
+    if name_or_path in ATT_NAMED:
+        return ATT_NAMED[name_or_path]
     if not os.path.exists(name_or_path):
         if name_or_path.endswith('.json') or os.sep in name_or_path:
             raise UserError(f"genotype file {name_or_path} does not exist")
@@ -197,6 +409,8 @@ def resolve(arch, arch_path):
         return load(arch_path)
     if not arch:
         raise UserError(f"no architecture given; use --arch NAME ({', '.join(NAMED)}) or --arch_path FILE.json")
+    if arch in ATT_NAMED:
+        return ATT_NAMED[arch]
     if arch not in NAMED:
         raise UserError(f"unknown --arch '{arch}'; named genotypes: {', '.join(NAMED)}")
     return NAMED[arch]

@@ -23,7 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from genotypes import ATTENTION_PRIMITIVES, PRIMITIVE_SETS, Genotype
+from genotypes import ATT_PRIMITIVES, ATTENTION_PRIMITIVES, PRIMITIVE_SETS, AttGenotype, Genotype
+from model import ResNetBody
 from operations import FactorizedReduce, ReLUConvBN, make_candidate
 from utils import UserError
 
@@ -60,14 +61,36 @@ def resolve_primitives(primitives):
     return list(primitives)
 
 
-class MixedEdge(nn.Module):
-    """sum_k w_k * candidate_k(x).  `none` is never built: its term is zero."""
+def best_candidate(row, names, allow_none):
+    """Index of the strongest candidate of a weight row ('none' excluded unless allowed; ties go
+    to the first)."""
+    scores = [(float(row[k]), -k) for k, name in enumerate(names) if allow_none or name != 'none']
+    return -max(scores)[1]
 
-    def __init__(self, names, C, stride, height, width, affine):
+
+def strongest_edges(alphas, names, steps, allow_none=False):
+    """The DARTS derivation: for each node, its two input edges whose best candidate is strongest.
+    `alphas` has one row per edge (node 0's 2 inputs, node 1's 3, ...); returns (row, input, best
+    candidate index) per kept edge, two per node, strongest first."""
+    kept, start = [], 0
+    for i in range(steps):
+        rows = alphas[start:start + 2 + i]
+        best = [best_candidate(rows[j], names, allow_none) for j in range(2 + i)]
+        chosen = sorted(range(2 + i), key=lambda j: -float(rows[j][best[j]]))[:2]
+        kept += [(start + j, j, best[j]) for j in chosen]
+        start += 2 + i
+    return kept
+
+
+class MixedEdge(nn.Module):
+    """sum_k w_k * candidate_k(x).  `none` is never built: its term is zero.  `pool_bn` wraps the
+    weight-free pools in a non-affine BN (DARTS; ANAS's unit does not)."""
+
+    def __init__(self, names, C, stride, height, width, affine, pool_bn=True):
         super().__init__()
         self.active = [k for k, name in enumerate(names) if name != 'none']
         self.candidates = nn.ModuleList(
-            make_candidate(names[k], C, stride, height, width, affine, search=True) for k in self.active)
+            make_candidate(names[k], C, stride, height, width, affine, search=pool_bn) for k in self.active)
 
     def forward(self, x, weights):
         out = None
@@ -210,21 +233,10 @@ class SearchNetwork(nn.Module):
 
     def _derive_cell(self, alphas, betas, sparse):
         first, second = self.lists['first'], self.lists['second']
-
-        def best(row, names, allow_none):
-            scores = [(float(row[k]), -k) for k, name in enumerate(names) if allow_none or name != 'none']
-            return -max(scores)[1]
-
-        entries, start = [], 0
-        for i in range(self.steps):
-            rows = alphas[start:start + 2 + i]
-            strength = [float(rows[j][best(rows[j], first, sparse)]) for j in range(2 + i)]
-            chosen = sorted(range(2 + i), key=lambda j: -strength[j])[:2]
-            for j in chosen:
-                op = first[best(rows[j], first, sparse)]
-                attn = second[best(betas[start + j], second, False)] if betas is not None else ''
-                entries.append((op, j, attn))
-            start += 2 + i
+        entries = []
+        for row, j, k in strongest_edges(alphas, first, self.steps, sparse):
+            attn = second[best_candidate(betas[row], second, False)] if betas is not None else ''
+            entries.append((first[k], j, attn))
         return entries
 
     def weight_tables(self):
@@ -237,3 +249,71 @@ class SearchNetwork(nn.Module):
             rows = values.reshape(-1, values.shape[-1]).cpu().tolist()
             out[name] = {'candidates': self.lists[layer], 'values': rows}
         return out
+
+
+# --------------------------------------------------------------------------------------------------
+# ANAS (Dang, "Exploring Attention Convolutional Neural Network via Neural Architecture Search",
+# 2019; reference `anas/model_search.py`, `anas/res_att_search_cifar.py`, SPEC 2.3): a CIFAR ResNet
+# whose blocks all hold a mixed attention unit; one architecture table is shared by all units.
+# The reference's skip-connect dropout (`id_reg`) was never switched on (SPEC 7.4) and is left out.
+# --------------------------------------------------------------------------------------------------
+
+class MixedAttentionUnit(nn.Module):
+    """The searchable unit: both inputs are x; `steps` nodes over 2 + 3 + ... mixed edges of
+    ATT_PRIMITIVES (non-affine, pools without BN); output x * sigmoid(sum of the nodes)."""
+
+    def __init__(self, C, steps=3):
+        super().__init__()
+        self.steps = steps
+        self.edges = nn.ModuleList(MixedEdge(ATT_PRIMITIVES, C, 1, None, None, affine=False, pool_bn=False)
+                                   for i in range(steps) for _ in range(2 + i))
+
+    def forward(self, x, weights):
+        states, edge = [x, x], 0
+        for _ in range(self.steps):
+            node = 0
+            for h in states:
+                node = node + self.edges[edge](h, weights[edge])
+                edge += 1
+            states.append(node)
+        return x * torch.sigmoid(sum(states[2:]))
+
+
+class AttentionSearchResNet(ResNetBody):
+    """ResNet (`net_type`, ResNet-20 in the paper) with a MixedAttentionUnit after bn2 of every
+    block.  `alphas` (edges x 9, init 1e-3 * randn) is the one architecture table, softmaxed once
+    per forward and handed to every unit, so its gradient sums the contributions of all blocks."""
+
+    def __init__(self, net_type='resnet20', num_classes=10, steps=3, in_channels=3):
+        super().__init__(net_type, num_classes, lambda C: MixedAttentionUnit(C, steps), in_channels)
+        self.steps = steps
+        self.alphas = nn.Parameter(1e-3 * torch.randn(len(self.edges()), len(ATT_PRIMITIVES)))
+
+    def arch_parameters(self):
+        return [self.alphas]
+
+    def named_weight_parameters(self):
+        return [(n, p) for n, p in self.named_parameters() if n != 'alphas']
+
+    def weight_parameters(self):
+        return [p for _, p in self.named_weight_parameters()]
+
+    def forward(self, x):
+        return self._logits(x, (F.softmax(self.alphas, dim=-1),))
+
+    def edges(self):
+        """(node, input) of every edge, in the row order of `alphas`."""
+        return [(i, j) for i in range(self.steps) for j in range(2 + i)]
+
+    def genotype(self):
+        """As DARTS: per node the two strongest inputs, each with its best op other than 'none'."""
+        with torch.no_grad():
+            weights = F.softmax(self.alphas, dim=-1).cpu()
+        return AttGenotype(att=[(ATT_PRIMITIVES[k], j)
+                                for _, j, k in strongest_edges(weights, ATT_PRIMITIVES, self.steps)])
+
+    def weight_tables(self):
+        """The softmaxed table with its candidate names, as logged to alphas.jsonl."""
+        with torch.no_grad():
+            values = F.softmax(self.alphas, dim=-1).cpu().tolist()
+        return {'alphas_att': {'candidates': list(ATT_PRIMITIVES), 'values': values}}

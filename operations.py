@@ -115,6 +115,133 @@ OPS = {
 POOLING_OPS = ('avg_pool_3x3', 'max_pool_3x3')
 
 
+# --------------------------------------------------------------------------------------------------
+# CNAS ops: Zhou et al., "Automatic Convolutional Neural Architecture Search for Image Classification
+# under Different Scenes", IEEE Access 2019 (reference code tianbaochou/CNAS, SPEC 4.1).
+# --------------------------------------------------------------------------------------------------
+
+class ChannelWeight(nn.Module):
+    """`cweight_com`: squeeze-and-excitation channel weighting (Hu et al., CVPR 2018) with FC biases,
+    as CNAS has it (attention.SE is the bias-free Att-DARTS variant).  A stride-2 edge reduces the
+    weighted map with a depthwise 3x3 conv and BN."""
+
+    def __init__(self, C, stride, affine=True, reduction=attention.REDUCTION):
+        super().__init__()
+        hidden = attention._hidden(C, reduction)  # the SE width rule, clamped to >= 1 for tiny nets
+        self.excitation = nn.Sequential(nn.Linear(C, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, C))
+        self.reduce = None
+        if stride != 1:
+            self.reduce = nn.Sequential(nn.Conv2d(C, C, 3, stride=stride, padding=1, groups=C, bias=False),
+                                        nn.BatchNorm2d(C, affine=affine))
+
+    def forward(self, x):
+        out = x * torch.sigmoid(self.excitation(x.mean((2, 3))))[:, :, None, None]
+        return out if self.reduce is None else self.reduce(out)
+
+
+class ChannelShuffle(nn.Module):
+    """ShuffleNet's channel shuffle: (N, g*n, H, W) -> (N, n*g, H, W), so that channel k of group i
+    moves to position k*g + i and every group of the next grouped conv sees every group before it."""
+
+    def __init__(self, groups):
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        return x.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+SHUFFLE_MAX_GROUPS = 4
+
+
+def shuffle_groups(C, most=SHUFFLE_MAX_GROUPS):
+    """The most groups g <= `most` for a C-channel `shuffle_conv_3x3`: the C/g bottleneck must split
+    into g groups (C % g^2 == 0) and each of them must get a channel from every group of the first
+    conv after the shuffle (C/g^2 >= g).  1 (the reference's unit, no shuffle) when none fits."""
+    return next((g for g in range(most, 1, -1) if C % (g * g) == 0 and C >= g ** 3), 1)
+
+
+class ShuffleConv(nn.Module):
+    """`shuffle_conv_3x3`: a ShuffleNet v1 unit (Zhang et al., CVPR 2018): grouped 1x1 conv to a
+    C/g bottleneck, BN, ReLU, channel shuffle, depthwise 3x3 (the stride), BN, grouped 1x1 conv back
+    to C, BN; plus the shortcut (identity, or AvgPool 3x3 stride 2), then ReLU.
+
+    The reference passes 1 into `groups` (SPEC 4.1), which makes the convs dense and the shuffle a
+    no-op; here g = shuffle_groups(C) (2 at 16 channels, 3 at 36) unless `groups` is given.  Like
+    the reference and unlike ShuffleNet, the stride-2 shortcut is added, not concatenated, because
+    the op must keep C channels."""
+
+    def __init__(self, C, stride, affine=True, groups=None):
+        super().__init__()
+        groups = groups or shuffle_groups(C)
+        mid = C // groups
+        self.branch = nn.Sequential(
+            nn.Conv2d(C, mid, 1, groups=groups, bias=False),
+            nn.BatchNorm2d(mid, affine=affine),
+            nn.ReLU(inplace=True),
+            ChannelShuffle(groups),
+            nn.Conv2d(mid, mid, 3, stride=stride, padding=1, groups=mid, bias=False),
+            nn.BatchNorm2d(mid, affine=affine),
+            nn.Conv2d(mid, C, 1, groups=groups, bias=False),
+            nn.BatchNorm2d(C, affine=affine),
+        )
+        self.shortcut = nn.Identity() if stride == 1 else nn.AvgPool2d(3, stride=stride, padding=1)
+
+    def forward(self, x):
+        return F.relu(self.branch(x) + self.shortcut(x))
+
+
+OPS['cweight_com'] = lambda C, stride, affine: ChannelWeight(C, stride, affine)
+OPS['shuffle_conv_3x3'] = lambda C, stride, affine: ShuffleConv(C, stride, affine)
+
+
+# --------------------------------------------------------------------------------------------------
+# ANAS (Dang, "Exploring Attention Convolutional Neural Network via Neural Architecture Search",
+# 2019; reference DangChuong-DC/Attention-Neural-Architecture-Search): the two scoring ops of the
+# attention-unit search space.  Both produce a score map broadcast to x's shape (a view, no copy),
+# so whatever op reads the node next sees a full-size map, as with the reference's `expand_as`.
+# --------------------------------------------------------------------------------------------------
+
+def _stride_one(name, stride):
+    if stride != 1:
+        raise ValueError(f"{name} is an attention-unit op and only has stride 1, got {stride}")
+
+
+class ChannelScore(nn.Module):
+    """`channel_score` (the reference's class `SpatialPool`): global average and max pooling,
+    concatenated, then one Linear(2C, C) with bias (the paper says MLP; the code has one layer),
+    no nonlinearity; one score per channel."""
+
+    def __init__(self, C, stride=1):
+        super().__init__()
+        _stride_one('channel_score', stride)
+        self.fc = nn.Linear(2 * C, C)
+
+    def forward(self, x):
+        pooled = torch.cat([x.mean((2, 3)), x.amax((2, 3))], dim=1)
+        return self.fc(pooled)[:, :, None, None].expand_as(x)
+
+
+class SpatialScore(nn.Module):
+    """`spatial_score` (the reference's class `ChannelPool`): max and mean over channels, then a
+    bias-free 1x1 Conv2d(2, 1), no nonlinearity; one score per position."""
+
+    def __init__(self, C, stride=1):
+        super().__init__()
+        _stride_one('spatial_score', stride)
+        self.conv = nn.Conv2d(2, 1, 1, bias=False)
+
+    def forward(self, x):
+        pooled = torch.cat([x.amax(1, keepdim=True), x.mean(1, keepdim=True)], dim=1)
+        return self.conv(pooled).expand_as(x)
+
+
+OPS['relu_conv_bn_1x1'] = lambda C, stride, affine: ReLUConvBN(C, C, 1, stride, 0, affine)
+OPS['channel_score'] = lambda C, stride, affine: ChannelScore(C, stride)
+OPS['spatial_score'] = lambda C, stride, affine: SpatialScore(C, stride)
+
+
 def make_candidate(name, C, stride, height, width, affine, search=False):
     """Build one edge candidate: a cell op from `OPS` or an attention module from `attention`.
 

@@ -119,11 +119,8 @@ def search(args, model, info, device, signature):
             optimizer.zero_grad(set_to_none=True)
             logits = model(x)
             loss = criterion(logits, y)
-            if not guard.ok(loss, where):
+            if not training.optimize(loss, optimizer, model.weight_parameters(), args.grad_clip, guard, where):
                 return None
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.weight_parameters(), args.grad_clip)
-            optimizer.step()
             return loss.detach(), logits, y
 
         # Each weight batch is paired with the next architecture batch; the architecture half is

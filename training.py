@@ -255,6 +255,25 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
+def optimize(loss, optimizer, parameters, grad_clip, guard, where, scaler=None):
+    """Backward, gradient-norm clipping and an optimizer step, unless `guard` vetoes a non-finite
+    loss (then False).  With a GradScaler (fp16) the loss is scaled and the gradients unscaled
+    before clipping."""
+    if not guard.ok(loss, where):
+        return False
+    if scaler is None:
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+    return True
+
+
 class EpochContext:
     """What `run_epoch` gets: the epoch number, the non-finite guard, and `train()`, which runs the
     training steps of the epoch and can stop and resume in the middle of it."""

@@ -111,6 +111,8 @@ def genotype_to_dot(genotype, cell, fmt='png'):
     if cell not in ('normal', 'reduce'):
         raise ValueError(f"cell must be 'normal' or 'reduce', got {cell!r}")
     genotype = _as_genotype(genotype)
+    if isinstance(genotype, genotypes.SeqArch):
+        return seq_cell_to_dot(genotype, cell, fmt)
     entries = list(getattr(genotype, cell))
     steps = len(entries) // 2
     edges = []
@@ -123,6 +125,27 @@ def genotype_to_dot(genotype, cell, fmt='png'):
         return cell_digraph(['c_{k-2}', 'c_{k-1}'], [str(i) for i in range(steps)], edges, concat,
                             join="c'_{k}", after=[(bottleneck, 'c_{k}')], fmt=fmt)
     return cell_digraph(['c_{k-2}', 'c_{k-1}'], [str(i) for i in range(steps)], edges, concat, fmt=fmt)
+
+
+def attention_unit_to_dot(genotype, fmt='png'):
+    """The ANAS attention unit of an AttGenotype, drawn as the reference's `attention_block`:
+    input_1 and input_2 (both the block's map) -> nodes 0..n-1 -> 'mixed attention' (their sum)
+    -> sigmoid -> 'mask' (which multiplies the input)."""
+    inputs = ['input_1', 'input_2']
+    nodes = [str(i) for i in range(len(genotype.att) // 2)]
+    edges = [(inputs[j] if j < 2 else str(j - 2), str(position // 2), op, '')
+             for position, (op, j) in enumerate(genotype.att)]
+    return cell_digraph(inputs, nodes, edges, nodes, join='mixed attention', after=[('sigmoid', 'mask')], fmt=fmt)
+
+
+def seq_cell_to_dot(arch, cell, fmt='png'):
+    """An SLNAS block (SPEC 5.3): [in_x, op_x, in_y, op_y] per node; every node is concatenated
+    and fused by BN, Mish, SE and a 1x1 conv."""
+    seq = getattr(arch, cell)
+    edges = [(state_name(seq[p]), str(p // 4), genotypes.SEQ_OPS[seq[p + 1]], '') for p in range(0, len(seq), 2)]
+    nodes = [str(n) for n in range(len(seq) // 4)]
+    return cell_digraph(['c_{k-2}', 'c_{k-1}'], nodes, edges, nodes, join='concat',
+                        after=[('BN-Mish-SE-1x1', 'c_{k}')], fmt=fmt)
 
 
 def render_digraph(g, path_stem, fmt='png'):
@@ -149,11 +172,14 @@ def render_digraph(g, path_stem, fmt='png'):
 
 def draw_genotype(genotype, name, out_dir, fmt='png'):
     """Draw the normal and reduction cells into out_dir as normal_<name>.<fmt> and reduce_<name>.<fmt>
-    (plus .dot sources); only the .dot sources when graphviz's `dot` is missing.  Returns the paths."""
+    (an ANAS AttGenotype: its unit as att_<name>.<fmt>), plus .dot sources; only the .dot sources
+    when graphviz's `dot` is missing.  Returns the paths."""
     if fmt not in FORMATS:
         raise UserError(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
     genotype = _as_genotype(genotype)
     _make_out_dir(out_dir)
+    if isinstance(genotype, genotypes.AttGenotype):
+        return render_digraph(attention_unit_to_dot(genotype, fmt), os.path.join(out_dir, f'att_{name}'), fmt)
     written = []
     for cell in ('normal', 'reduce'):
         g = genotype_to_dot(genotype, cell, fmt=fmt)
@@ -702,12 +728,16 @@ def build_parser():
     parser.add_argument('--out', default=None,
                         help='output directory (default: . for a name, the .json file\'s directory, '
                              'RUNDIR/report for a run directory)')
+    parser.add_argument('--heatmap', action='store_true',
+                        help='insist on a run directory (CNAS spelling); its report holds the heat maps')
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
+        if args.heatmap and not os.path.isdir(args.target):
+            raise UserError(f"--heatmap needs a search run directory (with alphas.jsonl), not {args.target}")
         if os.path.isdir(args.target):
             path = write_report(args.target, args.out, args.format)
             print(f'wrote {path}')

@@ -10,7 +10,8 @@ import torch
 
 import utils
 from tests import data_factory
-from tests.test_scripts import TINY_SEARCH, TINY_TRAIN, run
+from tests.helpers import run
+from tests.test_scripts import TINY_SEARCH, TINY_TRAIN
 
 
 @pytest.fixture(scope='module')

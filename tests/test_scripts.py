@@ -14,20 +14,14 @@ import torch
 
 import genotypes
 from tests import data_factory
+from tests.helpers import ROOT, kill_when, run
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_SEARCH = ['--dataset', 'fashion-mnist', '--init_channels', '4', '--layers', '3', '--batch_size', '8',
                '--workers', '0', '--no_progress', '--num_meta_node', '2', '--report_freq', '0']
 TINY_TRAIN = ['--init_channels', '4', '--layers', '3', '--batch_size', '16', '--test_batch_size', '16',
               '--workers', '0', '--no_progress', '--report_freq', '0']
 
 
-def run(script, *args, check=True):
-    result = subprocess.run([sys.executable, script, *map(str, args)], cwd=ROOT, capture_output=True,
-                            text=True, timeout=600)
-    if check and result.returncode != 0:
-        raise AssertionError(f'{script} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}')
-    return result
 
 
 @pytest.fixture(scope='module')
@@ -50,16 +44,6 @@ def assert_same_state(a, b):
         assert torch.equal(a['model'][name], b['model'][name]), name
 
 
-def kill_when(script, args, save, condition, delay=0.0):
-    """Start `script`, SIGKILL it `delay` seconds after `condition()` holds (polled every 20 ms)."""
-    proc = subprocess.Popen([sys.executable, script, *map(str, args), '--save', str(save)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while proc.poll() is None and time.time() < deadline and not condition():
-        time.sleep(0.02)
-    time.sleep(delay)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
 
 
 @pytest.mark.parametrize('location', ['after_every', 'end'])
@@ -79,7 +63,9 @@ def test_search_writes_genotype_and_is_reproducible(tmp_path, fashion, location)
     assert_same_state(final_state(first), final_state(second))
 
     # The report of a real run: every image it shows exists.
-    run('visualize.py', first)
+    run('visualize.py', '--heatmap', first)
+    wrong = run('visualize.py', '--heatmap', 'Att_DARTS', check=False)
+    assert wrong.returncode == 2 and 'run directory' in wrong.stderr
     report = (first / 'report' / 'report.html').read_text()
     images = re.findall(r'<img[^>]* src="([^"]+)"', report)
     assert any('heatmap_alphas_normal' in i for i in images) and any('curves' in i for i in images)

@@ -16,11 +16,11 @@ import pytest
 
 import genotypes
 import visualize
+from tests.helpers import ROOT
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 HAS_DOT = shutil.which('dot') is not None
 needs_dot = pytest.mark.skipif(not HAS_DOT, reason="graphviz's dot is not installed")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _edge_lines(source):

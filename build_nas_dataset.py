@@ -1,0 +1,185 @@
+"""Build a NAS dataset for NAG: sample cells, train a weight-sharing one-shot supernet on them, score each.
+
+    python build_nas_dataset.py --dataset cifar10 --num_archs 4000
+    python build_nas_dataset.py --dataset fashion-mnist --num_archs 50 --epochs 2 --subset 500 --layers 5
+
+Jing, Xu and Zhang, "A Neural Architecture Generator for Efficient Search Space", Neurocomputing
+2021 (reference `build_nas_dataset/build_nas_dataset.py`, SPEC 6.3).  The training set is split:
+the first --train_portion trains the supernet (one uniformly drawn architecture per step, both
+of its cells), the rest scores every architecture with batch statistics.
+
+Run directory (--save): pool.jsonl (the sampled architectures), checkpoint.pt and metrics.jsonl of
+the supernet training, and archs.jsonl, one line per scored architecture:
+    {"index", "normal": {"matrix", "ops"}, "reduce": {...}, "accuracy", "params_MB", "flops"}
+appended as it is scored, so `--resume` after a kill skips what is already there.  params_MB and
+flops are those of the evaluation network (`--eval_init_channels`, `--eval_layers`) that
+train_CIFAR10.py builds from the architecture's genotype, in one unit (the reference mixed units).
+The GAN scripts turn accuracy and params_MB into quantile classes.
+
+Simpler than the reference, deliberately: each architecture is scored once, with the final supernet
+weights on --eval_batches fixed batches (the reference averaged one batch over the last 10 epochs,
+which means scoring all 4000 architectures every epoch), and the supernet has no auxiliary head and
+no drop path.
+"""
+import json
+import os
+import random
+import sys
+
+import torch
+import torch.nn as nn
+
+import datasets
+import nag
+import training
+import utils
+from model import NetworkCIFAR
+from training import logger
+from utils import UserError
+
+ARCHS = 'archs.jsonl'
+POOL = 'pool.jsonl'
+
+
+def build_parser():
+    parser = training.default_parser(__doc__.splitlines()[0])
+    training.add_common_arguments(parser, batch_size=128, learning_rate=0.025, learning_rate_min=0.001,
+                                  epochs=150, init_channels=20, layers=11, seed=0)
+    g = parser.add_argument_group('NAS dataset')
+    g.add_argument('--num_archs', '--num_sampled_arch', type=int, default=4000,
+                   help='architectures to sample and score')
+    g.add_argument('--max_vertices', type=int, default=nag.MAX_VERTICES,
+                   help='vertices per cell, inputs and output included')
+    g.add_argument('--train_portion', type=float, default=0.9,
+                   help='share of the training set that trains the supernet')
+    g.add_argument('--eval_batch_size', type=int, default=500)
+    g.add_argument('--eval_batches', type=int, default=1, help='validation batches scoring each architecture')
+    g.add_argument('--eval_init_channels', type=int, default=36,
+                   help='width of the network whose params/FLOPs are recorded')
+    g.add_argument('--eval_layers', type=int, default=20, help='cells of the network whose params/FLOPs are recorded')
+    return parser
+
+
+def read_records(path):
+    """The complete JSON lines of `path`; a line cut by a kill (and anything after it) is dropped from the file."""
+    if not os.path.exists(path):
+        return []
+    records, kept = [], []
+    with open(path) as f:
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+            kept.append(line)
+    if len(kept) < sum(1 for _ in open(path)):
+        utils.atomic_write_text(path, ''.join(kept))
+    return records
+
+
+def architecture_pool(run, args):
+    pool = read_records(run.path(POOL))
+    if len(pool) == args.num_archs:
+        return [nag.arch_from_dict(record, f'{run.path(POOL)} line {i + 1}') for i, record in enumerate(pool)]
+    archs = nag.sample_architectures(args.num_archs, args.seed, args.max_vertices)
+    utils.atomic_write_text(run.path(POOL), ''.join(json.dumps(nag.arch_to_dict(a)) + '\n' for a in archs))
+    return archs
+
+
+@torch.no_grad()
+def one_shot_accuracy(supernet, arch, batches, device):
+    """Top-1 (percent) of `arch` in the supernet on the fixed scoring batches, with batch statistics
+    in BN (shared weights do not fit any one architecture's running statistics)."""
+    supernet.train()
+    correct = total = 0
+    for x, y in batches:
+        logits = supernet(x.to(device), arch)
+        correct += (logits.argmax(1) == y.to(device)).sum().item()
+        total += y.numel()
+    return 100.0 * correct / total
+
+
+@training.cli
+def main(argv=None):
+    args = training.parse(build_parser(), argv)
+    for name, least in (('num_archs', 1), ('eval_batches', 1), ('eval_batch_size', 1), ('max_vertices', 4)):
+        if getattr(args, name) < least:
+            raise UserError(f'--{name} must be at least {least}, got {getattr(args, name)}')
+    device = training.select_device(args.device)
+    info = datasets.dataset_info(args.dataset, args.data, need_data=not args.dry_run)
+    utils.seed_everything(args.seed)
+    supernet = nag.OneShotNetwork(args.init_channels, info.num_classes, args.layers, args.max_vertices,
+                                  info.in_channels).to(device)
+    input_shape = (info.in_channels, info.image_size, info.image_size)
+    if args.dry_run:
+        print(f'params: {utils.count_parameters_in_MB(supernet):.6f} M (supernet, every op of every slot)')
+        return 0
+
+    signature = json.dumps({'kind': 'nasdata', 'dataset': args.dataset, 'C': args.init_channels, 'layers': args.layers,
+                            'max_vertices': args.max_vertices, 'num_archs': args.num_archs, 'seed': args.seed})
+    run = training.Run(args.save, args, args.resume, kind='nasdata', signature=signature)
+    archs = architecture_pool(run, args)
+    train_data = datasets.build_dataset(args.dataset, args.data, train=True, augment=True,
+                                        cutout_length=args.cutout_length if args.cutout else 0)
+    weight_idx, arch_idx = datasets.search_split(train_data, args.train_portion, args.subset)
+    weight_loader = training.make_loader(torch.utils.data.Subset(train_data, weight_idx), args.batch_size, True,
+                                         args.workers, device, drop_last=True)
+    if len(weight_loader) == 0:
+        raise UserError(f"--batch_size {args.batch_size} is larger than the supernet's training split "
+                        f"({len(weight_idx)} images); lower --batch_size")
+    scoring_data = torch.utils.data.Subset(
+        datasets.build_dataset(args.dataset, args.data, train=True, augment=False), arch_idx)
+
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(supernet.parameters(), args.learning_rate, momentum=args.momentum,
+                                weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs, eta_min=args.learning_rate_min)
+
+    def run_epoch(ctx):
+        lr = scheduler.get_last_lr()[0]
+        supernet.train()
+
+        def step(batch, where, guard):
+            x, y = (t.to(device, non_blocking=True) for t in batch)
+            arch = archs[random.randrange(len(archs))]
+            optimizer.zero_grad(set_to_none=True)
+            logits = supernet(x, arch)
+            loss = criterion(logits, y)
+            if not training.optimize(loss, optimizer, supernet.parameters(), args.grad_clip, guard, where):
+                return None
+            return loss.detach(), logits, y
+
+        loss, acc = ctx.train(weight_loader, step, len(weight_loader), f'supernet {ctx.epoch + 1}/{args.epochs}')
+        scheduler.step()
+        return {'lr': lr, 'train_loss': loss, 'train_acc': acc}
+
+    stateful = {'model': supernet, 'optimizer': optimizer, 'scheduler': scheduler}
+    preempted, _ = training.fit(run, args, stateful, run_epoch, loaders=(weight_loader,))
+    if preempted:
+        return 0
+
+    loader = torch.utils.data.DataLoader(scoring_data, batch_size=args.eval_batch_size, shuffle=False,
+                                         num_workers=args.workers)
+    batches = [batch for _, batch in zip(range(args.eval_batches), loader)]
+    done = {record['index'] for record in read_records(run.path(ARCHS))}
+    if done:
+        logger.info('%d of %d architectures already scored', len(done), len(archs))
+    for index, arch in enumerate(archs):
+        if index in done:
+            continue
+        genotype = nag.to_genotype(arch)
+        network = NetworkCIFAR(args.eval_init_channels, info.num_classes, args.eval_layers, False, genotype,
+                               in_channels=info.in_channels, image_size=info.image_size)
+        params, flops, _ = training.describe(network, input_shape)
+        accuracy = one_shot_accuracy(supernet, arch, batches, device)
+        record = {'index': index, **nag.arch_to_dict(arch), 'accuracy': accuracy, 'params_MB': params, 'flops': flops}
+        run.append_jsonl(ARCHS, record)
+        if args.report_freq and index % args.report_freq == 0:
+            logger.info('arch %d/%d: one-shot accuracy %.2f%%, %.3f M params', index + 1, len(archs),
+                        record['accuracy'], params)
+    logger.info('NAS dataset written to %s', run.path(ARCHS))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

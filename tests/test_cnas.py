@@ -1,0 +1,289 @@
+"""CNAS (Zhou et al., IEEE Access 2019; SPEC section 4): the cweight_com and shuffle_conv_3x3 ops,
+the `cnas` primitive set with every attention location, 3..6 nodes per cell, the sparse derivation
+and the evaluation network that skips 'none' edges, the CNAS genotypes, Tiny-ImageNet end to end,
+the weight heat maps of a real search run, and the choice of the freest GPU."""
+import json
+import os
+import struct
+
+import pytest
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import genotypes
+import operations
+import training
+from architect import Architect
+from genotypes import Genotype
+from model import Cell, NetworkCIFAR
+from model_search import LOCATIONS, SearchNetwork
+from operations import OPS, ChannelShuffle, ShuffleConv, shuffle_groups
+from tests import data_factory
+from tests.test_scripts import run
+
+CNAS = genotypes.PRIMITIVE_SETS['cnas']
+CNAS_GENOTYPES = list(genotypes.CNAS_NAMED)
+
+
+def n_params(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+# ------------------------------------------------------------------------------------------- ops
+
+@pytest.mark.parametrize('name', ['cweight_com', 'shuffle_conv_3x3'])
+@pytest.mark.parametrize('stride', [1, 2])
+@pytest.mark.parametrize('size', [8, 7])
+def test_op_shapes_and_gradients(name, stride, size):
+    torch.manual_seed(0)
+    op = OPS[name](16, stride, True)
+    x = torch.randn(2, 16, size, size, requires_grad=True)
+    out = op(x)
+    expected = size if stride == 1 else (size + 1) // 2
+    assert out.shape == (2, 16, expected, expected)
+    out.square().sum().backward()
+    assert x.grad.abs().sum() > 0
+    # SE's single hidden unit (16 // 16) may be dead for a batch, so only ask that gradients arrive.
+    assert all(p.grad is not None for p in op.parameters())
+    assert sum(p.grad.abs().sum() for p in op.parameters()) > 0
+
+
+def test_parameter_counts_against_spec():
+    # SPEC 4.1 counts the search ops, whose BNs are not affine (C = 16).
+    assert n_params(OPS['cweight_com'](16, 1, False)) == 49      # Linear(16,1)+Linear(1,16), with biases
+    assert n_params(OPS['cweight_com'](16, 2, False)) == 193     # + depthwise 3x3 (144)
+    assert n_params(OPS['sep_conv_3x3'](16, 1, False)) == 800
+    assert n_params(OPS['dil_conv_3x3'](16, 1, False)) == 400
+    assert n_params(OPS['skip_connect'](16, 2, False)) == 256
+    # The reference's unit (groups=1): 1x1 (256) + depthwise 3x3 (144) + 1x1 (256).
+    assert n_params(ShuffleConv(16, 1, False, groups=1)) == 656
+    # The paper's grouped unit, g = 2 at 16 channels: 16 -> 8 in 2 groups (16*8/2), depthwise 3x3
+    # on 8 (8*9), 8 -> 16 in 2 groups (8*16/2).
+    assert n_params(OPS['shuffle_conv_3x3'](16, 1, False)) == 64 + 72 + 64 == 200
+    # Affine BNs (evaluation, --use_sparse) add weight and bias per channel: 8 + 8 + 16 channels.
+    assert n_params(OPS['shuffle_conv_3x3'](16, 2, True)) == 200 + 2 * 32
+    assert n_params(OPS['cweight_com'](16, 2, True)) == 193 + 32
+
+
+def test_shuffle_groups_and_permutation():
+    assert {C: shuffle_groups(C) for C in (4, 8, 16, 36, 50, 72, 144)} == \
+        {4: 1, 8: 2, 16: 2, 36: 3, 50: 1, 72: 3, 144: 4}
+    x = torch.arange(8.).view(1, 8, 1, 1)
+    assert ChannelShuffle(2)(x).flatten().tolist() == [0, 4, 1, 5, 2, 6, 3, 7]
+
+
+def _cross_group_gradient(op):
+    """|d out[first output group] / d x[second input group]| of a 2-group unit, residual aside."""
+    op.eval()
+    x = torch.randn(2, 16, 6, 6, requires_grad=True)
+    op.branch(x)[:, :8].square().sum().backward()
+    return x.grad[:, 8:].abs().sum()
+
+
+def test_shuffle_mixes_the_groups():
+    torch.manual_seed(0)
+    op = ShuffleConv(16, 1, True, groups=2)
+    assert isinstance(op.branch[3], ChannelShuffle)
+    assert _cross_group_gradient(op) > 0
+    op.branch[3] = nn.Identity()  # without the shuffle the two groups never meet
+    assert _cross_group_gradient(op) == 0
+
+
+# ------------------------------------------------------------------------------------------- search
+
+@pytest.mark.parametrize('location', list(LOCATIONS))
+def test_cnas_set_searches_with_every_location(location):
+    torch.manual_seed(0)
+    net = SearchNetwork(4, 3, 2, location=location, primitives='cnas', steps=2, image_size=8)
+    assert net.lists['first'][:len(CNAS)] == CNAS
+    architect = Architect(net, nn.CrossEntropyLoss())
+    x, y = torch.randn(2, 3, 8, 8), torch.tensor([0, 2])
+    before = [p.detach().clone() for p in net.arch_parameters()]
+    optimizer = torch.optim.SGD(net.weight_parameters(), 0.1)
+    assert architect.step(x, y, x, y, 0.1, optimizer) is not None
+    assert any(not torch.equal(a, b) for a, b in zip(before, net.arch_parameters()))
+    genotype = genotypes.validate(net.genotype())
+    assert all(op in net.lists['first'] and op != 'none' for op, *_ in genotype.normal + genotype.reduce)
+
+
+@pytest.mark.parametrize('steps', [3, 4, 5, 6])
+def test_num_meta_node_in_search_and_evaluation(steps):
+    net = SearchNetwork(4, 3, 2, location='no_attention', primitives='cnas', steps=steps, image_size=8)
+    assert net.arch['alphas_normal'].shape == (sum(2 + i for i in range(steps)), len(CNAS))
+    logits = net(torch.randn(2, 3, 8, 8))
+    assert logits.shape == (2, 3)
+    genotype = net.genotype()
+    assert len(genotype.normal) == 2 * steps and genotype.normal_concat == list(range(2, steps + 2))
+    eval_net = NetworkCIFAR(4, 3, 3, False, genotypes.validate(genotype), image_size=8)
+    assert all(cell.multiplier == steps for cell in eval_net.cells)
+    assert eval_net(torch.randn(2, 3, 8, 8))[0].shape == (2, 3)
+
+
+def test_sparse_derivation_on_hand_set_weights():
+    net = SearchNetwork(4, 3, 2, location='no_attention', primitives='cnas', steps=2, image_size=8)
+    index = {name: k for k, name in enumerate(CNAS)}
+    logits = torch.zeros(5, len(CNAS))
+    # Rows: node 0 <- 0, node 0 <- 1, node 1 <- 0, node 1 <- 1, node 1 <- node 0.
+    logits[0, index['none']], logits[0, index['sep_conv_3x3']] = 5., 1.
+    logits[1, index['cweight_com']] = 3.
+    logits[2, index['none']] = 4.
+    logits[3, index['skip_connect']] = 2.
+    logits[4, index['shuffle_conv_3x3']] = 1.
+    with torch.no_grad():
+        net.arch['alphas_normal'].copy_(logits)
+    # 'none' counts when ranking edges and may be the chosen op ...
+    assert [e[:2] for e in net.genotype(sparse=True).normal] == \
+        [('none', 0), ('cweight_com', 1), ('none', 0), ('skip_connect', 1)]
+    # ... and is ignored by the DARTS rule.
+    assert [e[:2] for e in net.genotype().normal] == \
+        [('cweight_com', 1), ('sep_conv_3x3', 0), ('skip_connect', 1), ('shuffle_conv_3x3', 2)]
+
+
+def test_use_sparse_supernet_is_affine_and_copies_keep_it():
+    net = SearchNetwork(4, 3, 2, location='no_attention', primitives='cnas', steps=2, image_size=8, affine=True)
+    norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    # Pool wrappers stay non-affine (DARTS convention); every other BN follows the flag, eps untouched
+    # (the reference put the affine flag into eps, SPEC 7.4).
+    assert net.stem[1].affine and net.cells[0].preprocess1[2].affine
+    assert all(m.eps == 1e-5 for m in norms) and sum(m.affine for m in norms) > len(norms) // 2
+    # SPEC 7.4: the reference's Network.new() dropped use_sparse; the copy must stay affine.
+    copy = net.new()
+    assert [m.affine for m in copy.modules() if isinstance(m, nn.BatchNorm2d)] == [m.affine for m in norms]
+    assert torch.equal(copy.arch['alphas_normal'], net.arch['alphas_normal'])
+    plain = SearchNetwork(4, 3, 2, location='no_attention', primitives='cnas', steps=2, image_size=8)
+    assert n_params(net) > n_params(plain)
+    # The second-order step perturbs every weight, the affine BN ones included (the reference's
+    # mismatched copy could not; SPEC 4.3).
+    x, y = torch.randn(2, 3, 8, 8), torch.tensor([0, 1])
+    step = Architect(net, nn.CrossEntropyLoss(), unrolled=True).step(
+        x, y, x, y, 0.1, torch.optim.SGD(net.weight_parameters(), 0.1))
+    assert step is not None and torch.isfinite(step)
+
+
+def _flops(module, *inputs):
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        module(*inputs)
+    return counter.get_total_flops()
+
+
+def test_none_edges_have_no_module_and_no_compute():
+    # Node 0 = sep_conv(state 0) + none(state 1); node 1 = none + none; output = nodes 0 and 1.
+    sparse = Genotype(normal=[('sep_conv_3x3', 0), ('none', 1), ('none', 0), ('none', 2)], normal_concat=[2, 3],
+                      reduce=[('sep_conv_3x3', 0), ('none', 1), ('none', 0), ('none', 2)], reduce_concat=[2, 3])
+    cell = Cell(sparse, 8, 8, 8, False, False, 6, 6).eval()
+    assert len(cell._ops) == 1 and cell.preprocess1 is None
+    assert not any(isinstance(m, operations.Zero) for m in cell.modules())
+    s0, s1 = torch.randn(2, 8, 6, 6), torch.randn(2, 8, 6, 6)
+    with torch.no_grad():
+        out = cell(s0, s1)
+        expected = cell._ops[0](cell.preprocess0(s0))
+    assert torch.equal(out[:, :8], expected) and torch.equal(out[:, 8:], torch.zeros(2, 8, 6, 6))
+    assert _flops(cell, s0, s1) == _flops(cell.preprocess0, s0) + _flops(cell._ops[0], cell.preprocess0(s0))
+
+
+# ------------------------------------------------------------------------------------------- genotypes
+
+def test_cnas_genotypes_are_named_and_use_the_cnas_ops():
+    assert CNAS_GENOTYPES == [f'DARTS_MORE_V{v}' for v in range(1, 5)] + \
+        [f'DARTS_MORE_NONE_V{v}' for v in range(1, 5)] + ['DARTS_MORE_TY2']
+    for version, nodes in zip(range(1, 5), range(3, 7)):
+        for prefix in ('DARTS_MORE_V', 'DARTS_MORE_NONE_V'):
+            genotype = genotypes.load(f'{prefix}{version}')
+            assert len(genotype.normal) == len(genotype.reduce) == 2 * nodes
+    used = {e[0] for name in CNAS_GENOTYPES for e in genotypes.NAMED[name].normal + genotypes.NAMED[name].reduce}
+    assert used <= set(CNAS) and {'cweight_com', 'shuffle_conv_3x3', 'none'} <= used
+
+
+@pytest.mark.parametrize('name', CNAS_GENOTYPES)
+def test_every_cnas_genotype_builds_and_trains_one_step(name):
+    torch.manual_seed(0)
+    genotype = genotypes.NAMED[name]
+    net = NetworkCIFAR(8, 5, 3, True, genotype, image_size=16)
+    for cell in net.cells:
+        entries = genotype.reduce if cell.reduction else genotype.normal
+        assert len(cell._ops) <= sum(e[0] != 'none' for e in entries)
+    optimizer = torch.optim.SGD(net.parameters(), 0.05)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    logits, aux = net(torch.randn(4, 3, 16, 16))
+    assert logits.shape == aux.shape == (4, 5)
+    target = torch.arange(4)
+    loss = nn.functional.cross_entropy(logits, target) + 0.4 * nn.functional.cross_entropy(aux, target)
+    loss.backward()
+    assert all(p.grad is not None for p in net.parameters())
+    optimizer.step()
+    changed = [k for k, v in net.state_dict().items() if not torch.equal(v, before[k])]
+    assert any(k.startswith('cells.') for k in changed) and 'classifier.weight' in changed
+
+
+# ------------------------------------------------------------------------------------------- device
+
+def test_auto_device_takes_the_gpu_with_most_free_memory(monkeypatch):
+    free = {0: 2 << 30, 1: 9 << 30, 2: 5 << 30}
+    chosen = []
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 3)
+    monkeypatch.setattr(torch.cuda, 'mem_get_info', lambda i: (free[i], 16 << 30))
+    monkeypatch.setattr(torch.cuda, 'set_device', chosen.append)
+    assert training.select_device('auto') == torch.device('cuda', 1) and chosen == [1]
+    assert training.select_device('cuda:2') == torch.device('cuda', 2)  # an explicit choice stands
+
+    def unexpected(i):
+        raise AssertionError('one GPU: nothing to compare')
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
+    monkeypatch.setattr(torch.cuda, 'mem_get_info', unexpected)
+    assert training.select_device('auto') == torch.device('cuda', 0)
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    assert training.select_device('auto') == torch.device('cpu')
+
+
+# ------------------------------------------------------------------------------------------- scripts
+
+TINY = ['--init_channels', '4', '--layers', '3', '--batch_size', '2', '--workers', '0', '--no_progress',
+        '--report_freq', '0']
+
+
+def png_size(path):
+    with open(path, 'rb') as f:
+        header = f.read(24)
+    assert header[:8] == b'\x89PNG\r\n\x1a\n', path
+    return struct.unpack('>II', header[16:24])
+
+
+def test_tiny_imagenet_sparse_search_heat_map_and_pooled_training(tmp_path):
+    data = data_factory.make_tiny_imagenet(str(tmp_path / 'tiny'), classes=3, per_class=4)
+    search_dir = tmp_path / 'search'
+    run('train_search.py', *TINY, '--dataset', 'tiny-imagenet', '--data', data, '--primitives', 'cnas',
+        '--location', 'no_attention', '--use_sparse', '--num_meta_node', '3', '--epochs', '2',
+        '--save', search_dir)
+    genotype = genotypes.load(str(search_dir / 'genotype.json'))
+    assert len(genotype.normal) == 6 and genotype.normal_concat == [2, 3, 4]
+    alphas = [json.loads(line) for line in open(search_dir / 'alphas.jsonl')]
+    assert [a['epoch'] for a in alphas] == [0, 1]
+    assert alphas[-1]['weights']['alphas_normal']['candidates'] == CNAS
+    assert len(alphas[-1]['weights']['alphas_normal']['values']) == 9  # 2 + 3 + 4 edges
+    state = torch.load(search_dir / 'checkpoint.pt', weights_only=False)
+    assert json.loads(state['signature'])['sparse'] is True
+    assert 'stem.1.weight' in state['state']['model']  # --use_sparse: affine BN
+
+    result = run('visualize.py', search_dir)
+    assert 'report.html' in result.stdout
+    for table in ('alphas_normal', 'alphas_reduce'):
+        width, height = png_size(search_dir / 'report' / f'heatmap_{table}.png')
+        assert width > 400 and height > 300
+        assert png_size(search_dir / 'report' / f'weights_{table}.png')[0] > 400
+
+    train_dir = tmp_path / 'train'
+    run('train_CIFAR10.py', *TINY, '--dataset', 'tiny-imagenet', '--data', data, '--arch_path',
+        search_dir / 'genotype.json', '--pooled_head', '--epochs', '1', '--test_batch_size', '4',
+        '--save', train_dir)
+    trained = torch.load(train_dir / 'trained.pt', weights_only=False)
+    assert trained['network']['pooled_head'] and trained['network']['num_classes'] == 3
+    classifier = trained['state_dict']['classifier.weight']
+    assert classifier.shape[0] == 3 and classifier.shape[1] % 4 == 0  # 2x2 pooled map
+
+
+def test_cnas_named_genotype_dry_run():
+    result = run('train_CIFAR10.py', '--arch', 'DARTS_MORE_V1', '--auxiliary', '--cutout', '--dry_run',
+                 '--data', os.devnull, '--init_channels', '8', '--layers', '5')
+    assert 'params:' in result.stdout

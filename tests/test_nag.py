@@ -1,0 +1,389 @@
+"""NAG: the DAG cell space and its genotype converters, the one-shot supernet, the graph GAN, and the
+build -> GAN -> generate -> train pipeline from the command line."""
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import build_nas_dataset
+import gan
+import gan_multiobj
+import generate_archs
+import generate_archs_multiobj
+import genotypes
+import nag
+import nasbench101
+import utils
+from model import NetworkCIFAR
+from tests import data_factory
+from tests.helpers import ROOT, run
+
+TINY_GAN = dict(latent_dim=8, label_dim=4, node_dim=12, graph_dim=6, layers=2, dropout=0.0)
+TINY_GAN_FLAGS = ['--latent_dim', '8', '--label_embedding_size', '4', '--g_emb_size', '12', '--g_hidden_size', '6',
+                  '--d_emb_size', '12', '--d_hidden_size', '6', '--batch_size', '8', '--workers', '0', '--no_progress']
+TINY_BUILD = ['--dataset', 'cifar10', '--epochs', '1', '--init_channels', '4', '--layers', '2', '--batch_size', '8',
+              '--eval_batch_size', '16', '--eval_init_channels', '4', '--eval_layers', '2', '--workers', '0',
+              '--no_progress', '--report_freq', '0']
+
+
+
+
+def cell(matrix, ops):
+    return nag.make_cell(matrix, ['input0', 'input1', *ops, 'output'])
+
+
+def feeds_output_from_input(spec):
+    return spec.matrix[0][-1] or spec.matrix[1][-1]
+
+
+# ------------------------------------------------------------------------------------ cell space
+
+def test_sampled_cells_are_legal_and_survive_the_genotype_round_trip():
+    archs = nag.sample_architectures(150, seed=3)
+    assert len(set(archs)) == 150
+    assert {len(c.ops) for a in archs for c in a} <= set(range(4, nag.MAX_VERTICES + 1))
+    for arch in archs:
+        assert all(nag.is_valid(c) for c in arch)
+        genotype = genotypes.from_dict(json.loads(json.dumps(genotypes.to_dict(nag.to_genotype(arch)))))
+        back = nag.from_genotype(genotype)
+        assert back[0] == arch[0]
+        if not feeds_output_from_input(arch[1]):
+            assert back[1] == arch[1]
+        assert nag.to_genotype(back) == genotype
+
+
+def test_reduction_input_feeding_the_output_comes_back_as_an_identity_vertex():
+    reduce = cell([[0, 0, 1, 1], [0, 0, 1, 0], [0, 0, 0, 1], [0, 0, 0, 0]], ['max_pool_3x3'])
+    arch = (reduce, reduce)
+    genotype = nag.to_genotype(arch)
+    assert genotype.normal_concat == [0, 3]  # state 2 sums the inputs, state 3 pools it
+    assert genotype.reduce[-2:] == [('skip_connect', 0), ('none', 0)]
+    back = nag.from_genotype(genotype)
+    assert back[0] == reduce
+    assert back[1].ops == ('input0', 'input1', 'max_pool_3x3', 'skip_connect', 'output')
+    assert nag.to_genotype(back) == genotype
+
+
+def test_summed_predecessors_become_sum_nodes_and_the_network_builds():
+    spec = cell([[0, 0, 1, 0, 0], [0, 0, 1, 1, 0], [0, 0, 0, 1, 1], [0, 0, 0, 0, 1], [0, 0, 0, 0, 0]],
+                ['sep_conv_3x3', 'skip_connect'])
+    entries, concat = nag.cell_to_genotype(spec, reduction=False)
+    assert entries == [('skip_connect', 0), ('skip_connect', 1), ('sep_conv_3x3', 2), ('none', 2),
+                       ('skip_connect', 1), ('skip_connect', 3), ('skip_connect', 4), ('none', 4)]
+    assert concat == [3, 5]
+    net = NetworkCIFAR(4, 10, 3, False, nag.to_genotype((spec, spec)))
+    assert net(torch.randn(2, 3, 32, 32))[0].shape == (2, 10)
+
+
+@pytest.mark.parametrize('matrix, ops, problem', [
+    ([[0, 0, 1, 0], [0, 0, 0, 0], [1, 0, 0, 1], [0, 0, 0, 0]], ['sep_conv_3x3'], 'upper triangular'),
+    ([[0, 1, 1, 0], [0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]], ['sep_conv_3x3'], 'between the two inputs'),
+    ([[0, 0, 1, 1, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 1], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]],
+     ['sep_conv_3x3', 'avg_pool_3x3'], 'vertex 3 (avg_pool_3x3) feeds nothing'),
+    ([[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]], ['sep_conv_3x3'],
+     'vertex 2 (sep_conv_3x3) has no input'),
+    ([[0, 0, 1, 0], [0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]], ['conv_9x9'], "unknown op 'conv_9x9'"),
+    ([[0, 0, 1], [0, 0, 0], [0, 0, 0]], [], 'at least one op'),
+])
+def test_illegal_cells_are_refused_with_the_reason(matrix, ops, problem):
+    spec = cell(matrix, ops)
+    assert not nag.is_valid(spec)
+    with pytest.raises(utils.UserError, match=re.escape(problem)):
+        nag.cell_from_dict(nag.cell_to_dict(spec))
+
+
+def test_repair_drops_unreached_vertices_and_concatenates_dead_ends():
+    #   2 reads input0 and feeds nothing; 3 has no input; 4 reads 2 and feeds the output
+    spec = cell([[0, 0, 1, 0, 0, 0], [0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 1, 0],
+                 [0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]], ['avg_pool_3x3', 'max_pool_3x3', 'sep_conv_5x5'])
+    fixed = nag.repair(spec)
+    assert fixed.ops == ('input0', 'input1', 'avg_pool_3x3', 'sep_conv_5x5', 'output')
+    assert fixed.matrix == ((0, 0, 1, 0, 0), (0, 0, 0, 0, 0), (0, 0, 0, 1, 0), (0, 0, 0, 0, 1), (0, 0, 0, 0, 0))
+    assert nag.repair(cell([[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]], ['sep_conv_3x3'])) is None
+
+
+def test_darts_genotypes_convert_and_unknown_ops_are_named():
+    arch = nag.from_genotype(genotypes.DARTS_V1)
+    assert all(nag.is_valid(c, max_vertices=len(c.ops)) for c in arch)
+    assert nag.from_genotype(nag.to_genotype(arch)) == arch
+    with pytest.raises(utils.UserError, match="'sep_conv_7x7' is not in the NAG space"):
+        nag.from_genotype(genotypes.NASNet)
+
+
+def test_reference_architecture_is_the_named_genotype_and_has_the_reported_size():
+    assert nag.to_genotype(nag.REFERENCE_ARCH) == genotypes.resolve('NAG', None)
+    net = NetworkCIFAR(36, 10, 20, True, genotypes.NAG)
+    assert round(utils.count_parameters_in_MB(net), 1) == 4.3  # README: RS-NAG (high acc), 4.3M
+
+
+def test_drawing_shows_the_dag_with_ops_on_vertices(tmp_path):
+    written = nag.draw_arch(nag.REFERENCE_ARCH, 'ref', str(tmp_path))
+    dot = (tmp_path / 'normal_ref.dot').read_text()
+    assert str(tmp_path / 'reduce_ref.dot') in written
+    assert '"5 sep_conv_5x5" -> "6 sep_conv_5x5"' in dot and '"c_{k-2}" -> "c_{k}"' in dot
+    assert dot.count('->') == sum(map(sum, nag.REFERENCE_ARCH[0].matrix))
+
+
+def test_graph_tensors_encode_the_cell():
+    spec = nag.REFERENCE_ARCH[1]
+    edges, nodes, n = nag.cell_tensors(spec)
+    assert n == 6 and edges.shape == (10, 10) and nodes.shape == (10, len(nag.VOCAB))
+    assert torch.equal(edges.triu(), torch.zeros(10, 10))  # edge j -> i sits at [i][j], i > j
+    assert edges[5, 4] == 1 and edges[4, 1] == 1 and edges[4, 0] == 0
+    assert nodes[n:].sum() == 0 and nodes[n - 1, nag.OUTPUT] == 1
+    assert nag.cell_from_tensors(edges, nodes, n) == spec
+
+
+def test_quantile_labels_follow_the_reference_split_points():
+    values = [5, 1, 9, 3, 7, 2, 8, 4, 6]
+    # split points sorted[3] = 4 and sorted[6] = 7
+    assert nag.quantile_labels(values, 3) == [1, 0, 2, 0, 1, 0, 2, 0, 1]
+
+
+# ------------------------------------------------------------------------------------ one-shot supernet
+
+def test_one_shot_supernet_runs_both_sampled_cells():
+    torch.manual_seed(0)
+    supernet = nag.OneShotNetwork(4, 10, 3, max_vertices=6)
+    x = torch.randn(4, 3, 16, 16)
+    a, b = nag.sample_architectures(2, seed=1, max_vertices=6)
+    with torch.no_grad():
+        base = supernet(x, a)
+        assert base.shape == (4, 10)
+        assert not torch.allclose(base, supernet(x, (a[0], b[1])))  # the reduction cell is used
+        assert not torch.allclose(base, supernet(x, (b[0], a[1])))  # and so is the normal cell
+    small = cell([[0, 0, 1, 0], [0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]], ['sep_conv_3x3'])
+    supernet(x, (small, small)).sum().backward()
+    normal = supernet.cells[0]
+    assert all(p.grad is not None for p in normal.ops[0]['sep_conv_3x3'].parameters())
+    assert all(p.grad is None for p in normal.ops[0]['sep_conv_5x5'].parameters())
+    assert all(p.grad is None for p in normal.ops[1:].parameters())  # weights are shared, not all trained
+
+
+# ------------------------------------------------------------------------------------ generator and discriminator
+
+@pytest.fixture
+def tiny_gan():
+    torch.manual_seed(0)
+    generator = nag.ArchGenerator([3], max_vertices=7, **TINY_GAN)
+    discriminator = nag.ArchDiscriminator([3], label_dim=4, node_dim=12, graph_dim=6, gcn_dropout=0, mlp_dropout=0)
+    return generator, discriminator
+
+
+def test_generator_output_is_a_legal_dag_for_every_class(tiny_gan):
+    generator, _ = tiny_gan
+    z = torch.randn(16, generator.latent_dim)
+    for label in range(3):
+        for edges, nodes, n in generator(z, torch.full((16, 1), label)):
+            assert torch.equal(edges.triu(), torch.zeros_like(edges))
+            assert ((n >= 3) & (n <= 7)).all()
+            assert torch.allclose(nodes[:, :, nag.INPUT0:nag.INPUT1 + 1].sum((1, 2)), torch.full((16,), 2.))
+            for b in range(16):
+                assert nodes[b, n[b] - 1].argmax() == nag.OUTPUT and nodes[b, n[b]:].sum() == 0
+        archs = nag.generate(generator, [label], 8, seed=label, batch_size=16)
+        assert len(archs) == 8 and len(set(archs)) == 8
+        assert all(nag.is_valid(c, max_vertices=7) for arch in archs for c in arch)
+
+
+def test_conditioning_changes_what_is_generated(tiny_gan):
+    generator, _ = tiny_gan
+    generator.eval()
+    z = torch.randn(16, generator.latent_dim)
+    with torch.no_grad():
+        low = generator(z, torch.zeros(16, 1, dtype=torch.long))
+        high = generator(z, torch.full((16, 1), 2))
+    assert not torch.allclose(low[0][1], high[0][1])
+
+
+def test_discriminator_step_lowers_its_loss_and_generator_step_only_moves_the_generator(tiny_gan):
+    generator, discriminator = tiny_gan
+    real = nag.arch_batch(nag.sample_architectures(16, seed=2, max_vertices=7), max_vertices=7)
+    labels = torch.randint(3, (16, 1))
+    torch.manual_seed(5)
+    fixed_fake_labels = torch.randint(3, (16, 1))
+    with torch.no_grad():
+        fixed_fake = generator(torch.randn(16, generator.latent_dim), fixed_fake_labels)
+
+    def d_loss():
+        with torch.no_grad():
+            return 0.5 * (((discriminator(*real, labels) - nag.REAL) ** 2).mean()
+                          + ((discriminator(*fixed_fake, fixed_fake_labels) - nag.FAKE) ** 2).mean())
+
+    optimizer_d = torch.optim.Adam(discriminator.parameters(), 1e-2, betas=(0.5, 0.999))
+    before = d_loss()
+    nag.discriminator_step(generator, discriminator, optimizer_d, real, labels)
+    assert d_loss() < before
+
+    optimizer_g = torch.optim.Adam(generator.parameters(), 1e-3, betas=(0.5, 0.999))
+    g_before = [p.detach().clone() for p in generator.parameters()]
+    d_before = [p.detach().clone() for p in discriminator.parameters()]
+    loss = nag.generator_step(generator, discriminator, optimizer_g, 16, torch.device('cpu'))
+    assert loss > 0
+    assert any(not torch.equal(a, p) for a, p in zip(g_before, generator.parameters()))
+    assert all(torch.equal(a, p) for a, p in zip(d_before, discriminator.parameters()))
+
+
+# ------------------------------------------------------------------------------------ scripts
+
+@pytest.fixture(scope='module')
+def cifar(tmp_path_factory):
+    return data_factory.make_cifar10(str(tmp_path_factory.mktemp('cifar')), n_train=64, n_test=32)
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_killed_dataset_build_resumes_without_redoing_entries(tmp_path, cifar):
+    save = tmp_path / 'nasdata'
+    args = [*TINY_BUILD, '--data', cifar, '--num_archs', '60', '--save', save]
+    archs = save / 'archs.jsonl'
+    proc = subprocess.Popen([sys.executable, 'build_nas_dataset.py', *map(str, args)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    def scored():
+        return len(archs.read_text().splitlines()) if archs.exists() else 0
+
+    while proc.poll() is None and time.time() < deadline and scored() < 3:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    scored = archs.read_text().splitlines()
+    assert 3 <= len(scored) < 60, 'the kill must land while architectures are being scored'
+    complete = [json.loads(line) for line in scored if line.endswith('}')]
+
+    run('build_nas_dataset.py', *args, '--resume')
+    records = read_jsonl(archs)
+    assert sorted(r['index'] for r in records) == list(range(60))
+    assert records[:len(complete)] == complete  # finished entries kept, not redone
+    pool = read_jsonl(save / 'pool.jsonl')
+    for record in records:
+        arch = nag.arch_from_dict(record)
+        assert nag.arch_to_dict(arch) == pool[record['index']]
+        assert 0 <= record['accuracy'] <= 100 and record['params_MB'] > 0 and record['flops'] > 0
+    assert len(read_jsonl(save / 'metrics.jsonl')) == 1  # training was not repeated
+
+    whole = tmp_path / 'whole'
+    assert build_nas_dataset.main([*map(str, args[:-1]), str(whole)]) == 0
+    assert read_jsonl(whole / 'archs.jsonl') == records  # as if it had never been killed
+
+
+def test_pipeline_gan_generate_search_and_train(tmp_path, cifar, capsys):
+    # In-process where the test only needs the outputs; the researcher's last two commands as subprocesses.
+    build = tmp_path / 'nasdata'
+    assert build_nas_dataset.main([*TINY_BUILD, '--data', cifar, '--num_archs', '24', '--max_vertices', '7',
+                                   '--save', str(build)]) == 0
+    dataset = str(build / 'archs.jsonl')
+    gan_single, gan_multi = tmp_path / 'gan', tmp_path / 'gan_multi'
+    assert gan.main(['--nas_dataset', dataset, '--epochs', '2', '--max_step', '7', *TINY_GAN_FLAGS,
+                     '--save', str(gan_single)]) == 0
+    assert [m['epoch'] for m in read_jsonl(gan_single / 'metrics.jsonl')] == [0, 1]
+    resumed = tmp_path / 'gan_resumed'
+    gan_args = ['--nas_dataset', dataset, '--max_step', '7', *TINY_GAN_FLAGS, '--save', str(resumed)]
+    assert gan.main([*gan_args, '--epochs', '1']) == 0
+    assert gan.main([*gan_args, '--epochs', '2', '--resume']) == 0
+    whole = torch.load(gan_single / 'generator.pt', weights_only=False)['state_dict']
+    again = torch.load(resumed / 'generator.pt', weights_only=False)['state_dict']
+    assert all(torch.equal(whole[k], again[k]) for k in whole)  # resuming continues the same run exactly
+    assert gan_multiobj.main(['--nas_dataset', dataset, '--epochs', '1', '--max_step', '7', *TINY_GAN_FLAGS,
+                              '--save', str(gan_multi)]) == 0
+
+    gen = tmp_path / 'gen'
+    run('generate_archs.py', '--generator', gan_single / 'generator.pt', '--acc_class', '2', '--num', '4',
+        '--search', '2', '--search_epochs', '1', '--save', gen, '--', '--data', cifar, '--init_channels', '4',
+        '--layers', '3', '--batch_size', '16', '--test_batch_size', '16', '--workers', '0', '--no_progress',
+        '--report_freq', '0')
+    kept = read_jsonl(gen / 'class_2' / 'archs.jsonl')
+    assert len(kept) == 4 and all(all(nag.is_valid(c, 7) for c in nag.arch_from_dict(r)) for r in kept)
+    searched = read_jsonl(gen / 'search.jsonl')
+    assert len(searched) == 2
+    best = max(searched, key=lambda r: r['accuracy'])
+    assert genotypes.load(str(gen / 'best.json')) == nag.to_genotype(nag.arch_from_dict(best))
+    assert (gen / 'normal_best.dot').exists() and (gen / 'reduce_best.dot').exists()
+    result = run('train_CIFAR10.py', '--arch_path', gen / 'best.json', '--dry_run', '--init_channels', '4',
+                 '--layers', '3')
+    assert 'params:' in result.stdout
+
+    multi = tmp_path / 'gen_multi'
+    assert generate_archs_multiobj.main(['--generator', str(gan_multi / 'generator.pt'), '--acc_class', '1',
+                                         '--num', '3', '--search', '0', '--save', str(multi)]) == 0
+    assert sorted(p.name for p in multi.iterdir() if p.is_dir()) == ['class_1_0', 'class_1_1', 'class_1_2']
+    assert len(read_jsonl(multi / 'class_1_2' / 'archs.jsonl')) == 3
+
+    capsys.readouterr()
+    assert generate_archs.main(['--generator', str(gan_multi / 'generator.pt'), '--save', str(tmp_path / 'x')]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error:') and 'generate_archs_multiobj.py' in lines[0]
+
+
+# ------------------------------------------------------------------------------------ NAS-Bench-101
+
+NB101_OPS = ['input', 'conv1x1-bn-relu', 'conv3x3-bn-relu', 'conv3x3-bn-relu', 'conv3x3-bn-relu', 'maxpool3x3',
+             'output']
+NB101_MATRIX = [[0, 1, 1, 1, 0, 1, 0], [0, 0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 1, 0, 0],
+                [0, 0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0, 0]]
+
+
+def test_nasbench101_specs_build_and_run():
+    spec = nasbench101.make_spec(NB101_MATRIX, NB101_OPS)
+    assert nasbench101.spec_problem(spec) is None
+    assert nasbench101.vertex_channels(8, 30, spec.matrix) == [8, 8, 8, 7, 7, 7, 30]  # 30 = 8 + 8 + 7 + 7
+    with_skip = nasbench101.make_spec([[0, 1, 0, 1], [0, 0, 1, 0], [0, 0, 0, 1], [0, 0, 0, 0]],
+                                      ['input', 'maxpool3x3', 'conv3x3-bn-relu', 'output'])
+    for s in (spec, with_skip):
+        net = nasbench101.Network(s, num_classes=10, stem_channels=8, stacks=2, cells_per_stack=1)
+        assert net(torch.randn(2, 3, 16, 16)).shape == (2, 10)
+
+
+def test_nasbench101_limits_and_pruning():
+    too_many_edges = nasbench101.make_spec([[int(j > i) for j in range(6)] for i in range(6)],
+                                           ['input'] + ['conv1x1-bn-relu'] * 4 + ['output'])
+    assert '15 edges' in nasbench101.spec_problem(too_many_edges)
+    eight = nasbench101.make_spec([[int(j == i + 1) for j in range(8)] for i in range(8)],
+                                  ['input'] + ['maxpool3x3'] * 6 + ['output'])
+    assert '2..7 vertices' in nasbench101.spec_problem(eight)
+    cut = nasbench101.make_spec([[0, 1, 0], [0, 0, 0], [0, 0, 0]], ['input', 'maxpool3x3', 'output'])
+    with pytest.raises(utils.UserError, match='not reachable'):
+        nasbench101.check_spec(cut)
+    dangling = nasbench101.make_spec([[0, 1, 1, 0], [0, 0, 0, 1], [0, 0, 0, 0], [0, 0, 0, 0]],
+                                     ['input', 'conv3x3-bn-relu', 'maxpool3x3', 'output'])
+    assert nasbench101.prune(dangling) == nasbench101.make_spec([[0, 1, 0], [0, 0, 1], [0, 0, 0]],
+                                                                 ['input', 'conv3x3-bn-relu', 'output'])
+
+
+def test_user_mistakes_give_one_error_line(tmp_path, capsys):
+    not_a_dataset = tmp_path / 'archs.jsonl'
+    not_a_dataset.write_text('{"index": 0}\n')
+    cases = [
+        (gan.main, ['--nas_dataset', str(tmp_path / 'missing.jsonl')], 'build one with build_nas_dataset.py'),
+        (gan.main, ['--nas_dataset', str(not_a_dataset)], 'line 1 is not a NAS-dataset record'),
+        (generate_archs.main, ['--generator', str(tmp_path / 'missing.pt')], 'does not exist'),
+        (build_nas_dataset.main, ['--num_archs', '0', '--dry_run'], '--num_archs must be at least 1'),
+    ]
+    for main, argv, message in cases:
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith('error:') and message in lines[0], (argv, lines)
+
+
+def test_the_graph_generator_builds_nasbench101_cells():
+    spec = nasbench101.make_spec(NB101_MATRIX, NB101_OPS)
+    assert nasbench101.spec_from_tensors(*nag.cell_tensors(spec, 7, nasbench101.VOCAB)) == spec
+    torch.manual_seed(0)
+    generator = nag.CellGenerator(8, 12, 6, 2, 0.0, nasbench101.MAX_VERTICES, input_kinds=(nasbench101.INPUT,),
+                                  vocab_size=len(nasbench101.VOCAB))
+    edges, nodes, n = generator(torch.randn(32, 8))
+    assert (nodes[:, 0, nasbench101.INPUT] == 1).all() and (nodes[:, 1:, nasbench101.INPUT] == 0).all()
+    specs = [nasbench101.spec_from_tensors(edges[b], nodes[b], n[b]) for b in range(32)]
+    assert any(specs)
+    for s in filter(None, specs):
+        assert nasbench101.spec_problem(s) is None and sum(map(sum, s.matrix)) <= nasbench101.MAX_EDGES
+        net = nasbench101.Network(s, stem_channels=4, stacks=1, cells_per_stack=1)
+        assert net(torch.randn(1, 3, 8, 8)).shape == (1, 10)
