@@ -5,8 +5,10 @@ import pytest
 import torch
 from torch.func import functional_call
 
+import genotypes
 from architect import Architect
-from model_search import SearchNetwork
+from model import NetworkCIFAR
+from model_search import LOCATIONS, SearchNetwork
 
 
 # Finite differences converge to the derivative only where the loss is smooth; ReLU and max-pool
@@ -127,3 +129,19 @@ def test_network_without_normal_cell_gets_zero_gradient_for_unused_alphas():
     names = list(net.arch.keys())
     assert torch.count_nonzero(grads[names.index('alphas_normal')]) == 0
     assert torch.count_nonzero(grads[names.index('alphas_reduce')]) > 0
+
+
+@pytest.mark.parametrize('unrolled', [False, True])
+@pytest.mark.parametrize('location', list(LOCATIONS))
+def test_every_location_takes_a_search_step_and_derives_a_valid_genotype(location, unrolled):
+    net = tiny_supernet(location, dtype=torch.float32)
+    x_train, y_train, x_valid, y_valid = batches(torch.float32)
+    opt = weight_optimizer_with_momentum(net, x_train, y_train)
+    before = [p.detach().clone() for p in net.arch_parameters()]
+    Architect(net, torch.nn.CrossEntropyLoss(), unrolled=unrolled).step(x_train, y_train, x_valid, y_valid, 0.1, opt)
+    assert any(not torch.equal(b, p.detach()) for b, p in zip(before, net.arch_parameters()))
+    genotype = genotypes.validate(net.genotype())
+    layout = LOCATIONS[location]
+    assert all(bool(genotypes.entry_attention(e)) == (layout.second is not None) for e in genotype.normal)
+    assert bool(genotype.normal_bottleneck) == (layout.bottleneck is not None)
+    assert NetworkCIFAR(4, 3, 3, False, genotype, image_size=8)(x_train)[0].shape == (6, 3)

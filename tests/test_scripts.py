@@ -144,12 +144,20 @@ def test_train_then_test_cifar10(tmp_path, cifar):
 
 
 def test_killed_training_resumes(tmp_path, cifar):
-    args = [*TINY_TRAIN, '--data', cifar, '--epochs', '2', '--arch', 'DARTS_V2', '--auxiliary', '--seed', '4']
+    args = [*TINY_TRAIN, '--data', cifar, '--epochs', '2', '--arch', 'DARTS_V2', '--auxiliary', '--seed', '4',
+            '--checkpoint_steps', '1']
     run('train_CIFAR10.py', *args, '--save', tmp_path / 'whole')
     save = tmp_path / 'part'
-    kill_when('train_CIFAR10.py', args, save, lambda: (save / 'checkpoint.pt').exists())
-    run('train_CIFAR10.py', *args, '--save', tmp_path / 'part', '--resume')
-    assert_same_state(final_state(tmp_path / 'whole'), final_state(tmp_path / 'part'))
+    rng = random.Random(1)
+    kill_when('train_CIFAR10.py', args, save, lambda: (save / 'checkpoint.pt').exists(), rng.uniform(0, 1))
+    for _ in range(2):
+        kill_when('train_CIFAR10.py', [*args, '--resume'], save, lambda: True, rng.uniform(1.0, 3.0))
+    run('train_CIFAR10.py', *args, '--save', save, '--resume')
+    assert_same_state(final_state(tmp_path / 'whole'), final_state(save))
+    whole = torch.load(tmp_path / 'whole' / 'trained.pt', weights_only=False)
+    resumed = torch.load(save / 'trained.pt', weights_only=False)
+    assert whole['metrics'] == resumed['metrics']
+    assert [json.loads(line)['epoch'] for line in open(save / 'metrics.jsonl')] == [0, 1]
 
 
 @pytest.mark.parametrize('script', ['train_CIFAR10.py', 'train_CIFAR100.py', 'train_ImageNet.py', 'train_search.py'])
