@@ -98,6 +98,9 @@ class Architect:
         for sign in (1.0, -1.0):
             with torch.no_grad():
                 shifted = {name: w + sign * eps * vi for (name, w), vi in zip(named, v)}
-            hessian.append(self._alpha_grad(self._virtual_loss(shifted, buffers, x_train, y_train), alphas))
+            # The perturbation is ~1e-4 of a weight: under bfloat16/float16 autocast it would vanish
+            # in the cast of the weights, so these two passes always run in float32.
+            with torch.autocast(x_train.device.type, enabled=False):
+                hessian.append(self._alpha_grad(self._virtual_loss(shifted, buffers, x_train, y_train), alphas))
         grads = [da - eta * (hp - hm) / (2 * eps) for da, hp, hm in zip(d_alpha, *hessian)]
         return grads, loss

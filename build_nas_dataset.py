@@ -135,6 +135,8 @@ def main(argv=None):
                                 weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs, eta_min=args.learning_rate_min)
 
+    scaler = training.grad_scaler(args, device)
+
     def run_epoch(ctx):
         lr = scheduler.get_last_lr()[0]
         supernet.train()
@@ -143,17 +145,18 @@ def main(argv=None):
             x, y = (t.to(device, non_blocking=True) for t in batch)
             arch = archs[random.randrange(len(archs))]
             optimizer.zero_grad(set_to_none=True)
-            logits = supernet(x, arch)
-            loss = criterion(logits, y)
-            if not training.optimize(loss, optimizer, supernet.parameters(), args.grad_clip, guard, where):
+            with training.autocast(args, device):
+                logits = supernet(x, arch)
+                loss = criterion(logits, y)
+            if not training.optimize(loss, optimizer, supernet.parameters(), args.grad_clip, guard, where, scaler):
                 return None
-            return loss.detach(), logits, y
+            return loss.detach().float(), logits.float(), y
 
         loss, acc = ctx.train(weight_loader, step, len(weight_loader), f'supernet {ctx.epoch + 1}/{args.epochs}')
         scheduler.step()
         return {'lr': lr, 'train_loss': loss, 'train_acc': acc}
 
-    stateful = {'model': supernet, 'optimizer': optimizer, 'scheduler': scheduler}
+    stateful = {'model': supernet, 'optimizer': optimizer, 'scheduler': scheduler, 'scaler': scaler}
     preempted, _ = training.fit(run, args, stateful, run_epoch, loaders=(weight_loader,))
     if preempted:
         return 0

@@ -167,6 +167,7 @@ def train_main(argv, preset):
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs, eta_min=args.learning_rate_min)
     else:
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, args.decay_period, gamma=args.gamma)
+    scaler = training.grad_scaler(args, device)
     test_criterion = nn.CrossEntropyLoss()
 
     def run_epoch(ctx):
@@ -177,13 +178,14 @@ def train_main(argv, preset):
         def step(batch, where, guard):
             x, y = (t.to(device, non_blocking=True) for t in batch)
             optimizer.zero_grad(set_to_none=True)
-            logits, logits_aux = model(x)
-            loss = criterion(logits, y)
-            if logits_aux is not None:
-                loss = loss + args.auxiliary_weight * criterion(logits_aux, y)
-            if not training.optimize(loss, optimizer, model.parameters(), args.grad_clip, guard, where):
+            with training.autocast(args, device):
+                logits, logits_aux = model(x)
+                loss = criterion(logits, y)
+                if logits_aux is not None:
+                    loss = loss + args.auxiliary_weight * criterion(logits_aux, y)
+            if not training.optimize(loss, optimizer, model.parameters(), args.grad_clip, guard, where, scaler):
                 return None
-            return loss.detach(), logits, y
+            return loss.detach().float(), logits.float(), y
 
         train_loss, train_acc = ctx.train(train_loader, step, len(train_loader), f'train {ctx.epoch + 1}/{args.epochs}')
         scheduler.step()
@@ -191,7 +193,7 @@ def train_main(argv, preset):
         return {'lr': lr, 'train_loss': train_loss, 'train_acc': train_acc, 'valid_loss': valid['loss'],
                 'valid_acc': valid['top1'], 'valid_top5': valid['top5'], 'params_MB': params}
 
-    stateful = {'model': model, 'optimizer': optimizer, 'scheduler': scheduler}
+    stateful = {'model': model, 'optimizer': optimizer, 'scheduler': scheduler, 'scaler': scaler}
     preempted, _ = training.fit(run, args, stateful, run_epoch, loaders=(train_loader, test_loader))
     if preempted:
         return 0

@@ -105,6 +105,8 @@ def load_generator(path):
 
 def train(argv, objectives, clip_norm):
     args = training.parse(build_parser(objectives, clip_norm), argv)
+    if args.amp:
+        raise UserError('--amp is not offered for the GAN: its graph networks are too small to gain from it')
     if args.n_critic < 1:
         raise UserError(f"--n_critic must be at least 1, got {args.n_critic}")
     device = training.select_device(args.device)

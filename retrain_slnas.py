@@ -49,7 +49,6 @@ def build_parser():
     g.add_argument('--label_smooth', type=float, default=0.1)
     g.add_argument('--drop_path_ramp', type=float, default=0.7,
                    help='share of the epochs over which drop path grows to --droppath, then held')
-    g.add_argument('--amp', action='store_true', help='mixed precision (torch.amp)')
     g.add_argument('--test_batch_size', type=int, default=None, help='default: --batch_size')
     return parser
 
@@ -71,11 +70,6 @@ def resolve_arch(args):
         raise UserError("--arch is not JSON; write two lists of 20 ints: \"[[0,1,...],[...]]\"") from exc
     blocks = parse_blocks(args.blocks) if args.blocks else DEFAULT_BLOCKS
     return genotypes.seq_from_lists(cells, blocks, '--arch')
-
-
-def amp_dtype(device):
-    """float16 (with loss scaling) on a GPU; bfloat16 where float16 autocast is not offered."""
-    return torch.float16 if device.type == 'cuda' else torch.bfloat16
 
 
 @training.cli
@@ -119,7 +113,7 @@ def main(argv=None):
     optimizer = torch.optim.SGD(slnas.no_decay_groups(model, args.weight_decay), args.learning_rate,
                                 momentum=args.momentum)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs, eta_min=args.learning_rate_min)
-    scaler = torch.amp.GradScaler(device.type, enabled=args.amp and device.type == 'cuda')
+    scaler = training.grad_scaler(args, device)
     test_criterion = nn.CrossEntropyLoss()
     ramp_epochs = max(1, int(args.drop_path_ramp * args.epochs))
 
@@ -131,7 +125,7 @@ def main(argv=None):
         def step(batch, where, guard):
             x, y = (t.to(device, non_blocking=True) for t in batch)
             optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=amp_dtype(device), enabled=args.amp):
+            with training.autocast(args, device):
                 logits, aux = model(x)
                 loss = criterion(logits, y) + args.aux_weight * slnas.aux_loss(criterion, aux, y)
             if not training.optimize(loss, optimizer, model.parameters(), args.grad_clip, guard, where, scaler):

@@ -150,6 +150,8 @@ def main(argv=None):
     logger.info('SLNAS search (%s) on %s: supernet %.3f M parameters', args.controller, args.dataset,
                 utils.count_parameters_in_MB(model))
 
+    scaler = training.grad_scaler(args, device)
+
     def run_epoch(ctx):
         lr = scheduler.get_last_lr()[0]
         model.drop_path_prob = args.droppath * ctx.epoch / args.epochs
@@ -159,11 +161,12 @@ def main(argv=None):
             x, y = (t.to(device, non_blocking=True) for t in batch)
             arch = sampler.sample()
             optimizer.zero_grad(set_to_none=True)
-            logits, aux = model(x, arch)
-            loss = criterion(logits, y) + args.aux_weight * slnas.aux_loss(criterion, aux, y)
-            if not training.optimize(loss, optimizer, model.parameters(), args.grad_clip, guard, where):
+            with training.autocast(args, device):
+                logits, aux = model(x, arch)
+                loss = criterion(logits, y) + args.aux_weight * slnas.aux_loss(criterion, aux, y)
+            if not training.optimize(loss, optimizer, model.parameters(), args.grad_clip, guard, where, scaler):
                 return None
-            return loss.detach(), logits, y
+            return loss.detach().float(), logits.float(), y
 
         train_loss, train_acc = ctx.train(train_loader, step, len(train_loader),
                                           f'search {ctx.epoch + 1}/{args.epochs}')
@@ -198,7 +201,8 @@ def main(argv=None):
         return {'lr': lr, 'train_loss': train_loss, 'train_acc': train_acc, 'best_reward': best_reward,
                 'valid_loss': valid['loss'], 'valid_acc': valid['top1'], 'arch': genotypes.seq_to_dict(best)}
 
-    stateful = {'model': model, 'optimizer': optimizer, 'scheduler': scheduler, 'sampler': sampler}
+    stateful = {'model': model, 'optimizer': optimizer, 'scheduler': scheduler, 'sampler': sampler,
+                'scaler': scaler}
     preempted, _ = training.fit(run, args, stateful, run_epoch, loaders=(train_loader, reward_loader, valid_loader))
     if preempted:
         return 0

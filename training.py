@@ -76,6 +76,8 @@ def add_common_arguments(parser, **defaults):
     g.add_argument('--no_progress', action='store_true', help='no progress bars')
     g.add_argument('--checkpoint_steps', type=int, default=0,
                    help='also checkpoint every N steps inside an epoch (0: only at epoch ends)')
+    g.add_argument('--amp', action='store_true',
+                   help='mixed precision (torch.amp): float16 with loss scaling on a GPU, bfloat16 on the CPU')
     g.add_argument('--deterministic', action='store_true',
                    help='deterministic kernels (bit-identical reruns on CPU; slower on GPU)')
     return parser
@@ -122,6 +124,20 @@ def select_device(name):
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise UserError(f"--device {name} asked for CUDA but no GPU is visible; use --device cpu")
     return device
+
+
+def amp_dtype(device):
+    """float16 (with loss scaling) on a GPU; bfloat16 where float16 autocast is not offered."""
+    return torch.float16 if device.type == 'cuda' else torch.bfloat16
+
+
+def autocast(args, device):
+    return torch.autocast(device.type, dtype=amp_dtype(device), enabled=args.amp)
+
+
+def grad_scaler(args, device):
+    """Loss scaling for float16; a pass-through otherwise.  Checkpointed with the optimizer."""
+    return torch.amp.GradScaler(device.type, enabled=args.amp and amp_dtype(device) == torch.float16)
 
 
 def count_flops(model, input_shape):
