@@ -168,6 +168,7 @@ def train_main(argv, preset):
     else:
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, args.decay_period, gamma=args.gamma)
     scaler = training.grad_scaler(args, device)
+    train_model = training.wrap_distributed(model, device)
     test_criterion = nn.CrossEntropyLoss()
 
     def run_epoch(ctx):
@@ -179,7 +180,7 @@ def train_main(argv, preset):
             x, y = (t.to(device, non_blocking=True) for t in batch)
             optimizer.zero_grad(set_to_none=True)
             with training.autocast(args, device):
-                logits, logits_aux = model(x)
+                logits, logits_aux = train_model(x)
                 loss = criterion(logits, y)
                 if logits_aux is not None:
                     loss = loss + args.auxiliary_weight * criterion(logits_aux, y)
@@ -194,14 +195,16 @@ def train_main(argv, preset):
                 'valid_acc': valid['top1'], 'valid_top5': valid['top5'], 'params_MB': params}
 
     stateful = {'model': model, 'optimizer': optimizer, 'scheduler': scheduler, 'scaler': scaler}
-    preempted, _ = training.fit(run, args, stateful, run_epoch, loaders=(train_loader, test_loader))
+    preempted, _ = training.fit(run, args, stateful, run_epoch, loaders=(train_loader, test_loader),
+                                 device=device)
     if preempted:
         return 0
 
     result = training.evaluate(model, test_loader, test_criterion, device, desc='test', no_progress=args.no_progress)
-    utils.atomic_torch_save({'state_dict': model.state_dict(), 'network': config,
-                             'genotype': genotype_record(genotype), 'args': vars(args), 'metrics': result},
-                            run.path('trained.pt'))
+    if training.is_main():
+        utils.atomic_torch_save({'state_dict': model.state_dict(), 'network': config,
+                                 'genotype': genotype_record(genotype), 'args': vars(args), 'metrics': result},
+                                run.path('trained.pt'))
     report_test(result)
     logger.info('trained model written to %s', run.path('trained.pt'))
     return 0

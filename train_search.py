@@ -6,6 +6,7 @@
 Writes into the run directory (--save): genotype.json every epoch, alphas.jsonl (softmaxed
 architecture weights per epoch), metrics.jsonl, log.txt, checkpoint.pt (resume with --resume).
 """
+import hashlib
 import json
 import sys
 
@@ -106,6 +107,9 @@ def search(args, model, info, device, signature):
                           unrolled=args.unrolled, arch_grad_clip=args.arch_grad_clip)
 
     scaler = training.grad_scaler(args, device)
+    # The weight step goes through DDP (averaged weight gradients); the architect uses the bare
+    # supernet and averages the architecture gradients itself.
+    weight_model = training.wrap_distributed(model, device)
 
     def run_epoch(ctx):
         lr = scheduler.get_last_lr()[0]
@@ -122,7 +126,7 @@ def search(args, model, info, device, signature):
                 return None
             optimizer.zero_grad(set_to_none=True)
             with training.autocast(args, device):
-                logits = model(x)
+                logits = weight_model(x)
                 loss = criterion(logits, y)
             if not training.optimize(loss, optimizer, model.weight_parameters(), args.grad_clip, guard, where, scaler):
                 return None
@@ -136,7 +140,8 @@ def search(args, model, info, device, signature):
         valid = training.evaluate(model, valid_loader, criterion, device, no_progress=args.no_progress)
         # Only train_search.py offers the sparse (CNAS) derivation; other supernets derive as DARTS.
         genotype = model.genotype(sparse=True) if getattr(args, 'use_sparse', False) else model.genotype()
-        genotypes.save(genotype, run.path('genotype.json'))
+        if training.is_main():
+            genotypes.save(genotype, run.path('genotype.json'))
         tables = model.weight_tables()
         run.append_jsonl('alphas.jsonl', {'epoch': ctx.epoch, 'edges': model.edges(), 'weights': tables})
         run.tensorboard.log_weights(tables, ctx.epoch)
@@ -147,9 +152,13 @@ def search(args, model, info, device, signature):
 
     stateful = {'model': model, 'optimizer': optimizer, 'scheduler': scheduler, 'architect': architect.optimizer,
                 'scaler': scaler}
-    preempted, _ = training.fit(run, args, stateful, run_epoch, loaders=(train_loader, valid_loader))
+    preempted, _ = training.fit(run, args, stateful, run_epoch, loaders=(train_loader, valid_loader),
+                                 device=device)
     if preempted:
         return 0
+    if training.distributed():
+        digest = hashlib.sha256(b''.join(p.detach().cpu().numpy().tobytes() for p in model.arch_parameters()))
+        print(f'rank {torch.distributed.get_rank()}: architecture weights sha256 {digest.hexdigest()}', flush=True)
     logger.info('search done; genotype written to %s', run.path('genotype.json'))
     print(run.path('genotype.json'))
     return 0

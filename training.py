@@ -18,6 +18,8 @@ import threading
 import time
 
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
@@ -38,6 +40,9 @@ def cli(main):
         except UserError as exc:
             print(f'error: {exc}', file=sys.stderr)
             return 2
+        finally:
+            if distributed():
+                dist.destroy_process_group()
     return entry
 
 
@@ -93,9 +98,9 @@ def parse(parser, argv):
     return args
 
 
-def configure_logging(log_file=None):
+def configure_logging(log_file=None, level=logging.INFO):
     """The 'attnas' logger to stdout and, for a run, to its log.txt."""
-    logger.setLevel(logging.INFO)
+    logger.setLevel(level)
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
         handler.close()
@@ -107,9 +112,46 @@ def configure_logging(log_file=None):
     logger.propagate = False
 
 
+def distributed():
+    return dist.is_available() and dist.is_initialized()
+
+
+def is_main():
+    """Rank 0 of a torchrun job, or a single process: the one that writes the run directory."""
+    return not distributed() or dist.get_rank() == 0
+
+
+def init_distributed():
+    """Join the process group when started by torchrun (WORLD_SIZE > 1): NCCL on GPUs, gloo on CPU."""
+    if int(os.environ.get('WORLD_SIZE', '1')) > 1 and not distributed():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', '0')))
+        dist.init_process_group('nccl' if torch.cuda.is_available() else 'gloo')
+
+
+def all_sum(values, device):
+    """Sum a list of numbers over all processes (identity in a single process)."""
+    if not distributed():
+        return list(values)
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def wrap_distributed(model, device):
+    """DistributedDataParallel around `model` under torchrun (it averages the weight gradients)."""
+    if not distributed():
+        return model
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None)
+
+
 def select_device(name):
     """`--device`: 'auto' takes the visible GPU with the most free memory (as CNAS does, so that
-    runs started one after another on a shared machine spread out), or the CPU without one."""
+    runs started one after another on a shared machine spread out), or the CPU without one.
+    Under torchrun each process takes the GPU of its LOCAL_RANK."""
+    init_distributed()
+    if distributed() and name == 'auto' and torch.cuda.is_available():
+        return torch.device('cuda', torch.cuda.current_device())
     if name == 'auto':
         if not torch.cuda.is_available():
             return torch.device('cpu')
@@ -181,6 +223,13 @@ class Run:
         elif os.path.isdir(self.dir) and os.listdir(self.dir):
             raise UserError(f"run directory {self.dir} already exists; pass --resume to continue it "
                             f"or choose a new --save")
+        if distributed():
+            # Every rank has checked the directory before rank 0 creates it.
+            dist.barrier()
+        if not is_main():
+            configure_logging(level=logging.WARNING)
+            self.tensorboard = visualize.TensorBoardLogger(None)
+            return
         try:
             os.makedirs(self.dir, exist_ok=True)
             probe = self.path('.write-test')
@@ -199,6 +248,8 @@ class Run:
         return os.path.join(self.dir, name)
 
     def append_jsonl(self, name, record):
+        if not is_main():
+            return
         with open(self.path(name), 'a') as f:
             f.write(json.dumps(record) + '\n')
             f.flush()
@@ -212,7 +263,7 @@ class Run:
 
     def truncate_jsonl(self, name, epochs_done):
         """Drop records of epochs past the checkpoint (written after it, before a kill)."""
-        if not os.path.exists(self.path(name)):
+        if not is_main() or not os.path.exists(self.path(name)):
             return
         with open(self.path(name)) as f:
             lines = [line for line in f if line.strip()]
@@ -266,6 +317,10 @@ class _StopRequest:
     def _handle(self, signum, frame):
         self.signal = signal.Signals(signum).name
 
+    def agree(self, device):
+        if all_sum([1.0 if self.signal else 0.0], device)[0] and not self.signal:
+            self.signal = 'SIGTERM on another rank'
+
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
@@ -294,8 +349,8 @@ class EpochContext:
     """What `run_epoch` gets: the epoch number, the non-finite guard, and `train()`, which runs the
     training steps of the epoch and can stop and resume in the middle of it."""
 
-    def __init__(self, epoch, guard, args, save, stop, resume_point=None):
-        self.epoch, self.guard, self.args = epoch, guard, args
+    def __init__(self, epoch, guard, args, save, stop, resume_point=None, device=None):
+        self.epoch, self.guard, self.args, self._device = epoch, guard, args, device
         self._save, self._stop = save, stop
         self._resume = resume_point
 
@@ -329,11 +384,15 @@ class EpochContext:
             if self.args.report_freq and i % self.args.report_freq == 0:
                 logger.info('%s %03d loss %.4f top1 %.2f', desc, i, losses.avg, top1.avg)
             done = i + 1
+            if distributed():
+                # All ranks must stop at the same step, whichever of them got the signal.
+                self._stop.agree(self._device)
             if done < total and (self._stop.signal or (every and done % every == 0)):
                 self._save(self.epoch, done, [(losses.sum, losses.count), (top1.sum, top1.count)], self.guard.skipped)
                 if self._stop.signal:
                     raise Preempted
-        return losses.avg, top1.avg
+        loss_sum, count, top1_sum = all_sum([losses.sum, losses.count, top1.sum], self._device)
+        return loss_sum / max(count, 1), top1_sum / max(count, 1)
 
 
 @torch.no_grad()
@@ -350,10 +409,12 @@ def evaluate(model, loader, criterion, device, desc='valid', no_progress=False):
         acc1, acc5 = utils.accuracy(logits, y, topk=(1, 5))
         top1.update(acc1, n)
         top5.update(acc5, n)
-    return {'loss': losses.avg, 'top1': top1.avg, 'top5': top5.avg}
+    loss_sum, count, top1_sum, top5_sum = all_sum([losses.sum, losses.count, top1.sum, top5.sum], device)
+    count = max(count, 1)
+    return {'loss': loss_sum / count, 'top1': top1_sum / count, 'top5': top5_sum / count}
 
 
-def fit(run, args, stateful, run_epoch, loaders=()):
+def fit(run, args, stateful, run_epoch, loaders=(), device=None):
     """The epoch loop.  `stateful` maps names to objects with state_dict/load_state_dict (model,
     optimizers, scheduler, architect optimizer); `run_epoch(ctx)` trains and evaluates one epoch
     (through `ctx.train`) and returns its metrics; `loaders` are the DataLoaders whose generators
@@ -383,6 +444,8 @@ def fit(run, args, stateful, run_epoch, loaders=()):
             run.truncate_jsonl(name, start)
 
     def save(epoch, step, meters=None, skipped=0):
+        if not is_main():
+            return
         utils.atomic_torch_save({'epoch': epoch, 'step': step, 'meters': meters, 'skipped': skipped,
                                  'signature': run.signature, 'rng': utils.rng_state(),
                                  'state': {name: obj.state_dict() for name, obj in stateful.items()}},
@@ -393,9 +456,12 @@ def fit(run, args, stateful, run_epoch, loaders=()):
         for epoch in range(start, args.epochs):
             for index, loader in enumerate(loaders):
                 loader.generator.manual_seed(args.seed * 1_000_003 + epoch * 101 + index)
+                if isinstance(loader.sampler, torch.utils.data.DistributedSampler):
+                    loader.sampler.seed = args.seed * 1_000_003 + index
+                    loader.sampler.set_epoch(epoch)
             began = time.time()
             guard = NonFiniteGuard(args.skip_nonfinite)
-            ctx = EpochContext(epoch, guard, args, save, stop, resume_point)
+            ctx = EpochContext(epoch, guard, args, save, stop, resume_point, device)
             resume_point = None
             try:
                 record = {'epoch': epoch, **run_epoch(ctx)}
@@ -417,10 +483,13 @@ def fit(run, args, stateful, run_epoch, loaders=()):
 
 
 def make_loader(dataset, batch_size, shuffle, workers, device, drop_last=False):
-    """A DataLoader with its own generator, which `fit` re-seeds every epoch."""
+    """A DataLoader with its own generator, which `fit` re-seeds every epoch; under torchrun each
+    process reads its own shard (batch_size is per process)."""
+    sampler = (torch.utils.data.DistributedSampler(dataset, shuffle=shuffle, drop_last=drop_last)
+               if distributed() else None)
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, drop_last=drop_last,
-        pin_memory=device.type == 'cuda', generator=torch.Generator())
+        dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+        num_workers=workers, drop_last=drop_last, pin_memory=device.type == 'cuda', generator=torch.Generator())
 
 
 def default_parser(description):

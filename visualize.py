@@ -658,7 +658,10 @@ class TensorBoardLogger:
     when tensorboard is not installed.  metrics.jsonl stays the record; this is only a viewer."""
 
     def __init__(self, run_dir):
+        """run_dir None: a disabled logger (processes other than rank 0 of a torchrun job)."""
         self.writer = None
+        if run_dir is None:
+            return
         try:
             from torch.utils.tensorboard import SummaryWriter
         except Exception:  # ImportError, or a broken tensorboard/protobuf install
