@@ -106,6 +106,7 @@ def main(argv=None):
         if getattr(args, name) < least:
             raise UserError(f'--{name} must be at least {least}, got {getattr(args, name)}')
     device = training.select_device(args.device)
+    training.single_process()
     info = datasets.dataset_info(args.dataset, args.data, need_data=not args.dry_run)
     utils.seed_everything(args.seed)
     supernet = nag.OneShotNetwork(args.init_channels, info.num_classes, args.layers, args.max_vertices,

@@ -110,6 +110,7 @@ def train(argv, objectives, clip_norm):
     if args.n_critic < 1:
         raise UserError(f"--n_critic must be at least 1, got {args.n_critic}")
     device = training.select_device(args.device)
+    training.single_process()
     g_config, d_config = network_config(args)
     archs, labels = load_nas_dataset(args.nas_dataset, objectives, g_config['classes'], args.max_vertices)
     if args.batch_size > len(archs):

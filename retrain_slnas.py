@@ -114,6 +114,7 @@ def main(argv=None):
                                 momentum=args.momentum)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs, eta_min=args.learning_rate_min)
     scaler = training.grad_scaler(args, device)
+    train_model = training.wrap_distributed(model, device)
     test_criterion = nn.CrossEntropyLoss()
     ramp_epochs = max(1, int(args.drop_path_ramp * args.epochs))
 
@@ -126,7 +127,7 @@ def main(argv=None):
             x, y = (t.to(device, non_blocking=True) for t in batch)
             optimizer.zero_grad(set_to_none=True)
             with training.autocast(args, device):
-                logits, aux = model(x)
+                logits, aux = train_model(x)
                 loss = criterion(logits, y) + args.aux_weight * slnas.aux_loss(criterion, aux, y)
             if not training.optimize(loss, optimizer, model.parameters(), args.grad_clip, guard, where, scaler):
                 return None
@@ -139,12 +140,14 @@ def main(argv=None):
                 'valid_acc': valid['top1'], 'valid_top5': valid['top5'], 'params_MB': params}
 
     stateful = {'model': model, 'optimizer': optimizer, 'scheduler': scheduler, 'scaler': scaler}
-    preempted, _ = training.fit(run, args, stateful, run_epoch, loaders=(train_loader, test_loader))
+    preempted, _ = training.fit(run, args, stateful, run_epoch, loaders=(train_loader, test_loader),
+                                 device=device)
     if preempted:
         return 0
     result = training.evaluate(model, test_loader, test_criterion, device, desc='test', no_progress=args.no_progress)
-    utils.atomic_torch_save({'state_dict': model.state_dict(), 'network': network, 'args': vars(args),
-                             'metrics': result}, run.path('trained.pt'))
+    if training.is_main():
+        utils.atomic_torch_save({'state_dict': model.state_dict(), 'network': network, 'args': vars(args),
+                                 'metrics': result}, run.path('trained.pt'))
     logger.info('test top1 %.2f%% (error %.2f%%); model written to %s', result['top1'], 100 - result['top1'],
                 run.path('trained.pt'))
     return 0

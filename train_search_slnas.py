@@ -113,6 +113,7 @@ def main(argv=None):
     blocks = parse_blocks(args.blocks)
     stride4 = True if args.stride4_stem is None else args.stride4_stem
     device = training.select_device(args.device)
+    training.single_process()
     info = datasets.dataset_info(args.dataset, args.data, need_data=not args.dry_run)
     slnas.check_input(info, blocks, stride4)
     utils.seed_everything(args.seed)

@@ -138,6 +138,13 @@ def all_sum(values, device):
     return tensor.tolist()
 
 
+def single_process():
+    """For scripts whose steps differ per process (sampled sub-networks, GAN), which DDP cannot average."""
+    if distributed():
+        script = os.path.basename(sys.argv[0])
+        raise UserError(f"{script} runs in one process; start it with python, not torchrun")
+
+
 def wrap_distributed(model, device):
     """DistributedDataParallel around `model` under torchrun (it averages the weight gradients)."""
     if not distributed():

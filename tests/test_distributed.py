@@ -69,3 +69,11 @@ def test_two_process_training(tmp_path):
     trained = torch.load(save / 'trained.pt', weights_only=False)
     assert 0 <= trained['metrics']['top1'] <= 100
     assert len((save / 'metrics.jsonl').read_text().splitlines()) == 1
+
+
+def test_single_process_scripts_refuse_torchrun(tmp_path, fashion):
+    result = subprocess.run(torchrun('train_search_slnas.py', '--dataset', 'fashion-mnist', '--data', fashion,
+                                     '--save', tmp_path / 'slnas'), cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode != 0 and 'runs in one process' in result.stderr
+    assert not (tmp_path / 'slnas').exists()
