@@ -130,16 +130,57 @@ def train_parser(preset):
     return parser
 
 
-def _loader(args, train, device):
-    data = datasets.build_dataset(args.dataset, args.data, train=train, augment=train,
-                                  cutout_length=args.cutout_length if train and args.cutout else 0)
-    if train and args.subset is not None:
-        data = torch.utils.data.Subset(data, range(min(args.subset, len(data))))
-    batch = args.batch_size if train else args.test_batch_size
-    if train and batch > len(data):
-        raise UserError(f"--batch_size {batch} is larger than the training set ({len(data)} images); "
-                        f"lower --batch_size")
-    return training.make_loader(data, batch, train, args.workers, device, drop_last=train)
+def build_loaders(args, device):
+    """(train loader, test loader) of --dataset; --subset keeps the first N training images."""
+    def loader(train):
+        data = datasets.build_dataset(args.dataset, args.data, train=train, augment=train,
+                                      cutout_length=args.cutout_length if train and args.cutout else 0)
+        if train and args.subset is not None:
+            data = torch.utils.data.Subset(data, range(min(args.subset, len(data))))
+        batch = args.batch_size if train else (args.test_batch_size or args.batch_size)
+        if train and batch > len(data):
+            raise UserError(f"--batch_size {batch} is larger than the training set ({len(data)} images); "
+                            f"lower --batch_size")
+        return training.make_loader(data, batch, train, args.workers, device, drop_last=train)
+    return loader(True), loader(False)
+
+
+def train_and_test(args, run, model, device, loaders, optimizer, scheduler, loss_of, drop_path_prob, params):
+    """Train `model` from scratch, evaluating on the test split after every epoch, then test it.
+    `loss_of(outputs, target)` turns the network's (logits, auxiliary logits) into the training loss;
+    `drop_path_prob(epoch)` is the drop-path rate of an epoch.  Returns the test metrics, or None
+    when the run was stopped by a signal (its checkpoint is written)."""
+    train_loader, test_loader = loaders
+    scaler = training.grad_scaler(args, device)
+    train_model = training.wrap_distributed(model, device)
+    test_criterion = nn.CrossEntropyLoss()
+
+    def run_epoch(ctx):
+        lr = scheduler.get_last_lr()[0]
+        model.drop_path_prob = drop_path_prob(ctx.epoch)
+        model.train()
+
+        def step(batch, where, guard):
+            x, y = (t.to(device, non_blocking=True) for t in batch)
+            optimizer.zero_grad(set_to_none=True)
+            with training.autocast(args, device):
+                outputs = train_model(x)
+                loss = loss_of(outputs, y)
+            if not training.optimize(loss, optimizer, model.parameters(), args.grad_clip, guard, where, scaler):
+                return None
+            return loss.detach().float(), outputs[0].float(), y
+
+        train_loss, train_acc = ctx.train(train_loader, step, len(train_loader), f'train {ctx.epoch + 1}/{args.epochs}')
+        scheduler.step()
+        valid = training.evaluate(model, test_loader, test_criterion, device, no_progress=args.no_progress)
+        return {'lr': lr, 'train_loss': train_loss, 'train_acc': train_acc, 'valid_loss': valid['loss'],
+                'valid_acc': valid['top1'], 'valid_top5': valid['top5'], 'params_MB': params}
+
+    stateful = {'model': model, 'optimizer': optimizer, 'scheduler': scheduler, 'scaler': scaler}
+    preempted, _ = training.fit(run, args, stateful, run_epoch, loaders=loaders, device=device)
+    if preempted:
+        return None
+    return training.evaluate(model, test_loader, test_criterion, device, desc='test', no_progress=args.no_progress)
 
 
 def train_main(argv, preset):
@@ -157,50 +198,26 @@ def train_main(argv, preset):
 
     signature = json.dumps({'kind': 'train', 'network': config, 'genotype': genotype_record(genotype)})
     run = training.Run(args.save, args, args.resume, kind='train', signature=signature)
-    train_loader, test_loader = _loader(args, True, device), _loader(args, False, device)
+    loaders = build_loaders(args, device)
     params, _, description = training.describe(model, input_shape)
     logger.info('train %s on %s: %s', args.arch or args.arch_path, args.dataset, description.replace('\n', ', '))
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smooth)
+
+    def loss_of(outputs, y):
+        logits, logits_aux = outputs
+        loss = criterion(logits, y)
+        return loss if logits_aux is None else loss + args.auxiliary_weight * criterion(logits_aux, y)
+
     optimizer = torch.optim.SGD(model.parameters(), args.learning_rate, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
     if args.scheduler == 'cosine':
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs, eta_min=args.learning_rate_min)
     else:
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, args.decay_period, gamma=args.gamma)
-    scaler = training.grad_scaler(args, device)
-    train_model = training.wrap_distributed(model, device)
-    test_criterion = nn.CrossEntropyLoss()
-
-    def run_epoch(ctx):
-        lr = scheduler.get_last_lr()[0]
-        model.drop_path_prob = args.drop_path_prob * ctx.epoch / args.epochs
-        model.train()
-
-        def step(batch, where, guard):
-            x, y = (t.to(device, non_blocking=True) for t in batch)
-            optimizer.zero_grad(set_to_none=True)
-            with training.autocast(args, device):
-                logits, logits_aux = train_model(x)
-                loss = criterion(logits, y)
-                if logits_aux is not None:
-                    loss = loss + args.auxiliary_weight * criterion(logits_aux, y)
-            if not training.optimize(loss, optimizer, model.parameters(), args.grad_clip, guard, where, scaler):
-                return None
-            return loss.detach().float(), logits.float(), y
-
-        train_loss, train_acc = ctx.train(train_loader, step, len(train_loader), f'train {ctx.epoch + 1}/{args.epochs}')
-        scheduler.step()
-        valid = training.evaluate(model, test_loader, test_criterion, device, no_progress=args.no_progress)
-        return {'lr': lr, 'train_loss': train_loss, 'train_acc': train_acc, 'valid_loss': valid['loss'],
-                'valid_acc': valid['top1'], 'valid_top5': valid['top5'], 'params_MB': params}
-
-    stateful = {'model': model, 'optimizer': optimizer, 'scheduler': scheduler, 'scaler': scaler}
-    preempted, _ = training.fit(run, args, stateful, run_epoch, loaders=(train_loader, test_loader),
-                                 device=device)
-    if preempted:
+    result = train_and_test(args, run, model, device, loaders, optimizer, scheduler, loss_of,
+                            lambda epoch: args.drop_path_prob * epoch / args.epochs, params)
+    if result is None:
         return 0
-
-    result = training.evaluate(model, test_loader, test_criterion, device, desc='test', no_progress=args.no_progress)
     if training.is_main():
         utils.atomic_torch_save({'state_dict': model.state_dict(), 'network': config,
                                  'genotype': genotype_record(genotype), 'args': vars(args), 'metrics': result},

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 import datasets
+import evaluation
 import genotypes
 import slnas
 import training
@@ -96,16 +97,7 @@ def main(argv=None):
                'arch': genotypes.seq_to_dict(arch)}
     run = training.Run(args.save, args, args.resume, kind='retrain-slnas',
                        signature=json.dumps({'kind': 'slnas-retrain', **network, 'amp': args.amp}))
-    train_data = datasets.build_dataset(args.dataset, args.data, train=True, augment=True,
-                                        cutout_length=args.cutout_length if args.cutout else 0)
-    if args.subset is not None:
-        train_data = torch.utils.data.Subset(train_data, range(min(args.subset, len(train_data))))
-    if args.batch_size > len(train_data):
-        raise UserError(f"--batch_size {args.batch_size} is larger than the training set "
-                        f"({len(train_data)} images); lower --batch_size")
-    train_loader = training.make_loader(train_data, args.batch_size, True, args.workers, device, drop_last=True)
-    test_loader = training.make_loader(datasets.build_dataset(args.dataset, args.data, train=False, augment=False),
-                                       args.test_batch_size or args.batch_size, False, args.workers, device)
+    loaders = evaluation.build_loaders(args, device)
 
     params, _, description = training.describe(model, input_shape)
     logger.info('retrain %s on %s: %s', genotypes.seq_to_dict(arch), args.dataset, description.replace('\n', ', '))
@@ -113,38 +105,13 @@ def main(argv=None):
     optimizer = torch.optim.SGD(slnas.no_decay_groups(model, args.weight_decay), args.learning_rate,
                                 momentum=args.momentum)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs, eta_min=args.learning_rate_min)
-    scaler = training.grad_scaler(args, device)
-    train_model = training.wrap_distributed(model, device)
-    test_criterion = nn.CrossEntropyLoss()
     ramp_epochs = max(1, int(args.drop_path_ramp * args.epochs))
-
-    def run_epoch(ctx):
-        lr = scheduler.get_last_lr()[0]
-        model.drop_path_prob = args.droppath * min(ctx.epoch, ramp_epochs) / args.epochs
-        model.train()
-
-        def step(batch, where, guard):
-            x, y = (t.to(device, non_blocking=True) for t in batch)
-            optimizer.zero_grad(set_to_none=True)
-            with training.autocast(args, device):
-                logits, aux = train_model(x)
-                loss = criterion(logits, y) + args.aux_weight * slnas.aux_loss(criterion, aux, y)
-            if not training.optimize(loss, optimizer, model.parameters(), args.grad_clip, guard, where, scaler):
-                return None
-            return loss.detach().float(), logits.float(), y
-
-        train_loss, train_acc = ctx.train(train_loader, step, len(train_loader), f'train {ctx.epoch + 1}/{args.epochs}')
-        scheduler.step()
-        valid = training.evaluate(model, test_loader, test_criterion, device, no_progress=args.no_progress)
-        return {'lr': lr, 'train_loss': train_loss, 'train_acc': train_acc, 'valid_loss': valid['loss'],
-                'valid_acc': valid['top1'], 'valid_top5': valid['top5'], 'params_MB': params}
-
-    stateful = {'model': model, 'optimizer': optimizer, 'scheduler': scheduler, 'scaler': scaler}
-    preempted, _ = training.fit(run, args, stateful, run_epoch, loaders=(train_loader, test_loader),
-                                 device=device)
-    if preempted:
+    result = evaluation.train_and_test(
+        args, run, model, device, loaders, optimizer, scheduler,
+        lambda outputs, y: criterion(outputs[0], y) + args.aux_weight * slnas.aux_loss(criterion, outputs[1], y),
+        lambda epoch: args.droppath * min(epoch, ramp_epochs) / args.epochs, params)
+    if result is None:
         return 0
-    result = training.evaluate(model, test_loader, test_criterion, device, desc='test', no_progress=args.no_progress)
     if training.is_main():
         utils.atomic_torch_save({'state_dict': model.state_dict(), 'network': network, 'args': vars(args),
                                  'metrics': result}, run.path('trained.pt'))
