@@ -208,6 +208,21 @@ def describe(model, input_shape):
     return params, flops, f'params: {params:.6f} M\nflops: {flops / 1e6:.2f} MFLOPs per image'
 
 
+def _differences(stored, wanted):
+    """The names of the settings in which two run signatures (JSON objects) differ."""
+    try:
+        a, b = json.loads(stored), json.loads(wanted)
+    except (TypeError, json.JSONDecodeError):
+        return 'its format'
+
+    def walk(x, y, prefix):
+        if isinstance(x, dict) and isinstance(y, dict):
+            return [name for key in sorted(set(x) | set(y))
+                    for name in walk(x.get(key), y.get(key), f'{prefix}{key}.')]
+        return [] if x == y else [prefix.rstrip('.')]
+    return ', '.join(walk(a, b, '')) or 'nothing'
+
+
 class Run:
     """A run directory, created fresh or reopened with `resume`.  `signature` identifies the
     architecture and setting; resuming a checkpoint with another signature is refused before
@@ -226,7 +241,8 @@ class Run:
                 self.checkpoint = utils.load_checkpoint_file(self.path(CHECKPOINT))
                 if self.checkpoint.get('signature') != signature:
                     raise UserError(f"{self.path(CHECKPOINT)} belongs to another architecture or setting "
-                                    f"({self.checkpoint.get('signature')}); resume with the flags of that run")
+                                    f"(differs in: {_differences(self.checkpoint.get('signature'), signature)}); "
+                                    f"resume with the flags of that run")
         elif os.path.isdir(self.dir) and os.listdir(self.dir):
             raise UserError(f"run directory {self.dir} already exists; pass --resume to continue it "
                             f"or choose a new --save")
