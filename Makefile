@@ -17,14 +17,15 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install -q -r requirements.txt
 	touch $@
 
-# graphviz draws the cells; dataset-fashion-mnist holds the demo data offline.
+# graphviz draws the cells; dataset-fashion-mnist holds the demo data offline; g++ lets --compile
+# (torch.compile) build its CPU kernels.
 system:
-	@if command -v dot >/dev/null 2>&1 && [ -d /usr/share/datasets/fashion-mnist ]; then :; \
+	@if command -v dot >/dev/null 2>&1 && command -v g++ >/dev/null 2>&1 && [ -d /usr/share/datasets/fashion-mnist ]; then :; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz dataset-fashion-mnist >/dev/null; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz dataset-fashion-mnist g++ >/dev/null; \
 	elif command -v apt-get >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
-	  sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz dataset-fashion-mnist >/dev/null; \
-	else echo "note: could not install system packages; run 'sudo apt-get install graphviz dataset-fashion-mnist' (cell drawings and offline Fashion-MNIST need them)"; fi
+	  sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz dataset-fashion-mnist g++ >/dev/null; \
+	else echo "note: could not install system packages; run 'sudo apt-get install graphviz dataset-fashion-mnist g++' (cell drawings, offline Fashion-MNIST and --compile need them)"; fi
 
 demo: setup
 	$(PY) train_search.py --dataset fashion-mnist --data data --subset 2000 --epochs 2 --layers 5 \

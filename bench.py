@@ -27,6 +27,7 @@ import genotypes
 from architect import Architect
 from model import NetworkCIFAR
 from model_search import LOCATIONS, SearchNetwork
+from training import place_model
 from utils import atomic_write_json
 
 MEASUREMENTS = ('search_first', 'search_second', 'search_forward_backward', 'train_step')
@@ -57,7 +58,8 @@ def make_step(name, args, device):
     g = torch.Generator().manual_seed(0)
     criterion = nn.CrossEntropyLoss()
     if name == 'train_step':
-        model = NetworkCIFAR(args.train_channels, 10, args.train_layers, True, genotypes.load(args.arch)).to(device)
+        model = place_model(NetworkCIFAR(args.train_channels, 10, args.train_layers, True, genotypes.load(args.arch)),
+                            args, device)
         model.drop_path_prob = 0.2
         batch = args.train_batch_size
         optimizer = torch.optim.SGD(model.parameters(), 0.025, momentum=0.9, weight_decay=3e-4)
@@ -72,8 +74,8 @@ def make_step(name, args, device):
             optimizer.step()
         return step, batch
 
-    model = SearchNetwork(args.init_channels, 10, args.layers, location=args.location,
-                          steps=args.nodes).to(device)
+    model = place_model(SearchNetwork(args.init_channels, 10, args.layers, location=args.location, steps=args.nodes),
+                        args, device)
     batch = args.batch_size
     x, x_valid = (torch.randn(batch, 3, 32, 32, generator=g).to(device) for _ in range(2))
     y, y_valid = (torch.randint(0, 10, (batch,), generator=g).to(device) for _ in range(2))
@@ -143,6 +145,9 @@ def build_parser():
     parser.add_argument('--layers', type=int, default=8)
     parser.add_argument('--nodes', type=int, default=4)
     parser.add_argument('--location', default='after_every', choices=list(LOCATIONS))
+    parser.add_argument('--channels_last', action=argparse.BooleanOptionalAction, default=True,
+                        help='as the training scripts: channels-last weights and feature maps')
+    parser.add_argument('--compile', action='store_true', help='as the training scripts: torch.compile the network')
     parser.add_argument('--arch', default='Att_DARTS', help='genotype of the train_step measurement')
     parser.add_argument('--train_channels', type=int, default=36)
     parser.add_argument('--train_layers', type=int, default=20)

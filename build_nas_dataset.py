@@ -12,8 +12,9 @@ Run directory (--save): pool.jsonl (the sampled architectures), checkpoint.pt an
 the supernet training, and archs.jsonl, one line per scored architecture:
     {"index", "normal": {"matrix", "ops"}, "reduce": {...}, "accuracy", "params_MB", "flops"}
 appended as it is scored, so `--resume` after a kill skips what is already there.  params_MB and
-flops are those of the evaluation network (`--eval_init_channels`, `--eval_layers`) that
-train_CIFAR10.py builds from the architecture's genotype, in one unit (the reference mixed units).
+flops are those of the evaluation network (`--eval_init_channels`, `--eval_layers` = 3N+2 cells)
+that train_CIFAR10.py builds from the architecture (model.NAGNetworkCIFAR), in one unit (the
+reference mixed units).
 The GAN scripts turn accuracy and params_MB into quantile classes.
 
 Simpler than the reference, deliberately: each architecture is scored once, with the final supernet
@@ -33,7 +34,7 @@ import datasets
 import nag
 import training
 import utils
-from model import NetworkCIFAR
+from model import NAGNetworkCIFAR, nag_stage_cells
 from training import logger
 from utils import UserError
 
@@ -56,7 +57,8 @@ def build_parser():
     g.add_argument('--eval_batches', type=int, default=1, help='validation batches scoring each architecture')
     g.add_argument('--eval_init_channels', type=int, default=36,
                    help='width of the network whose params/FLOPs are recorded')
-    g.add_argument('--eval_layers', type=int, default=20, help='cells of the network whose params/FLOPs are recorded')
+    g.add_argument('--eval_layers', type=int, default=20,
+                   help='cells (3N+2) of the network whose params/FLOPs are recorded')
     return parser
 
 
@@ -105,12 +107,13 @@ def main(argv=None):
     for name, least in (('num_archs', 1), ('eval_batches', 1), ('eval_batch_size', 1), ('max_vertices', 4)):
         if getattr(args, name) < least:
             raise UserError(f'--{name} must be at least {least}, got {getattr(args, name)}')
+    nag_stage_cells(args.eval_layers, '--eval_layers')
     device = training.select_device(args.device)
     training.single_process()
     info = datasets.dataset_info(args.dataset, args.data, need_data=not args.dry_run)
     utils.seed_everything(args.seed)
-    supernet = nag.OneShotNetwork(args.init_channels, info.num_classes, args.layers, args.max_vertices,
-                                  info.in_channels).to(device)
+    supernet = training.place_model(nag.OneShotNetwork(args.init_channels, info.num_classes, args.layers,
+                                                       args.max_vertices, info.in_channels), args, device)
     input_shape = (info.in_channels, info.image_size, info.image_size)
     if args.dry_run:
         print(f'params: {utils.count_parameters_in_MB(supernet):.6f} M (supernet, every op of every slot)')
@@ -171,9 +174,8 @@ def main(argv=None):
     for index, arch in enumerate(archs):
         if index in done:
             continue
-        genotype = nag.to_genotype(arch)
-        network = NetworkCIFAR(args.eval_init_channels, info.num_classes, args.eval_layers, False, genotype,
-                               in_channels=info.in_channels, image_size=info.image_size)
+        network = NAGNetworkCIFAR(args.eval_init_channels, info.num_classes, args.eval_layers, False, arch,
+                                  in_channels=info.in_channels, image_size=info.image_size)
         params, flops, _ = training.describe(network, input_shape)
         accuracy = one_shot_accuracy(supernet, arch, batches, device)
         record = {'index': index, **nag.arch_to_dict(arch), 'accuracy': accuracy, 'params_MB': params, 'flops': flops}

@@ -554,7 +554,98 @@ def search_split(dataset, train_portion, subset=None):
     return list(range(split)), list(range(split, n))
 
 
-__all__ = ['DATASETS', 'DatasetInfo', 'DatasetSpec', 'Cutout', 'build_dataset', 'build_transform',
+# ----------------------------------------------------------------------------- data on the device
+
+# Zero padding of the random crop of the small-image data sets (as _small_image_transform).
+DEVICE_CROP_PADDING = {'cifar10': 4, 'cifar100': 4, 'fashion-mnist': 2}
+
+
+class DeviceLoader:
+    """Batches of a CIFAR / Fashion-MNIST split held on `device` as uint8, augmented there: the
+    random crop with zero padding, horizontal flip, normalisation and Cutout of build_transform,
+    drawn per image, for a whole batch at once, so that a GPU never waits for loader processes.
+
+    Behaves as the DataLoaders that `training.fit` drives: `generator` (re-seeded every epoch)
+    decides the order and every augmentation draw of the epoch when iteration starts, so the
+    same seed replays the same batches; under torchrun each process takes its shard of the
+    order.  Batches come out channels-last, as the crop builds them."""
+
+    def __init__(self, dataset, name, batch_size, shuffle, drop_last, device, augment, cutout_length=0):
+        key, spec = _lookup(name)
+        indices = list(range(len(dataset)))
+        while isinstance(dataset, torch.utils.data.Subset):
+            indices = [dataset.indices[i] for i in indices]
+            dataset = dataset.dataset
+        images = torch.as_tensor(dataset.data)
+        images = images[:, None] if images.dim() == 3 else images.permute(0, 3, 1, 2)  # N x C x H x W
+        self.images = images[indices].to(device)
+        self.labels = torch.as_tensor(dataset.targets)[indices].to(device)
+        self.mean = torch.tensor(spec.mean, device=device)[None, :, None, None]
+        self.std = torch.tensor(spec.std, device=device)[None, :, None, None]
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.padding = DEVICE_CROP_PADDING[key] if augment else 0
+        self.flip = augment
+        self.cutout_length = _check_cutout(cutout_length) if augment else 0
+        self.generator, self.sampler = torch.Generator(), None
+
+    @staticmethod
+    def _world():
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_world_size(), torch.distributed.get_rank()
+        return 1, 0
+
+    def _order(self):
+        n, (world, rank) = len(self.labels), self._world()
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        return order[:n - n % world][rank::world]
+
+    def __len__(self):
+        world, _ = self._world()
+        n = len(self.labels) // world
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self):
+        order = self._order()
+        n, (_, _, h, w) = len(order), self.images.shape
+        draws = {'shift': torch.randint(0, 2 * self.padding + 1, (n, 2), generator=self.generator),
+                 'flip': torch.randint(0, 2, (n,), generator=self.generator).bool() & self.flip,
+                 'centre': torch.stack([torch.randint(0, h, (n,), generator=self.generator),
+                                        torch.randint(0, w, (n,), generator=self.generator)], 1)}
+        device = self.images.device
+        order, draws = order.to(device), {k: v.to(device) for k, v in draws.items()}
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            rows = slice(start, min(start + self.batch_size, n))
+            index = order[rows]
+            yield (augment_on_device(self.images[index], draws['shift'][rows], draws['flip'][rows],
+                                     draws['centre'][rows], self.padding, self.cutout_length, self.mean, self.std),
+                   self.labels[index])
+
+
+def augment_on_device(images, shift, flip, centre, padding, cutout_length, mean, std):
+    """uint8 N x C x H x W -> normalised float N x C x H x W (channels-last): crop the zero-padded
+    image at offset `shift` (row, column; 0..2*padding), mirror it where `flip`, normalise, and zero
+    the cutout_length square around `centre` (clipped at the borders, as Cutout)."""
+    n, _, h, w = images.shape
+    padded = torch.nn.functional.pad(images, (padding,) * 4)
+    device = images.device
+    rows = shift[:, :1] + torch.arange(h, device=device)                       # N x H
+    columns = torch.arange(w, device=device).expand(n, w)
+    columns = torch.where(flip[:, None], w - 1 - columns, columns) + shift[:, 1:]  # N x W
+    batch = torch.arange(n, device=device)[:, None, None]
+    crops = padded[batch, :, rows[:, :, None], columns[:, None, :]]          # N x H x W x C
+    x = (crops.permute(0, 3, 1, 2).float() / 255 - mean) / std
+    if cutout_length:
+        half = cutout_length // 2
+        y = torch.arange(h, device=device)[None, :]
+        xs = torch.arange(w, device=device)[None, :]
+        keep_rows = (y < centre[:, :1] - half) | (y >= centre[:, :1] + half)      # N x H
+        keep_columns = (xs < centre[:, 1:] - half) | (xs >= centre[:, 1:] + half)  # N x W
+        keep = keep_rows[:, :, None] | keep_columns[:, None, :]
+        x = x * keep[:, None]
+    return x
+
+
+__all__ = ['DATASETS', 'DeviceLoader', 'augment_on_device', 'DatasetInfo', 'DatasetSpec', 'Cutout', 'build_dataset', 'build_transform',
            'dataset_info', 'search_split', 'CIFAR10_MEAN', 'CIFAR10_STD', 'CIFAR100_MEAN', 'CIFAR100_STD',
            'FASHION_MNIST_MEAN', 'FASHION_MNIST_STD', 'IMAGENET_MEAN', 'IMAGENET_STD',
            'FASHION_MNIST_DEBIAN_DIR', 'DOWNLOAD_TIMEOUT', 'OFFLINE_ENV']

@@ -3,6 +3,9 @@
 IJCNN 2020).  `train_CIFAR10.py` ... `test_ImageNet.py` are thin wrappers choosing a preset.
 `train_net.py` (ANAS, Dang 2019) uses the 'anas' preset: a CIFAR ResNet (`model.ResNetCIFAR`) with
 no, SE or a searched attention unit, whose trained.pt the test scripts read like any other.
+A NAG architecture (Jing, Xu and Zhang, Neurocomputing 2021: `--arch NAG` or a DAG JSON) is built
+in the reference's NAO skeleton (`model.NAGNetworkCIFAR` / `NAGNetworkImageNet`), whose classifier
+dropout `--keep_prob` defaults to the reference's (0.6 on CIFAR, 1.0 on ImageNet).
 
 Fixed with respect to the reference code (SPEC 7.4): ImageNet uses StepLR(decay_period, gamma)
 and the label-smoothing loss it declares; resuming needs no missing flag; drop path works on CPU.
@@ -14,21 +17,22 @@ import torch.nn as nn
 
 import datasets
 import genotypes
+import nag
 import training
 import utils
-from model import (RESNET_ATTENTIONS, RESNET_BLOCKS, SE_REDUCTION, NetworkCIFAR, NetworkImageNet, ResNetCIFAR,
-                   check_net_type)
+from model import (RESNET_ATTENTIONS, RESNET_BLOCKS, SE_REDUCTION, NAGNetworkCIFAR, NAGNetworkImageNet, NetworkCIFAR,
+                   NetworkImageNet, ResNetCIFAR, check_net_type, nag_stage_cells)
 from training import logger
 from utils import UserError
 
-# SPEC 1.6 / 3.6 defaults per task.
+# SPEC 1.6 / 3.6 defaults per task; nag_keep_prob is the NAG classifier's (SPEC 6.7 --keep_prob).
 PRESETS = {
     'cifar10': dict(dataset='cifar10', batch_size=96, learning_rate=0.025, weight_decay=3e-4, epochs=600,
                     init_channels=36, layers=20, seed=2, drop_path_prob=0.2, scheduler='cosine',
-                    label_smooth=0.0, test_batch_size=36),
+                    label_smooth=0.0, test_batch_size=36, nag_keep_prob=0.6),
     'imagenet': dict(dataset='imagenet', batch_size=128, learning_rate=0.1, weight_decay=3e-5, epochs=250,
                      init_channels=48, layers=14, seed=0, drop_path_prob=0.0, scheduler='step',
-                     label_smooth=0.1, test_batch_size=128),
+                     label_smooth=0.1, test_batch_size=128, nag_keep_prob=1.0),
 }
 PRESETS['cifar100'] = dict(PRESETS['cifar10'], dataset='cifar100')
 # ANAS train_net.py (SPEC 2.6): CIFAR ResNets with an attention unit; init_channels and layers are
@@ -38,9 +42,13 @@ PRESETS['anas'] = dict(dataset='cifar10', batch_size=128, learning_rate=0.1, wei
                        label_smooth=0.0, test_batch_size=128, network='resnet')
 
 
-def network_config(args, info):
+def network_config(args, info, genotype):
     if getattr(args, 'net_type', None) is not None:
         return resnet_config(args, info)
+    if isinstance(genotype, nag.DagArch):
+        return nag_config(args, info)
+    if args.keep_prob is not None:
+        raise UserError("--keep_prob is the classifier dropout of NAG networks; DARTS cell networks have none")
     return {'type': 'imagenet' if args.dataset == 'imagenet' else 'cifar', 'C': args.init_channels,
             'num_classes': info.num_classes, 'layers': args.layers, 'auxiliary': args.auxiliary,
             'in_channels': info.in_channels, 'image_size': info.image_size,
@@ -56,7 +64,23 @@ def resnet_config(args, info):
             'in_channels': info.in_channels, 'image_size': info.image_size}
 
 
+def nag_config(args, info):
+    """The NAO skeleton of a NAG architecture: CIFAR's, or ImageNet's stems for --dataset imagenet."""
+    if args.pooled_head:
+        raise UserError("--pooled_head belongs to DARTS cell networks, not to NAG cells")
+    nag_stage_cells(args.layers)
+    return {'type': 'nag', 'imagenet': args.dataset == 'imagenet', 'C': args.init_channels,
+            'num_classes': info.num_classes, 'layers': args.layers, 'auxiliary': args.auxiliary,
+            'keep_prob': args.nag_keep_prob if args.keep_prob is None else args.keep_prob,
+            'in_channels': info.in_channels, 'image_size': info.image_size}
+
+
 def build_network(config, genotype):
+    if config['type'] == 'nag':
+        network = NAGNetworkImageNet if config['imagenet'] else NAGNetworkCIFAR
+        return network(config['C'], config['num_classes'], config['layers'], config['auxiliary'], genotype,
+                       keep_prob=config['keep_prob'], in_channels=config['in_channels'],
+                       image_size=config['image_size'])
     if config['type'] == 'resnet':
         return ResNetCIFAR(config['net_type'], config['num_classes'], config['attention'], genotype,
                            se_reduction=config['se_reduction'], in_channels=config['in_channels'])
@@ -96,7 +120,8 @@ def resolve_genotype(args):
     if isinstance(genotype, genotypes.SeqArch):
         raise UserError(f"{name} is an SLNAS architecture, not a DARTS cell; train it with retrain_slnas.py")
     if attention == 'anas' and not isinstance(genotype, genotypes.AttGenotype):
-        raise UserError(f"{name} is a DARTS cell, not an ANAS attention unit")
+        kind = 'a NAG architecture' if isinstance(genotype, nag.DagArch) else 'a DARTS cell'
+        raise UserError(f"{name} is {kind}, not an ANAS attention unit")
     return genotype
 
 
@@ -121,6 +146,11 @@ def train_parser(preset):
     g.add_argument('--pooled_head', action='store_true', help='2x2 pooled classifier head (CNAS, many classes)')
     if p.get('network') == 'resnet':
         add_resnet_arguments(parser)
+    else:
+        g.add_argument('--keep_prob', type=float, default=None,
+                       help=f"NAG networks only: share of the pooled features the classifier's dropout keeps "
+                            f"(default {p['nag_keep_prob']}, the reference's)")
+        parser.set_defaults(nag_keep_prob=p['nag_keep_prob'])
     g = parser.add_argument_group('schedule')
     g.add_argument('--scheduler', choices=['cosine', 'step'], default=p['scheduler'])
     g.add_argument('--gamma', type=float, default=0.97, help='StepLR decay')
@@ -141,7 +171,9 @@ def build_loaders(args, device):
         if train and batch > len(data):
             raise UserError(f"--batch_size {batch} is larger than the training set ({len(data)} images); "
                             f"lower --batch_size")
-        return training.make_loader(data, batch, train, args.workers, device, drop_last=train)
+        cutout_length = args.cutout_length if train and args.cutout else 0
+        on_device = (args.dataset, train, cutout_length) if args.data_on_device else None
+        return training.make_loader(data, batch, train, args.workers, device, drop_last=train, on_device=on_device)
     return loader(True), loader(False)
 
 
@@ -188,9 +220,9 @@ def train_main(argv, preset):
     genotype = resolve_genotype(args)
     device = training.select_device(args.device)
     info = datasets.dataset_info(args.dataset, args.data, need_data=not args.dry_run)
-    config = network_config(args, info)
+    config = network_config(args, info, genotype)
     utils.seed_everything(args.seed)
-    model = build_network(config, genotype).to(device)
+    model = training.place_model(build_network(config, genotype), args, device)
     input_shape = (info.in_channels, info.image_size, info.image_size)
     if args.dry_run:
         print(training.describe(model, input_shape)[2])

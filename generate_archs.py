@@ -9,7 +9,7 @@ Jing, Xu and Zhang, "A Neural Architecture Generator for Efficient Search Space"
 architecture is a legal DAG (repaired as in nag.repair, distinct within its class).
 
 Run directory (--save): class_<label>/archs.jsonl (NAG cells) and class_<label>/arch_<k>.json (the
-genotype JSON that train_CIFAR10.py --arch_path and visualize.py read), for every class unless
+architecture's JSON that train_CIFAR10.py --arch_path and visualize.py read), for every class unless
 --acc_class (and --params_class) pick one.  With --search N (default 50, as in the reference), the
 first N architectures of the searched class (--acc_class, default the best; --params_class, default
 0) are each trained with train_CIFAR10.py for --search_epochs (the cosine schedule spans exactly
@@ -27,6 +27,7 @@ import sys
 import genotypes
 import nag
 import training
+import visualize
 from evaluation import train_main
 from gan import load_generator
 from training import logger
@@ -84,7 +85,7 @@ def main_for(argv, objectives):
         os.makedirs(folder, exist_ok=True)
         for k, arch in enumerate(archs):
             run.append_jsonl(os.path.join(class_name(labels), 'archs.jsonl'), nag.arch_to_dict(arch))
-            genotypes.save(nag.to_genotype(arch), os.path.join(folder, f'arch_{k:03d}.json'))
+            genotypes.save(arch, os.path.join(folder, f'arch_{k:03d}.json'))
         generated[tuple(labels)] = archs
         logger.info('%s: %d legal architectures%s', class_name(labels), len(archs),
                     '' if len(archs) == args.num else f' (of {args.num} asked; the generator repeats itself)')
@@ -108,8 +109,8 @@ def search(run, archs, folder, epochs, train_args):
         run.append_jsonl('search.jsonl', {'arch': arch_path, 'accuracy': accuracy, **nag.arch_to_dict(arch)})
         if best is None or accuracy > best[0]:
             best = (accuracy, arch)
-    genotypes.save(nag.to_genotype(best[1]), run.path('best.json'))
-    nag.draw_arch(best[1], 'best', run.dir)
+    genotypes.save(best[1], run.path('best.json'))
+    visualize.draw_genotype(best[1], 'best', run.dir)
     logger.info('best of %d: %.2f%% -> %s', len(archs), best[0], run.path('best.json'))
 
 

@@ -13,12 +13,15 @@ Different Scenes", IEEE Access 2019; the DARTS_MORE_* cells).
 The JSON format is the one Att-DARTS writes (`genotype.json`):
     {"normal": [["sep_conv_3x3", 0, "CBAM"], ...], "normal_concat": [2, 3, 4, 5],
      "reduce": [...], "reduce_concat": [...], "normal_bottleneck": "", "reduce_bottleneck": ""}
+The same files may hold the other families' architectures: an ANAS unit ({"att": ...}), an SLNAS
+`SeqArch` ({"normal": [20 ints], ...}) or a NAG `nag.DagArch` ({"normal": {"matrix", "ops"}, ...}).
 """
 import json
 import os
 from collections import namedtuple
 
 import attention
+import nag
 import operations
 from utils import UserError, atomic_write_json
 
@@ -196,22 +199,9 @@ CNAS_NAMED = {
 NAMED.update(CNAS_NAMED)
 
 # NAG (Jing, Xu and Zhang, "A Neural Architecture Generator for Efficient Search Space",
-# Neurocomputing 2021; SPEC 6.8): the reference's shipped DAG cells (nag.REFERENCE_ARCH) written
-# by nag.to_genotype: sum nodes of skip_connects, then (op, sum) + ('none', sum) per DAG vertex.
-NAG = Genotype(
-    normal=[('skip_connect', 0), ('skip_connect', 1), ('sep_conv_3x3', 2), ('none', 2), ('sep_conv_5x5', 1),
-            ('none', 1), ('skip_connect', 1), ('skip_connect', 4), ('max_pool_3x3', 5), ('none', 5),
-            ('skip_connect', 1), ('skip_connect', 4), ('skip_connect', 7), ('skip_connect', 6),
-            ('sep_conv_5x5', 8), ('none', 8), ('skip_connect', 0), ('skip_connect', 4), ('skip_connect', 10),
-            ('skip_connect', 6), ('sep_conv_5x5', 11), ('none', 11), ('skip_connect', 1), ('skip_connect', 3),
-            ('skip_connect', 13), ('skip_connect', 9), ('skip_connect', 14), ('skip_connect', 12),
-            ('sep_conv_5x5', 15), ('none', 15)],
-    normal_concat=[0, 1, 3, 4, 6, 16],
-    reduce=[('skip_connect', 0), ('skip_connect', 1), ('sep_conv_5x5', 2), ('none', 2), ('skip_connect', 0),
-            ('skip_connect', 1), ('skip_connect', 4), ('skip_connect', 3), ('sep_conv_3x3', 5), ('none', 5),
-            ('sep_conv_5x5', 1), ('none', 1), ('skip_connect', 0), ('none', 0), ('skip_connect', 1), ('none', 1)],
-    reduce_concat=[3, 6, 7, 8, 9])
-NAMED['NAG'] = NAG
+# Neurocomputing 2021; SPEC 6.8): the reference's shipped pair of DAG cells, a nag.DagArch that the
+# train scripts build as model.NAGNetworkCIFAR / NAGNetworkImageNet.
+NAMED['NAG'] = nag.REFERENCE_ARCH
 
 # ANAS (Dang, "Exploring Attention Convolutional Neural Network via Neural Architecture Search",
 # 2019; SPEC 2): one attention unit, shared by every residual block, whose two inputs are both the
@@ -343,6 +333,8 @@ def to_dict(genotype):
         return {'att': [list(entry) for entry in genotype.att]}
     if isinstance(genotype, SeqArch):
         return seq_to_dict(genotype)
+    if isinstance(genotype, nag.DagArch):
+        return nag.arch_to_dict(genotype)
     record = genotype._asdict()
     for cell in ('normal', 'reduce'):
         record[cell] = [list(entry) for entry in record[cell]]
@@ -357,6 +349,10 @@ def from_dict(record, source='genotype'):
         return validate(AttGenotype(att=[tuple(e) for e in record['att']]), source)
     if isinstance(record, dict) and 'blocks' in record:
         return seq_from_dict(record, source)
+    if isinstance(record, dict) and isinstance(record.get('normal'), dict):
+        if 'reduce' not in record:
+            raise UserError(f"{source}: missing key reduce of a NAG architecture")
+        return nag.arch_from_dict(record, source)
     if not isinstance(record, dict):
         raise UserError(f"{source}: expected a JSON object with keys normal, normal_concat, reduce, reduce_concat")
     missing = [k for k in ('normal', 'normal_concat', 'reduce', 'reduce_concat') if k not in record]

@@ -1,4 +1,4 @@
-"""Evaluation networks built from a genotype: DARTS cells, optionally with attention.
+"""Evaluation networks built from a genotype: DARTS cells, optionally with attention, and NAG DAG cells.
 
 Liu, Simonyan and Yang, "DARTS: Differentiable Architecture Search", ICLR 2019
 (https://arxiv.org/abs/1806.09055; reference code quark0/darts `cnn/model.py`), and
@@ -28,9 +28,10 @@ Differences from the references, all deliberate:
 import torch
 import torch.nn as nn
 
+import nag
 from attention import SE
 from genotypes import entry_attention, entry_input, entry_op
-from operations import FactorizedReduce, ReLUConvBN, is_identity, make_candidate
+from operations import OPS, FactorizedReduce, ReLUConvBN, StridedPointwiseConv, is_identity, make_candidate
 from utils import UserError
 
 
@@ -178,9 +179,10 @@ class AuxiliaryHeadCIFAR(nn.Module):
 
 class AuxiliaryHeadImageNet(nn.Module):
     """DARTS's ImageNet auxiliary classifier: no BN after the 768-channel conv (as in the paper's
-    experiments).  The reference's docstring says 14x14 input; the real input is 7x7 at 224."""
+    experiments); NAO's and NAG's `AuxHeadImageNet` has one (`batchnorm=True`).  The reference's
+    docstring says 14x14 input; the real input is 7x7 at 224."""
 
-    def __init__(self, C, num_classes, size=7):
+    def __init__(self, C, num_classes, size=7, batchnorm=False):
         super().__init__()
         self.features = nn.Sequential(
             nn.ReLU(inplace=False),
@@ -189,6 +191,7 @@ class AuxiliaryHeadImageNet(nn.Module):
             nn.BatchNorm2d(128),
             nn.ReLU(inplace=True),
             nn.Conv2d(128, 768, 2, bias=False),
+            *([nn.BatchNorm2d(768)] if batchnorm else []),
             nn.ReLU(inplace=True),
         )
         self.classifier = nn.Linear(768, num_classes)
@@ -198,8 +201,16 @@ class AuxiliaryHeadImageNet(nn.Module):
 
 
 class _Network(nn.Module):
-    """The cell stack shared by both skeletons: reductions at layers//3 and 2*layers//3 (channels
-    double), auxiliary head after cell 2*layers//3, global pool and a linear classifier."""
+    """The cell stack shared by the skeletons: reductions at layers//3 and 2*layers//3 (channels
+    double), auxiliary head after cell 2*layers//3, global pool and a linear classifier.
+    Subclasses choose the cell (`_make_cell`) and whether each cell's drop-path rate grows with
+    its depth."""
+
+    # NAO and NAG drop paths in cell i of L at rate * (i + 1) / L; DARTS uses one rate everywhere.
+    depth_scaled_drop_path = False
+
+    def _make_cell(self, genotype, C_prev_prev, C_prev, C, reduction, reduction_prev, size):
+        return Cell(genotype, C_prev_prev, C_prev, C, reduction, reduction_prev, size, size)
 
     def _build_cells(self, genotype, C, C_prev_prev, C_prev, layers, reduction_prev, size):
         self._layers = layers
@@ -213,7 +224,7 @@ class _Network(nn.Module):
             if reduction:
                 C_curr *= 2
                 size = halve(size)
-            cell = Cell(genotype, C_prev_prev, C_prev, C_curr, reduction, reduction_prev, size, size)
+            cell = self._make_cell(genotype, C_prev_prev, C_prev, C_curr, reduction, reduction_prev, size)
             self.cells.append(cell)
             reduction_prev = reduction
             C_prev_prev, C_prev = C_prev, cell.multiplier * C_curr
@@ -225,7 +236,8 @@ class _Network(nn.Module):
         logits_aux = None
         want_aux = self.auxiliary_head is not None and self.training
         for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            rate = self.drop_path_prob * ((i + 1) / len(self.cells) if self.depth_scaled_drop_path else 1.)
+            s0, s1 = s1, cell(s0, s1, rate)
             if want_aux and i == self._aux_index:
                 logits_aux = self.auxiliary_head(s1)
         logits = self.classifier(self.global_pooling(s1).flatten(1))
@@ -260,6 +272,9 @@ class NetworkCIFAR(_Network):
 class NetworkImageNet(_Network):
     """The DARTS ImageNet network (224x224 inputs: 56x56 after stem0, 28x28 after stem1)."""
 
+    # DARTS's ImageNet auxiliary head has no BN after its 768-channel conv; NAO's has one.
+    auxiliary_batchnorm = False
+
     def __init__(self, C, num_classes, layers, auxiliary, genotype, in_channels=3, image_size=224):
         super().__init__()
         self.stem0 = nn.Sequential(
@@ -276,7 +291,8 @@ class NetworkImageNet(_Network):
         )
         size = halve(halve(halve(image_size)))
         C_prev, (C_aux, size_aux) = self._build_cells(genotype, C, C, C, layers, True, size)
-        self.auxiliary_head = AuxiliaryHeadImageNet(C_aux, num_classes, size_aux) if auxiliary else None
+        self.auxiliary_head = (AuxiliaryHeadImageNet(C_aux, num_classes, size_aux, self.auxiliary_batchnorm)
+                               if auxiliary else None)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)  # the reference's AvgPool2d(7) at 224
         self.classifier = nn.Linear(C_prev, num_classes)
 
@@ -284,6 +300,151 @@ class NetworkImageNet(_Network):
         s0 = self.stem0(x)
         s1 = self.stem1(s0)
         return self._cells_forward(s0, s1)
+
+
+# --------------------------------------------------------------------------------------------------
+# NAG: networks of DAG cells in the NASNet/NAO skeleton.
+# Jing, Xu and Zhang, "A Neural Architecture Generator for Efficient Search Space", Neurocomputing
+# 2021 (reference code kunjing96/NAG `build_nas_dataset/model.py` and `base_ops.py`, SPEC 6.2),
+# which takes its skeleton from NAO: Luo et al., "Neural Architecture Optimization", NeurIPS 2018
+# (renqianluo/NAO_pytorch).  The DARTS skeleton above is the same stack (3N+2 cells, reductions at
+# N and 2N+1, auxiliary head after the second); what differs is the cell, the per-cell input
+# calibration, a dropout before the classifier, Kaiming initialisation and depth-scaled drop path.
+#
+# Fixed with respect to the reference (SPEC 7.4): identity vertices get no drop path (its test
+# `self.op != 'identity'` compared a module with a string, so they always did).  Deliberate
+# deviations: a cell input that no vertex and not the output reads is not calibrated (the
+# reference calibrated it anyway; unused weights would break DDP), and the drop-path ramp is
+# the train scripts' per-epoch one instead of NAO's per-step (step + 1) / steps.
+# --------------------------------------------------------------------------------------------------
+
+NAG_IDENTITY = nag.REFERENCE_NAMES['identity']  # 'skip_connect'
+
+
+def nag_stage_cells(layers, flag='--layers'):
+    """N for a NAG network of `layers` = 3N + 2 cells (N normal cells per stage, two reductions)."""
+    if layers < 2 or (layers - 2) % 3:
+        raise UserError(f"{flag} {layers}: a NAG network has 3N+2 cells (N normal cells in each of 3 stages "
+                        f"and 2 reduction cells), e.g. 8, 14 or 20")
+    return (layers - 2) // 3
+
+
+class NAOFactorizedReduce(FactorizedReduce):
+    """NAO's FactorizedReduce: two paths of AvgPool(1, stride 2) and a 1x1 conv to C_out/2, the
+    second shifted by one pixel (zero-padded at the far edge), concatenated, then BN.  A stride-2
+    1x1 conv subsamples as AvgPool(1, 2) does, so this is operations.FactorizedReduce without its
+    leading ReLU: NAO applies it straight to the cell inputs and vertex states."""
+
+    def __init__(self, C_in, C_out):
+        super().__init__(C_in, C_out)
+        self.relu = nn.Identity()
+
+
+class NAGVertex(nn.Module):
+    """One op vertex: the op applied to the sum of the vertex's predecessors (`preds`, state
+    indices; 0 and 1 are the cell inputs).  In a reduction cell the op runs at stride 2 when all
+    predecessors are cell inputs (summed at full resolution); otherwise each cell input among them
+    is first halved by its own NAOFactorizedReduce (the reference's `VertexInputSum`).  A
+    stride-2 identity is a NAOFactorizedReduce."""
+
+    def __init__(self, op, preds, C, reduction):
+        super().__init__()
+        self.preds = tuple(preds)
+        strided = reduction and all(p < 2 for p in preds)
+        self.halve_inputs = nn.ModuleDict({str(p): NAOFactorizedReduce(C, C)
+                                           for p in preds if reduction and not strided and p < 2})
+        if op == NAG_IDENTITY:
+            self.op = NAOFactorizedReduce(C, C) if strided else nn.Identity()
+        else:
+            self.op = OPS[op](C, 2 if strided else 1, True)
+        self.droppable = op != NAG_IDENTITY
+
+    def forward(self, states, drop_prob):
+        inputs = [self.halve_inputs[str(p)](states[p]) if str(p) in self.halve_inputs else states[p]
+                  for p in self.preds]
+        out = self.op(sum(inputs[1:], inputs[0]))
+        return drop_path(out, drop_prob) if self.droppable else out
+
+
+class NAGCell(nn.Module):
+    """A NAG DAG cell (`nag.CellSpec`) with C channels per vertex.  The inputs are calibrated as
+    NAO's `MaybeCalibrateSize` does: c_{k-2} is halved (ReLU + FactorizedReduce) after a
+    reduction cell, else given C channels by a ReLU-1x1 conv-BN if it has other than C; c_{k-1}
+    likewise by channels only.  The output concatenates every state feeding the 'output' vertex
+    (cell inputs included, halved by a NAOFactorizedReduce in a reduction cell): multiplier * C
+    channels."""
+
+    def __init__(self, spec, C_prev_prev, C_prev, C, reduction, reduction_prev):
+        super().__init__()
+        self.reduction = reduction
+        last = len(spec.ops) - 1
+        read = {p for v in range(2, last + 1) for p in nag.predecessors(spec, v)}
+        self.preprocess0 = self.preprocess1 = None
+        if 0 in read and reduction_prev:
+            self.preprocess0 = FactorizedReduce(C_prev_prev, C)
+        elif 0 in read and C_prev_prev != C:
+            self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0)
+        if 1 in read and C_prev != C:
+            self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0)
+        self.vertices = nn.ModuleList(NAGVertex(spec.ops[t], nag.predecessors(spec, t), C, reduction)
+                                      for t in range(2, last))
+        self.concat = tuple(nag.predecessors(spec, last))
+        self.halve_outputs = nn.ModuleDict({str(p): NAOFactorizedReduce(C, C)
+                                            for p in self.concat if reduction and p < 2})
+        self.multiplier = len(self.concat)
+
+    def forward(self, s0, s1, drop_prob=0.):
+        states = [s0 if self.preprocess0 is None else self.preprocess0(s0),
+                  s1 if self.preprocess1 is None else self.preprocess1(s1)]
+        drop_prob = drop_prob if self.training else 0.
+        for vertex in self.vertices:
+            states.append(vertex(states, drop_prob))
+        return torch.cat([self.halve_outputs[str(p)](states[p]) if str(p) in self.halve_outputs else states[p]
+                          for p in self.concat], dim=1)
+
+
+class _NAGSkeleton:
+    """What NAO's networks add to the DARTS skeletons: NAG cells (arch = (normal, reduce) CellSpecs),
+    depth-scaled drop path, Dropout(1 - keep_prob) between the global pool and the classifier,
+    and Kaiming-normal initialisation of every parameter with two or more dimensions."""
+
+    depth_scaled_drop_path = True
+
+    def _make_cell(self, arch, C_prev_prev, C_prev, C, reduction, reduction_prev, size):
+        return NAGCell(arch[1] if reduction else arch[0], C_prev_prev, C_prev, C, reduction, reduction_prev)
+
+    def _finish(self, keep_prob):
+        if not 0. < keep_prob <= 1.:
+            raise UserError(f"--keep_prob {keep_prob}: the classifier keeps a share of its inputs in (0, 1]")
+        self.classifier = nn.Sequential(nn.Dropout(1. - keep_prob), self.classifier)
+        for p in self.parameters():
+            if p.dim() >= 2:
+                nn.init.kaiming_normal_(p)
+
+
+class NAGNetworkCIFAR(_NAGSkeleton, NetworkCIFAR):
+    """The reference's `NASNetworkCIFAR` for a (normal, reduce) pair of NAG cells: stem
+    Conv3x3(3 -> 3C) + BN, `layers` = 3N+2 cells (reductions at N and 2N+1), the DARTS CIFAR
+    auxiliary head after the second reduction, global pool, Dropout(1 - keep_prob), Linear.
+    forward returns (logits, logits_aux) like NetworkCIFAR."""
+
+    def __init__(self, C, num_classes, layers, auxiliary, arch, keep_prob=1., in_channels=3, image_size=32):
+        nag_stage_cells(layers)
+        super().__init__(C, num_classes, layers, auxiliary, arch, in_channels=in_channels, image_size=image_size)
+        self._finish(keep_prob)
+
+
+class NAGNetworkImageNet(_NAGSkeleton, NetworkImageNet):
+    """The reference's `NASNetworkImageNet`: the DARTS ImageNet stems (the first cell reads the
+    56x56 and 28x28 stem outputs), the NAG cell stack and head of NAGNetworkCIFAR, and NAO's
+    ImageNet auxiliary head (BN after its 768-channel conv)."""
+
+    auxiliary_batchnorm = True
+
+    def __init__(self, C, num_classes, layers, auxiliary, arch, keep_prob=1., in_channels=3, image_size=224):
+        nag_stage_cells(layers)
+        super().__init__(C, num_classes, layers, auxiliary, arch, in_channels=in_channels, image_size=image_size)
+        self._finish(keep_prob)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -356,7 +517,7 @@ class BasicBlock(nn.Module):
         self.attention = attention
         self.shortcut = nn.Identity()
         if stride != 1 or inplanes != planes:
-            self.shortcut = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False),
+            self.shortcut = nn.Sequential(StridedPointwiseConv(inplanes, planes, stride),
                                           nn.BatchNorm2d(planes))
 
     def forward(self, x, attention_args=()):

@@ -17,6 +17,7 @@ attention is searched (SPEC 3.3):
 The architecture weights are registered parameters (`arch.*`) shared by all normal (resp. all
 reduction) cells; they are in `state_dict` and are kept out of `weight_parameters()`.
 """
+import contextlib
 from collections import namedtuple
 
 import torch
@@ -82,9 +83,83 @@ def strongest_edges(alphas, names, steps, allow_none=False):
     return kept
 
 
+def leaf_modules(module):
+    """The modules a (nested) nn.Sequential applies in order; [module] for anything else."""
+    if isinstance(module, nn.Sequential):
+        return [leaf for child in module for leaf in leaf_modules(child)]
+    return [module]
+
+
+class NormalizedMixture(torch.autograd.Function):
+    """sum_k w_k * BN_k(z_k) with training-mode BatchNorms, keeping only the z_k for backward.
+
+    In the DARTS mixture every conv and pool candidate ends in a BatchNorm, and autograd would
+    keep both its input z_k and its output (for d/dw_k).  The output is a cheap function of z_k and
+    the batch statistics, so here the gradient of w_k is recovered from z_k:
+    sum(g * BN(z)) = sum_c gamma_c * invstd_c * (sum(g * z)_c - mean_c * sum(g)_c) + beta_c * sum(g)_c.
+    Running statistics are updated as BatchNorm2d updates them.  First derivatives only (the
+    second-order architect uses finite differences).
+    """
+
+    @staticmethod
+    def forward(ctx, weights, eps, momentum, *flat):
+        out, saved = None, []
+        for k in range(len(flat) // 5):
+            z, gamma, beta, running_mean, running_var = flat[5 * k:5 * k + 5]
+            y, mean, invstd = torch.native_batch_norm(z, gamma, beta, running_mean, running_var, True, momentum, eps)
+            y.mul_(weights[k])
+            out = y if out is None else out.add_(y)
+            saved += [z, gamma, beta, running_mean, running_var, mean, invstd]
+        ctx.eps, ctx.count = eps, len(flat) // 5
+        ctx.save_for_backward(weights, *saved)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        weights, *saved = ctx.saved_tensors
+        dims, dtype = (0, 2, 3), torch.promote_types(grad.dtype, torch.float32)
+        grad_sum = grad.sum(dims, dtype=dtype)
+        grad_weights = torch.zeros_like(weights)
+        flat = []
+        for k in range(ctx.count):
+            z, gamma, beta, running_mean, running_var, mean, invstd = saved[7 * k:7 * k + 7]
+            # sum over the batch of grad * (z - mean) * invstd, per channel
+            dot = invstd * ((grad * z).sum(dims, dtype=dtype) - mean * grad_sum)
+            w = weights[k]
+            scale = w * (gamma if gamma is not None else torch.ones_like(mean))
+            grad_z = torch.ops.aten.native_batch_norm_backward(grad.to(z.dtype), z, scale, running_mean, running_var,
+                                                               mean, invstd, True, ctx.eps, [True, False, False])[0]
+            if gamma is None:
+                grad_weights[k] = dot.sum()
+                flat += [grad_z, None, None, None, None]
+            else:
+                grad_weights[k] = (gamma * dot).sum() + (beta * grad_sum).sum()
+                flat += [grad_z, w * dot, w * grad_sum, None, None]
+        return (grad_weights, None, None, *flat)
+
+
+_fusion = {'enabled': True}
+
+
+@contextlib.contextmanager
+def plain_mixtures():
+    """Mixed edges compute the plain weighted sum of their candidates' outputs: needed to
+    differentiate twice (create_graph=True), which NormalizedMixture does not support."""
+    _fusion['enabled'] = False
+    try:
+        yield
+    finally:
+        _fusion['enabled'] = True
+
+
 class MixedEdge(nn.Module):
     """sum_k w_k * candidate_k(x).  `none` is never built: its term is zero.  `pool_bn` wraps the
-    weight-free pools in a non-affine BN (DARTS; ANAS's unit does not)."""
+    weight-free pools in a non-affine BN (DARTS; ANAS's unit does not).
+
+    While training, the candidates opening with a ReLU share one ReLU(x), and those closing with a
+    BatchNorm are summed by NormalizedMixture: per edge that is 3 and 6 fewer feature maps kept for
+    backward in the DARTS space, with the same result."""
 
     def __init__(self, names, C, stride, height, width, affine, pool_bn=True):
         super().__init__()
@@ -92,12 +167,49 @@ class MixedEdge(nn.Module):
         self.candidates = nn.ModuleList(
             make_candidate(names[k], C, stride, height, width, affine, search=pool_bn) for k in self.active)
 
+    @staticmethod
+    def _plan(op):
+        """(opens with ReLU, modules between that ReLU and a final BatchNorm2d, that BatchNorm2d)."""
+        leaves = leaf_modules(op)
+        relu = isinstance(leaves[0], nn.ReLU)
+        final = leaves[-1] if isinstance(leaves[-1], nn.BatchNorm2d) and len(leaves) > 1 else None
+        return relu, leaves[int(relu):len(leaves) - (final is not None)], final
+
     def forward(self, x, weights):
-        out = None
+        if not (self.training and torch.is_grad_enabled() and _fusion['enabled']):
+            return sum(weights[k] * op(x) for k, op in zip(self.active, self.candidates))
+        out, relued, normalized = None, None, []
         for k, op in zip(self.active, self.candidates):
-            term = weights[k] * op(x)
-            out = term if out is None else out + term
+            # Planned on every call: modules may have been swapped since construction.
+            opens_with_relu, body, final_bn = self._plan(op)
+            h = x
+            if opens_with_relu:
+                relued = F.relu(x) if relued is None else relued
+                h = relued
+            for module in body:
+                h = module(h)
+            if final_bn is not None and final_bn.track_running_stats:
+                normalized.append((k, h, final_bn))
+                continue
+            if final_bn is not None:
+                h = final_bn(h)
+            out = weights[k] * h if out is None else out + weights[k] * h
+        if normalized:
+            mixture = self._normalized_mixture(weights, normalized)
+            out = mixture if out is None else out + mixture
         return out
+
+    @staticmethod
+    def _normalized_mixture(weights, normalized):
+        rows, flat = [], []
+        eps, momentum = normalized[0][2].eps, normalized[0][2].momentum
+        for k, z, bn in normalized:
+            if (bn.eps, bn.momentum) != (eps, momentum) or bn.momentum is None:
+                raise ValueError('a mixed edge needs the same eps and momentum on all its BatchNorms')
+            bn.num_batches_tracked.add_(1)
+            rows.append(k)
+            flat += [z, bn.weight, bn.bias, bn.running_mean, bn.running_var]
+        return NormalizedMixture.apply(weights[rows], eps, momentum, *flat)
 
 
 class SearchCell(nn.Module):

@@ -9,22 +9,20 @@ SPEC 6).  The generator follows DeepGMG (Li et al., "Learning Deep Generative Mo
 A cell (`CellSpec`) is a DAG over V vertices: 0 = 'input0' (c_{k-2}), 1 = 'input1' (c_{k-1}), the
 last = 'output', and op vertices in between.  matrix[src][dst] = 1 is an edge; a vertex applies its
 op to the sum of its predecessors; the cell output concatenates the output's predecessors.
-An architecture is a (normal, reduce) pair of cells.
-
-Inside a reduction cell a vertex whose only predecessor is a cell input runs its op at stride 2 on
-it; everywhere else cell inputs are first halved by a FactorizedReduce.  That is exactly what the
-DARTS evaluation network (`model.NetworkCIFAR`) computes for the genotype `to_genotype` writes, so
-the one-shot scores, the parameter counts and the final training all see the same function.  (The
-reference also runs the op at stride 2 when *several* inputs are summed; the common genotype has no
-way to say that, so here such a sum is taken after halving.)
+An architecture (`DagArch`) is a (normal, reduce) pair of cells; its JSON form is
+{"normal": {"matrix": [[0/1, ...], ...], "ops": [...]}, "reduce": {...}}, which genotypes.load
+reads like any genotype.  The evaluation networks are model.NAGNetworkCIFAR / NAGNetworkImageNet
+(the reference's NAO skeleton): inside a reduction cell a vertex whose predecessors are all cell
+inputs runs its op at stride 2 on their sum; everywhere else cell inputs are first halved by a
+FactorizedReduce.  The one-shot supernet follows the same rule, so the one-shot scores, the
+parameter counts and the final training all see the same function.
 
 Fixed with respect to the reference (SPEC 7.4): the NAS-dataset builder trains and scores the
 sampled reduction cell (the reference used the normal cell twice); parameter counts are of the
-evaluation network in one unit (M); identity vertices get no drop path (model.Cell skips them).
+evaluation network in one unit (M); identity vertices get no drop path (model.NAGVertex).
 Deliberate deviation: LSGAN targets are the usual real = 1, fake = 0 (the reference swaps them,
 which is the same game).
 """
-import os
 import random
 from collections import namedtuple
 
@@ -32,7 +30,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import genotypes
 from operations import OPS, FactorizedReduce, ReLUConvBN
 from utils import UserError
 
@@ -46,6 +43,7 @@ REFERENCE_NAMES = {'seqconv3x3': 'sep_conv_3x3', 'seqconv5x5': 'sep_conv_5x5', '
 MAX_VERTICES = 10
 
 CellSpec = namedtuple('CellSpec', 'matrix ops')
+DagArch = namedtuple('DagArch', 'normal reduce')
 
 
 # --------------------------------------------------------------------------------------------------
@@ -133,11 +131,11 @@ def sample_cell(rng, max_vertices=MAX_VERTICES):
 
 
 def sample_architectures(count, seed, max_vertices=MAX_VERTICES):
-    """`count` distinct (normal, reduce) pairs."""
+    """`count` distinct DagArchs."""
     rng = random.Random(seed)
     seen, archs = set(), []
     while len(archs) < count:
-        arch = (sample_cell(rng, max_vertices), sample_cell(rng, max_vertices))
+        arch = DagArch(sample_cell(rng, max_vertices), sample_cell(rng, max_vertices))
         if arch not in seen:
             seen.add(arch)
             archs.append(arch)
@@ -161,103 +159,12 @@ def arch_to_dict(arch):
 
 
 def arch_from_dict(record, source='architecture'):
-    return (cell_from_dict(record['normal'], f'{source} normal'), cell_from_dict(record['reduce'], f'{source} reduce'))
-
-
-# --------------------------------------------------------------------------------------------------
-# Converters to and from the common genotype (genotypes.Genotype)
-# --------------------------------------------------------------------------------------------------
-
-def cell_to_genotype(spec, reduction):
-    """(entries, concat) of a DARTS cell computing `spec`: vertex t with op o and predecessors
-    p1..pk becomes sum nodes (skip_connect, a) + (skip_connect, b) folding p1..pk, then the node
-    (o, sum) + ('none', sum).  A reduction cell's input feeding the output becomes a node
-    (skip_connect, j) + ('none', j), since the concatenated states must all be halved."""
-    entries, state, concat = [], {0: 0, 1: 1}, []
-
-    def add_node(first, second):
-        entries.extend([first, second])
-        return len(entries) // 2 + 1
-
-    last = len(spec.ops) - 1
-    for t in range(2, last):
-        preds = predecessors(spec, t)
-        source = state[preds[0]]
-        for p in preds[1:]:
-            source = add_node(('skip_connect', source), ('skip_connect', state[p]))
-        state[t] = add_node((spec.ops[t], source), ('none', source))
-    for p in predecessors(spec, last):
-        concat.append(add_node(('skip_connect', p), ('none', p)) if reduction and p < 2 else state[p])
-    return entries, sorted(concat)
-
-
-def to_genotype(arch):
-    normal, normal_concat = cell_to_genotype(arch[0], reduction=False)
-    reduce, reduce_concat = cell_to_genotype(arch[1], reduction=True)
-    return genotypes.Genotype(normal, normal_concat, reduce, reduce_concat)
-
-
-def cell_from_genotype(entries, concat, reduction, source='genotype'):
-    """The NAG cell computing a DARTS cell: an entry (op, j) paired with 'none' is one vertex; a node
-    of two live entries is a sum (skip_connect passes its state through, other ops become vertices),
-    realised as an identity vertex only where the output needs it.  Nodes the output does not depend
-    on are dropped, as model.Cell drops them.  The round trip through `cell_to_genotype` gives the
-    same cell back, except that a reduction cell's input feeding the output comes back as an
-    identity vertex on that input (the same computation: both halve it with a FactorizedReduce)."""
-    ops, preds = ['input0', 'input1'], [[], []]
-    value = {0: {0}, 1: {1}}  # DARTS state -> the NAG vertices it is the sum of
-
-    def new_vertex(op, inputs):
-        ops.append(op)
-        preds.append(sorted(inputs))
-        return {len(ops) - 1}
-
-    for node in range(len(entries) // 2):
-        state = node + 2
-        pair = entries[2 * node:2 * node + 2]
-        if any(genotypes.entry_attention(e) for e in pair):
-            raise UserError(f'{source}: NAG cells have no attention; node {node} has {list(pair)}')
-        live = [e for e in pair if e[0] != 'none']
-        bad = [e[0] for e in live if e[0] not in NAG_OPS]
-        if bad:
-            raise UserError(f"{source}: op '{bad[0]}' is not in the NAG space ({', '.join(NAG_OPS)})")
-        if not live:
-            value[state] = set()
-        elif len(live) == 1:
-            op, j = live[0][:2]
-            value[state] = new_vertex(op, value[j])
-        else:
-            value[state] = set().union(*(value[j] if op == 'skip_connect' else new_vertex(op, value[j])
-                                         for op, j in (e[:2] for e in live)))
-    outputs = set()
-    for state in concat:
-        if not value[state]:
-            raise UserError(f"{source}: concatenated state {state} is all 'none'")
-        outputs |= value[state] if len(value[state]) == 1 else new_vertex('skip_connect', value[state])
-    if any(not p for p in preds[2:]):
-        raise UserError(f"{source}: a node reads an all-'none' state")
-    V = len(ops) + 1
-    matrix = [[0] * V for _ in range(V)]
-    for v, inputs in enumerate(preds):
-        for p in inputs:
-            matrix[p][v] = 1
-    for p in outputs:
-        matrix[p][V - 1] = 1
-    spec = make_cell(matrix, ops + ['output'])
-    feeds_output = [False] * V
-    feeds_output[V - 1] = True
-    for v in reversed(range(V - 1)):
-        feeds_output[v] = any(matrix[v][w] and feeds_output[w] for w in range(v + 1, V))
-    return check_cell(keep_vertices(spec, feeds_output), source, max_vertices=V)
-
-
-def from_genotype(genotype, source='genotype'):
-    return (cell_from_genotype(genotype.normal, genotype.normal_concat, False, source),
-            cell_from_genotype(genotype.reduce, genotype.reduce_concat, True, source))
+    return DagArch(cell_from_dict(record['normal'], f'{source} normal'),
+                   cell_from_dict(record['reduce'], f'{source} reduce'))
 
 
 # The architecture the reference ships (SPEC 6.8, `train_cifar.py`).
-REFERENCE_ARCH = (
+REFERENCE_ARCH = DagArch(
     make_cell([[0, 0, 1, 0, 0, 0, 1, 0, 1], [0, 0, 1, 1, 1, 1, 0, 1, 1], [0, 0, 0, 0, 0, 0, 0, 1, 1],
                [0, 0, 0, 0, 1, 1, 1, 0, 1], [0, 0, 0, 0, 0, 1, 1, 0, 1], [0, 0, 0, 0, 0, 0, 0, 1, 0],
                [0, 0, 0, 0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0, 0, 0, 0]],
@@ -266,23 +173,6 @@ REFERENCE_ARCH = (
     make_cell([[0, 0, 1, 1, 0, 1], [0, 0, 1, 1, 1, 1], [0, 0, 0, 1, 0, 1], [0, 0, 0, 0, 0, 1],
                [0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0]],
               ['input0', 'input1', 'seqconv5x5', 'seqconv3x3', 'seqconv5x5', 'output']))
-
-
-def draw_arch(arch, name, out_dir, fmt='png'):
-    """Draw both DAG cells (vertices labelled with their op) into out_dir as normal_<name> and
-    reduce_<name> (.dot, and the image when graphviz's dot is installed); returns the paths."""
-    import visualize
-
-    os.makedirs(out_dir, exist_ok=True)
-    written = []
-    for which, spec in zip(('normal', 'reduce'), arch):
-        last = len(spec.ops) - 1
-        label = {0: 'c_{k-2}', 1: 'c_{k-1}', **{v: f'{v - 1} {spec.ops[v]}' for v in range(2, last)}}
-        edges = [(label[j], label[v], '', '') for v in range(2, last) for j in predecessors(spec, v)]
-        graph = visualize.cell_digraph(['c_{k-2}', 'c_{k-1}'], [label[v] for v in range(2, last)], edges,
-                                       [label[p] for p in predecessors(spec, last)], fmt=fmt)
-        written += visualize.render_digraph(graph, os.path.join(out_dir, f'{which}_{name}'), fmt)
-    return written
 
 
 # --------------------------------------------------------------------------------------------------
@@ -327,9 +217,10 @@ def quantile_labels(values, num_classes):
 # --------------------------------------------------------------------------------------------------
 
 class OneShotCell(nn.Module):
-    """Every op vertex slot holds all NAG ops (plus stride-2 copies in a reduction cell); the cell
-    output sums per-slot 1x1 convs of the chosen predecessors (= one 1x1 conv over their concat),
-    so it always has C channels whatever the cell."""
+    """Every op vertex slot holds all NAG ops (plus stride-2 copies in a reduction cell, used when
+    all of a vertex's predecessors are cell inputs, as in model.NAGVertex); the cell output sums
+    per-slot 1x1 convs of the chosen predecessors (= one 1x1 conv over their concat), so it always
+    has C channels whatever the cell."""
 
     def __init__(self, C_prev_prev, C_prev, C, reduction, reduction_prev, max_vertices):
         super().__init__()
@@ -356,8 +247,8 @@ class OneShotCell(nn.Module):
         last = len(spec.ops) - 1
         for t in range(2, last):
             preds = predecessors(spec, t)
-            if self.reduction and preds[0] < 2 and len(preds) == 1:
-                states.append(self.strided_ops[t - 2][spec.ops[t]](inputs[preds[0]]))
+            if self.reduction and all(p < 2 for p in preds):
+                states.append(self.strided_ops[t - 2][spec.ops[t]](sum(inputs[p] for p in preds)))
             else:
                 states.append(self.ops[t - 2][spec.ops[t]](sum(states[p] for p in preds)))
         return self.combine_bn(sum(self.combine[p](states[p].relu()) for p in predecessors(spec, last)))
@@ -655,7 +546,7 @@ def generate(generator, labels, count, seed, batch_size=64, max_batches=100):
             y = torch.tensor([labels] * batch_size, device=device)
             cells = generator(z, y)
             for b in range(batch_size):
-                arch = tuple(cell_from_tensors(*(t[b] for t in graph)) for graph in cells)
+                arch = DagArch(*(cell_from_tensors(*(t[b] for t in graph)) for graph in cells))
                 if None not in arch and arch not in seen:
                     seen.add(arch)
                     found.append(arch)

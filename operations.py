@@ -70,6 +70,20 @@ class Zero(nn.Module):
         return x[:, :, ::self.stride, ::self.stride].mul(0.0)
 
 
+class StridedPointwiseConv(nn.Conv2d):
+    """Conv2d(C_in, C_out, 1, stride) without bias, computed as a slice with that stride followed by
+    a stride-1 1x1 convolution: the same numbers.  A stride-2 1x1 convolution in channels-last
+    layout corrupts the heap in its oneDNN backward for some shapes (torch 2.14.1, CPU; e.g. 8 -> 8
+    channels at 64x64, batch 2), so no layer here asks oneDNN for one."""
+
+    def __init__(self, C_in, C_out, stride):
+        super().__init__(C_in, C_out, 1, bias=False)
+        self.subsample = stride
+
+    def forward(self, x):
+        return super().forward(x[:, :, ::self.subsample, ::self.subsample])
+
+
 class FactorizedReduce(nn.Module):
     """Halves the resolution with two offset stride-2 1x1 convs whose outputs are concatenated.
 
@@ -82,8 +96,8 @@ class FactorizedReduce(nn.Module):
         if C_out % 2:
             raise ValueError(f"FactorizedReduce needs an even number of output channels, got {C_out}")
         self.relu = nn.ReLU(inplace=False)
-        self.conv_1 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
-        self.conv_2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
+        self.conv_1 = StridedPointwiseConv(C_in, C_out // 2, 2)
+        self.conv_2 = StridedPointwiseConv(C_in, C_out // 2, 2)
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
 
     def forward(self, x):

@@ -53,7 +53,8 @@ def main(argv=None):
     device = training.select_device(args.device)
     info = datasets.dataset_info(args.dataset, args.data, need_data=not args.dry_run)
     utils.seed_everything(args.seed)
-    model = AttentionSearchResNet(args.net_type, info.num_classes, in_channels=info.in_channels).to(device)
+    model = training.place_model(AttentionSearchResNet(args.net_type, info.num_classes, in_channels=info.in_channels),
+                                 args, device)
     signature = json.dumps({'kind': 'anas-search', 'net_type': args.net_type, 'classes': info.num_classes,
                             'in_channels': info.in_channels})
     return search(args, model, info, device, signature)

@@ -71,7 +71,8 @@ def main(argv=None):
     utils.seed_everything(args.seed)
     model = SearchNetwork(args.init_channels, info.num_classes, args.layers, location=args.location,
                           primitives=args.primitives, steps=args.num_meta_node, affine=args.use_sparse,
-                          in_channels=info.in_channels, image_size=info.image_size).to(device)
+                          in_channels=info.in_channels, image_size=info.image_size)
+    training.place_model(model, args, device)
     return search(args, model, info, device, search_signature(args, info))
 
 
@@ -92,10 +93,10 @@ def search(args, model, info, device, signature):
     if args.batch_size > min(len(weight_idx), len(arch_idx)):
         raise utils.UserError(f"--batch_size {args.batch_size} is larger than the search split "
                               f"({len(weight_idx)} / {len(arch_idx)} images); lower --batch_size")
-    train_loader = training.make_loader(torch.utils.data.Subset(train_data, weight_idx), args.batch_size,
-                                        True, args.workers, device, drop_last=True)
-    valid_loader = training.make_loader(torch.utils.data.Subset(train_data, arch_idx), args.batch_size,
-                                        True, args.workers, device, drop_last=True)
+    on_device = (args.dataset, True, args.cutout_length if args.cutout else 0) if args.data_on_device else None
+    train_loader, valid_loader = (training.make_loader(torch.utils.data.Subset(train_data, idx), args.batch_size, True,
+                                                       args.workers, device, drop_last=True, on_device=on_device)
+                                  for idx in (weight_idx, arch_idx))
 
     params, flops, description = training.describe(model, input_shape)
     logger.info('search on %s: %s', args.dataset, description.replace('\n', ', '))

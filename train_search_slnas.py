@@ -117,7 +117,8 @@ def main(argv=None):
     info = datasets.dataset_info(args.dataset, args.data, need_data=not args.dry_run)
     slnas.check_input(info, blocks, stride4)
     utils.seed_everything(args.seed)
-    model = slnas.Network(args.child_out_filters, blocks, info.num_classes, stride4_stem=stride4).to(device)
+    model = training.place_model(slnas.Network(args.child_out_filters, blocks, info.num_classes, stride4_stem=stride4),
+                                 args, device)
     sampler = make_sampler(args, blocks, device)
     input_shape = (info.in_channels, info.image_size, info.image_size)
     if args.dry_run:

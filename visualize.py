@@ -4,15 +4,17 @@
     python visualize.py runs/search-XYZ/genotype.json --format svg
     python visualize.py runs/search-XYZ/                   # a run directory: cells, heat maps, curves, report.html
 
-Genotype mode (a name in `genotypes.NAMED` or a `genotype.json`) writes `normal_<name>.<fmt>` and
-`reduce_<name>.<fmt>` plus their `.dot` sources into `--out` (default: the current directory for a
-name, the JSON file's directory for a path).  The drawing follows the DARTS/Att-DARTS `visualize.py`:
-graphviz, `rankdir=LR`, inputs "c_{k-2}"/"c_{k-1}" (darkseagreen2), intermediate nodes "0".."n-1"
-(lightblue), output "c_{k}" (palegoldenrod); each edge is labelled with its op and, on a second line,
-its attention; only the concatenated states feed the output; a bottleneck attention draws
-states -> "c'_{k}" -> (attention) -> "c_{k}".  A 'none' edge (a sparse genotype) is drawn dashed and
-grey, labelled 'none', so the drawing still has one edge per genotype entry.  Without graphviz's `dot`
-on PATH only the `.dot` sources are written, with a line saying how to render them.
+Genotype mode (a name in `genotypes.NAMED` or a `genotype.json`, SLNAS and NAG DAG JSON included)
+writes `normal_<name>.<fmt>` and `reduce_<name>.<fmt>` plus their `.dot` sources into `--out`
+(default: the current directory for a name, the JSON file's directory for a path).  The drawing
+follows the DARTS/Att-DARTS `visualize.py`: graphviz, `rankdir=LR`, inputs "c_{k-2}"/"c_{k-1}"
+(darkseagreen2), intermediate nodes "0".."n-1" (lightblue), output "c_{k}" (palegoldenrod); each
+edge is labelled with its op and, on a second line, its attention; only the concatenated states
+feed the output; a bottleneck attention draws states -> "c'_{k}" -> (attention) -> "c_{k}".  A 'none'
+edge (a sparse genotype) is drawn dashed and grey, labelled 'none', so the drawing still has one edge
+per genotype entry.  A NAG cell labels its vertices "<n> <op>" and leaves its edges unlabelled.
+Without graphviz's `dot` on PATH only the `.dot` sources are written, with a line saying how to
+render them.
 
 Run-directory mode reads the files the search and train scripts write (`args.json`, `metrics.jsonl`,
 `alphas.jsonl`, `genotype.json`; any subset) and writes into `--out` (default RUNDIR/report/) the
@@ -34,6 +36,7 @@ import sys
 import time
 
 import genotypes
+import nag
 from utils import UserError, atomic_write, atomic_write_text
 
 FORMATS = ('png', 'pdf', 'svg')
@@ -113,6 +116,8 @@ def genotype_to_dot(genotype, cell, fmt='png'):
     genotype = _as_genotype(genotype)
     if isinstance(genotype, genotypes.SeqArch):
         return seq_cell_to_dot(genotype, cell, fmt)
+    if isinstance(genotype, nag.DagArch):
+        return dag_cell_to_dot(getattr(genotype, cell), fmt)
     entries = list(getattr(genotype, cell))
     steps = len(entries) // 2
     edges = []
@@ -125,6 +130,16 @@ def genotype_to_dot(genotype, cell, fmt='png'):
         return cell_digraph(['c_{k-2}', 'c_{k-1}'], [str(i) for i in range(steps)], edges, concat,
                             join="c'_{k}", after=[(bottleneck, 'c_{k}')], fmt=fmt)
     return cell_digraph(['c_{k-2}', 'c_{k-1}'], [str(i) for i in range(steps)], edges, concat, fmt=fmt)
+
+
+def dag_cell_to_dot(spec, fmt='png'):
+    """A NAG DAG cell (nag.CellSpec): vertices labelled with their number and op (the sum of their
+    predecessors goes through it), unlabelled edges, the output vertex concatenating."""
+    last = len(spec.ops) - 1
+    label = {0: 'c_{k-2}', 1: 'c_{k-1}', **{v: f'{v - 1} {spec.ops[v]}' for v in range(2, last)}}
+    edges = [(label[j], label[v], '', '') for v in range(2, last) for j in nag.predecessors(spec, v)]
+    return cell_digraph(['c_{k-2}', 'c_{k-1}'], [label[v] for v in range(2, last)], edges,
+                        [label[p] for p in nag.predecessors(spec, last)], fmt=fmt)
 
 
 def attention_unit_to_dot(genotype, fmt='png'):
