@@ -151,11 +151,13 @@ class CBAM(nn.Module):
     def forward(self, x):
         n = x.shape[0]
         # Both pooled descriptors go through the shared MLP in one batched call.
-        pooled = torch.cat((x.mean((2, 3)), x.amax((2, 3))), 0)
+        # max with indices (not amax), as the official code's max pools: backward is a scatter to
+        # the argmax, not a full-size comparison against the maximum.
+        pooled = torch.cat((x.mean((2, 3)), F.adaptive_max_pool2d(x, 1).flatten(1)), 0)
         mc = torch.sigmoid(self.mlp(pooled).view(2, n, -1).sum(0))[:, :, None, None]
         y = x * mc
         # Channel order [max, mean] matches the official ChannelPool, so 7x7 weights are compatible.
-        compressed = torch.cat((y.amax(1, keepdim=True), y.mean(1, keepdim=True)), 1)
+        compressed = torch.cat((y.max(1, keepdim=True).values, y.mean(1, keepdim=True)), 1)
         return y * torch.sigmoid(self.spatial(compressed))
 
 

@@ -260,3 +260,34 @@ def test_search_and_training_run_with_data_on_device(tmp_path):
     refused = run('train_CIFAR10.py', *TINY_TRAIN, '--dataset', 'imagefolder', '--data', tmp_path, '--epochs', '1',
                   '--arch', 'DARTS', '--data_on_device', '--save', tmp_path / 'refused', check=False)
     assert refused.returncode == 2 and '--data_on_device holds only' in refused.stderr
+
+
+@pytest.mark.parametrize('size, kernel, stride', [(8, 3, 1), (8, 5, 1), (16, 3, 2), (16, 5, 2), (7, 3, 1), (7, 3, 2),
+                                                  (32, 3, 1)])
+@pytest.mark.parametrize('channels_last', [True, False])
+def test_polyphase_dilated_conv_is_the_dilated_conv(size, kernel, stride, channels_last, monkeypatch):
+    """Even sizes take the polyphase paths (stride 2: one slice; stride 1 up to 16x16: d^2 phases),
+    odd sizes and 32x32 maps the dilated kernel itself; all must agree with Conv2d."""
+    from operations import PolyphaseDilatedConv
+    torch.manual_seed(0)
+    padding = 2 * (kernel // 2)
+    conv = PolyphaseDilatedConv(6, 6, kernel, stride, padding, dilation=2, groups=6, bias=False)
+    x = torch.randn(3, 6, size, size, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    weight = conv.weight.detach().double().requires_grad_()
+    with torch.no_grad():
+        conv.weight.copy_(weight)
+    conv.double()
+    dilated_kernel_calls, plain = [], torch.nn.Conv2d._conv_forward
+    monkeypatch.setattr(torch.nn.Conv2d, '_conv_forward',
+                        lambda self, *args: dilated_kernel_calls.append(1) or plain(self, *args))
+    out = conv(x)
+    assert bool(dilated_kernel_calls) == (size % 2 == 1 or (stride == 1 and size * size > 256))
+    expected = F.conv2d(x, weight, None, stride, padding, 2, 6)
+    assert out.shape == expected.shape
+    grad = torch.randn_like(expected)
+    assert float((out - expected).detach().abs().max()) < 1e-12
+    assert max_difference(torch.autograd.grad(out, [x, conv.weight], grad),
+                          torch.autograd.grad(expected, [x, weight], grad)) < 1e-10
