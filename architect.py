@@ -71,15 +71,16 @@ class Architect:
         grads = torch.autograd.grad(loss, params)
         group = weight_optimizer.param_groups[0]
         momentum, weight_decay = group.get('momentum', 0.0), group.get('weight_decay', 0.0)
-        unrolled = {}
+        # Thousands of small tensors: one foreach kernel per operation, not a Python loop of them.
         with torch.no_grad():
-            for (name, w), g in zip(named, grads):
-                step = g + weight_decay * w
-                buf = weight_optimizer.state.get(w, {}).get('momentum_buffer')
-                if buf is not None:
-                    step = step + momentum * buf
-                unrolled[name] = w - eta * step
-        return unrolled
+            steps = torch._foreach_add(grads, params, alpha=weight_decay)
+            buffers = [weight_optimizer.state.get(w, {}).get('momentum_buffer') for w in params]
+            with_buffer = [i for i, buf in enumerate(buffers) if buf is not None]
+            if with_buffer:
+                torch._foreach_add_([steps[i] for i in with_buffer], [buffers[i] for i in with_buffer],
+                                    alpha=momentum)
+            unrolled = torch._foreach_add(params, steps, alpha=-eta)
+        return {name: w for (name, _), w in zip(named, unrolled)}
 
     def unrolled_gradients(self, x_train, y_train, x_valid, y_valid, eta, weight_optimizer):
         alphas = self.model.arch_parameters()
@@ -93,11 +94,12 @@ class Architect:
         grads = self._alpha_grad(loss, alphas + list(w_prime.values()))
         d_alpha, v = grads[:len(alphas)], grads[len(alphas):]
 
-        eps = self.hessian_radius / torch.sqrt(sum((g * g).sum() for g in v))
+        eps = self.hessian_radius / torch.linalg.vector_norm(torch.stack(torch._foreach_norm(v)))
+        names, weights = zip(*named)
         hessian = []
         for sign in (1.0, -1.0):
             with torch.no_grad():
-                shifted = {name: w + sign * eps * vi for (name, w), vi in zip(named, v)}
+                shifted = dict(zip(names, torch._foreach_add(weights, torch._foreach_mul(v, sign * eps))))
             # The perturbation is ~1e-4 of a weight: under bfloat16/float16 autocast it would vanish
             # in the cast of the weights, so these two passes always run in float32.
             with torch.autocast(x_train.device.type, enabled=False):

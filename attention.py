@@ -47,6 +47,9 @@ class Identity(nn.Identity):
     def __init__(self, C=None, height=None, width=None):
         super().__init__()
 
+    def channel_scale(self, x):
+        return x.new_ones(())
+
 
 class SE(nn.Module):
     """Squeeze-and-Excitation.
@@ -68,9 +71,11 @@ class SE(nn.Module):
             nn.Linear(hidden, C, bias=False),
         )
 
+    def channel_scale(self, x):
+        return torch.sigmoid(self.excitation(x.mean((2, 3))))[:, :, None, None]
+
     def forward(self, x):
-        mask = torch.sigmoid(self.excitation(x.mean((2, 3))))
-        return x * mask[:, :, None, None]
+        return x * self.channel_scale(x)
 
 
 class BAM(nn.Module):
@@ -196,14 +201,16 @@ class GEThetaPlus(nn.Module):
             nn.Linear(hidden, C, bias=False),
         )
 
-    def forward(self, x):
+    def channel_scale(self, x):
         src = x
         if tuple(x.shape[-2:]) != self.kernel:
             src = F.adaptive_avg_pool2d(x, self.kernel)
         conv, bn = self.gather
         gathered = (src * conv.weight[:, 0]).sum((2, 3), keepdim=True)
-        mask = torch.sigmoid(self.excite(bn(gathered).flatten(1)))
-        return x * mask[:, :, None, None]
+        return torch.sigmoid(self.excite(bn(gathered).flatten(1)))[:, :, None, None]
+
+    def forward(self, x):
+        return x * self.channel_scale(x)
 
 
 class DoubleAttention(nn.Module):

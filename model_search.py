@@ -159,7 +159,9 @@ class MixedEdge(nn.Module):
 
     While training, the candidates opening with a ReLU share one ReLU(x), and those closing with a
     BatchNorm are summed by NormalizedMixture: per edge that is 3 and 6 fewer feature maps kept for
-    backward in the DARTS space, with the same result."""
+    backward in the DARTS space.  Attentions that scale channels only (Identity, SE, GE: x times an
+    (N, C, 1, 1) `channel_scale`) are mixed as x * sum_k w_k gate_k: one product at full resolution
+    instead of two per attention, and none of their outputs kept.  Same result, other rounding."""
 
     def __init__(self, names, C, stride, height, width, affine, pool_bn=True):
         super().__init__()
@@ -178,8 +180,12 @@ class MixedEdge(nn.Module):
     def forward(self, x, weights):
         if not (self.training and torch.is_grad_enabled() and _fusion['enabled']):
             return sum(weights[k] * op(x) for k, op in zip(self.active, self.candidates))
-        out, relued, normalized = None, None, []
+        out, relued, normalized, gates = None, None, [], None
         for k, op in zip(self.active, self.candidates):
+            if hasattr(op, 'channel_scale'):
+                gate = weights[k] * op.channel_scale(x)
+                gates = gate if gates is None else gates + gate
+                continue
             # Planned on every call: modules may have been swapped since construction.
             opens_with_relu, body, final_bn = self._plan(op)
             h = x
@@ -197,6 +203,8 @@ class MixedEdge(nn.Module):
         if normalized:
             mixture = self._normalized_mixture(weights, normalized)
             out = mixture if out is None else out + mixture
+        if gates is not None:
+            out = x * gates if out is None else torch.addcmul(out, x, gates)
         return out
 
     @staticmethod
