@@ -26,7 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import genotypes
 from architect import Architect
 from model import NetworkCIFAR
-from model_search import LOCATIONS, SearchNetwork
+from model_search import LOCATIONS, SearchNetwork, plain_mixtures
 from training import place_model
 from utils import atomic_write_json
 
@@ -121,7 +121,9 @@ def measure(name, args):
     # Read the peak before the FLOP-counting step, which keeps extra tensors alive.
     peak = (torch.cuda.max_memory_allocated(device) if device.type == 'cuda'
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    with FlopCounterMode(display=False) as counter:
+    # The FLOPs of the plain computation: FlopCounterMode's module hooks cannot follow a recomputing
+    # backward, and recomputation is not useful work anyway.
+    with FlopCounterMode(display=False) as counter, plain_mixtures():
         step()
     flops = counter.get_total_flops()
     rate = matmul_rate(device)

@@ -23,6 +23,7 @@ from collections import namedtuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.func import functional_call
 
 from genotypes import ATT_PRIMITIVES, ATTENTION_PRIMITIVES, PRIMITIVE_SETS, AttGenotype, Genotype
 from model import ResNetBody
@@ -139,7 +140,7 @@ class NormalizedMixture(torch.autograd.Function):
         return (grad_weights, None, None, *flat)
 
 
-_fusion = {'enabled': True}
+_fusion = {'enabled': True, 'weights_wanted': True}
 
 
 @contextlib.contextmanager
@@ -151,6 +152,17 @@ def plain_mixtures():
         yield
     finally:
         _fusion['enabled'] = True
+
+
+@contextlib.contextmanager
+def architecture_gradients_only():
+    """Around a backward that differentiates the architecture weights only: recomputed edges then
+    skip the gradients of their own weights, which nothing would read."""
+    _fusion['weights_wanted'] = False
+    try:
+        yield
+    finally:
+        _fusion['weights_wanted'] = True
 
 
 class MixedEdge(nn.Module):
@@ -220,6 +232,60 @@ class MixedEdge(nn.Module):
         return NormalizedMixture.apply(weights[rows], eps, momentum, *flat)
 
 
+class Recomputed(torch.autograd.Function):
+    """A mixed edge whose forward runs without a graph and is run again, with one, in backward:
+    only its input is kept.  The rerun goes through `functional_call` on the parameter tensors the
+    forward saw (the architect's virtual passes substitute weights and are differentiated after
+    `functional_call` has returned) and on copies of the BatchNorm buffers (so the batch is counted
+    in the running statistics once), under the autocast state of the forward."""
+
+    @staticmethod
+    def forward(ctx, edge, x, weights, *params):
+        ctx.edge = edge
+        device = x.device.type
+        ctx.autocast = (device, torch.get_autocast_dtype(device), torch.is_autocast_enabled(device))
+        ctx.save_for_backward(x, weights, *params)
+        with torch.no_grad():
+            return edge(x, weights)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, weights, *params = ctx.saved_tensors
+        edge = ctx.edge
+        needed = list(ctx.needs_input_grad[1:3]) + [n and _fusion['weights_wanted'] for n in ctx.needs_input_grad[3:]]
+        inputs = [t.detach().requires_grad_(n) for t, n in zip([x, weights, *params], needed)]
+        state = {name: tensor for name, tensor in zip(edge.parameter_names, inputs[2:])}
+        state.update((name, getattr(module, attr).clone()) for name, module, attr in edge.buffer_slots)
+        device, dtype, enabled = ctx.autocast
+        with torch.enable_grad(), torch.autocast(device, dtype=dtype, enabled=enabled):
+            out = functional_call(edge, state, (inputs[0], inputs[1]), {'recompute': False}, tie_weights=False)
+        wanted = [t for t in inputs if t.requires_grad]
+        found = iter(torch.autograd.grad(out, wanted, grad, allow_unused=True, materialize_grads=True))
+        return (None, *(next(found) if t.requires_grad else None for t in inputs))
+
+
+class RecomputedEdge(MixedEdge):
+    """A MixedEdge that keeps only its input for backward and recomputes the rest (Recomputed)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.parameter_names = [name for name, _ in self.named_parameters()]
+        self._parameter_slots = [self._slot(name) for name in self.parameter_names]
+        self.buffer_slots = [(name, *self._slot(name)) for name, _ in self.named_buffers()]
+
+    def _slot(self, name):
+        *path, attr = name.split('.')
+        return self.get_submodule('.'.join(path)), attr
+
+    def forward(self, x, weights, recompute=True):
+        if not (recompute and self.training and torch.is_grad_enabled() and _fusion['enabled']):
+            return super().forward(x, weights)
+        # The tensors bound now: under functional_call, the substituted ones.
+        params = [getattr(module, attr) for module, attr in self._parameter_slots]
+        return Recomputed.apply(self, x, weights, *params)
+
+
 class SearchCell(nn.Module):
     def __init__(self, lists, steps, multiplier, C_prev_prev, C_prev, C, reduction, reduction_prev,
                  height, width, affine):
@@ -235,7 +301,7 @@ class SearchCell(nn.Module):
                 stride = 2 if reduction and j < 2 else 1
                 self.first.append(MixedEdge(lists['first'], C, stride, height, width, affine))
                 if self.second is not None:
-                    self.second.append(MixedEdge(lists['second'], C, 1, height, width, affine))
+                    self.second.append(RecomputedEdge(lists['second'], C, 1, height, width, affine))
         self.bottleneck = (MixedEdge(lists['bottleneck'], C * multiplier, 1, height, width, affine)
                            if lists['bottleneck'] else None)
 

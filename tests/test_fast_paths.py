@@ -291,3 +291,33 @@ def test_polyphase_dilated_conv_is_the_dilated_conv(size, kernel, stride, channe
     assert float((out - expected).detach().abs().max()) < 1e-12
     assert max_difference(torch.autograd.grad(out, [x, conv.weight], grad),
                           torch.autograd.grad(expected, [x, weight], grad)) < 1e-10
+
+
+@pytest.mark.parametrize('unrolled', [False, True])
+def test_recomputed_attention_edges_give_the_plain_architecture_gradient(unrolled):
+    """The attention layer is recomputed in backward (only its input kept), also inside the
+    architect's functional_call passes and when only the architecture gradient is wanted."""
+    torch.manual_seed(0)
+    net = SearchNetwork(4, 10, 3, steps=2, image_size=8).double()
+    assert type(net.cells[0].second[0]).__name__ == 'RecomputedEdge'
+    g = torch.Generator().manual_seed(1)
+    x, x_valid = (torch.randn(4, 3, 8, 8, generator=g, dtype=torch.float64) for _ in range(2))
+    y, y_valid = (torch.randint(0, 10, (4,), generator=g) for _ in range(2))
+    optimizer = torch.optim.SGD(net.weight_parameters(), 0.1, momentum=0.9, weight_decay=3e-4)
+    F.cross_entropy(net(x), y).backward()
+    optimizer.step()
+    architect = Architect(net, torch.nn.CrossEntropyLoss(), unrolled=unrolled)
+    buffers = [b.clone() for b in net.buffers()]
+
+    def gradient():
+        for b, saved in zip(net.buffers(), buffers):
+            b.copy_(saved)
+        if unrolled:
+            return architect.unrolled_gradients(x, y, x_valid, y_valid, 0.1, optimizer)[0]
+        return architect._alpha_grad(F.cross_entropy(net(x_valid), y_valid), net.arch_parameters())
+    recomputed = gradient()
+    recomputed_buffers = [b.clone() for b in net.buffers()]
+    with plain_mixtures():
+        plain = gradient()
+    assert max_difference(recomputed, plain) < 1e-10
+    assert max_difference(recomputed_buffers, list(net.buffers())) < 1e-12
