@@ -14,13 +14,9 @@ Unlike the reference code, the virtual networks are the supernet itself evaluate
 only weights (not the architecture parameters) are unrolled and perturbed, and the supernet's
 BatchNorm running statistics are not touched by the virtual passes.
 """
-import contextlib
-
 import torch
 import torch.distributed as dist
 from torch.func import functional_call
-
-from model_search import architecture_gradients_only
 
 
 class Architect:
@@ -59,11 +55,10 @@ class Architect:
         self.optimizer.zero_grad(set_to_none=True)
         return loss.detach()
 
-    def _alpha_grad(self, loss, inputs):
+    @staticmethod
+    def _alpha_grad(loss, inputs):
         # A network too shallow to have a normal cell leaves alphas_normal unused: zero gradient.
-        alphas_only = all(any(t is alpha for alpha in self.model.arch_parameters()) for t in inputs)
-        with architecture_gradients_only() if alphas_only else contextlib.nullcontext():
-            return torch.autograd.grad(loss, inputs, allow_unused=True, materialize_grads=True)
+        return torch.autograd.grad(loss, inputs, allow_unused=True, materialize_grads=True)
 
     def _virtual_loss(self, weights, buffers, x, y):
         # No tied weights in these networks: skipping the tie check saves ~30 ms per call.

@@ -37,6 +37,65 @@ def _hidden(C, reduction):
     return max(C // reduction, 1)
 
 
+def _reduce_to(t, shape):
+    """Sums a broadcast gradient back to the shape of the factor it came from."""
+    dims = tuple(d for d, (n, m) in enumerate(zip(t.shape, shape)) if m == 1 and n != 1)
+    return t.sum(dims, keepdim=True) if dims else t
+
+
+class _SpatialChannelGate(torch.autograd.Function):
+    """weight * x * (1 + sigmoid(mc * ms))  (BAM) or  weight * x * mc * sigmoid(ms)  (CBAM), for
+    x (N, C, H, W), a channel factor mc (N, C, 1, 1) and a spatial factor ms (N, 1, H, W).
+
+    Autograd would keep the full-size sigmoid (and, in a weighted mixture, the output for the
+    weight's gradient): here only x and the small factors are kept and the rest is recomputed in
+    backward, so the module costs no activation memory beyond its input.  `weight` may be None."""
+
+    @staticmethod
+    def forward(ctx, x, mc, ms, weight, residual):
+        ctx.residual = residual
+        ctx.save_for_backward(x, mc, ms, weight)
+        if residual:
+            out = torch.addcmul(x, x, torch.sigmoid(mc * ms))
+        else:
+            out = x * (mc * torch.sigmoid(ms))
+        return out if weight is None else out.mul_(weight)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, mc, ms, weight = ctx.saved_tensors
+        need_x, need_mc, need_ms, need_weight = ctx.needs_input_grad[:4]
+        grad_x = grad_mc = grad_ms = grad_weight = None
+        # Everything for weight 1; the weight scales the small results (and grad_x) at the end.
+        gx = grad * x
+        if ctx.residual:
+            gate = torch.sigmoid(mc * ms)
+            if need_x:
+                grad_x = torch.addcmul(grad, grad, gate)
+            if need_weight:
+                grad_weight = gx.sum() + (gx * gate).sum()
+            if need_mc or need_ms:
+                pre = torch.ops.aten.sigmoid_backward(gx, gate)
+                grad_mc = _reduce_to(pre * ms, mc.shape) if need_mc else None
+                grad_ms = _reduce_to(pre * mc, ms.shape) if need_ms else None
+        else:
+            spatial = torch.sigmoid(ms)
+            if need_x:
+                grad_x = grad * (mc * spatial)
+            if need_ms or need_weight:
+                by_channel = _reduce_to(gx * mc, ms.shape)
+                grad_weight = (by_channel * spatial).sum() if need_weight else None
+                grad_ms = torch.ops.aten.sigmoid_backward(by_channel, spatial) if need_ms else None
+            if need_mc:
+                grad_mc = _reduce_to(gx * spatial, mc.shape)
+        if weight is not None:
+            grad_x = grad_x if grad_x is None else grad_x.mul_(weight)
+            grad_mc = grad_mc if grad_mc is None else grad_mc * weight
+            grad_ms = grad_ms if grad_ms is None else grad_ms * weight
+        cast = lambda g, like: None if g is None else g.reshape(like.shape).to(like.dtype)
+        return cast(grad_x, x), cast(grad_mc, mc), cast(grad_ms, ms), cast(grad_weight, weight), None
+
+
 class Identity(nn.Identity):
     """No attention.  Takes the registry's (C, height, width) and ignores them.
 
@@ -119,11 +178,13 @@ class BAM(nn.Module):
             nn.Conv2d(hidden, 1, 1),
         )
 
-    def forward(self, x):
+    def weighted(self, x, weight):
+        """weight * forward(x) (weight a 0-d tensor or None), keeping only x and the gates."""
         mc = self.channel_gate(x.mean((2, 3)))[:, :, None, None]
-        ms = self.spatial_gate(x)
-        # x * (sigmoid + 1) as one fused op, without allocating the "+ 1" tensor.
-        return torch.addcmul(x, x, torch.sigmoid(mc * ms))
+        return _SpatialChannelGate.apply(x, mc, self.spatial_gate(x), weight, True)
+
+    def forward(self, x):
+        return self.weighted(x, None)
 
 
 class CBAM(nn.Module):
@@ -153,7 +214,8 @@ class CBAM(nn.Module):
             nn.BatchNorm2d(1, eps=1e-5, momentum=0.01),
         )
 
-    def forward(self, x):
+    def weighted(self, x, weight):
+        """weight * forward(x) (weight a 0-d tensor or None), keeping only x and the gates."""
         n = x.shape[0]
         # Both pooled descriptors go through the shared MLP in one batched call.
         # max with indices (not amax), as the official code's max pools: backward is a scatter to
@@ -163,7 +225,10 @@ class CBAM(nn.Module):
         y = x * mc
         # Channel order [max, mean] matches the official ChannelPool, so 7x7 weights are compatible.
         compressed = torch.cat((y.max(1, keepdim=True).values, y.mean(1, keepdim=True)), 1)
-        return y * torch.sigmoid(self.spatial(compressed))
+        return _SpatialChannelGate.apply(x, mc, self.spatial(compressed), weight, False)
+
+    def forward(self, x):
+        return self.weighted(x, None)
 
 
 class GEThetaPlus(nn.Module):
@@ -235,15 +300,25 @@ class DoubleAttention(nn.Module):
         self.conv_abv = nn.Conv2d(C, self.c_m + 2 * self.c_n, 1)
         self.conv_z = nn.Conv2d(self.c_m, C, 1)
 
-    def forward(self, x):
+    def weighted(self, x, weight):
+        """weight * forward(x) (weight a 0-d tensor or None).  The weight scales conv_z's (small)
+        parameters and multiplies x inside addcmul, so no full-size output is kept for its gradient."""
+        if weight is None:
+            return self.forward(x)
+        z = self._distributed(x)
+        return torch.addcmul(F.conv2d(z, weight * self.conv_z.weight, weight * self.conv_z.bias), x, weight)
+
+    def _distributed(self, x):
         n, _, h, w = x.shape
         a, b, v = self.conv_abv(x).flatten(2).split((self.c_m, self.c_n, self.c_n), 1)
         attention_maps = b.softmax(2)
         attention_vectors = v.softmax(1)
         # bmm takes the transposed view directly; no contiguous copy is needed.
         descriptors = torch.bmm(a, attention_maps.transpose(1, 2))
-        z = torch.bmm(descriptors, attention_vectors).view(n, self.c_m, h, w)
-        return self.conv_z(z) + x
+        return torch.bmm(descriptors, attention_vectors).view(n, self.c_m, h, w)
+
+    def forward(self, x):
+        return self.conv_z(self._distributed(x)) + x
 
 
 ATTENTIONS = {

@@ -23,7 +23,6 @@ from collections import namedtuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.func import functional_call
 
 from genotypes import ATT_PRIMITIVES, ATTENTION_PRIMITIVES, PRIMITIVE_SETS, AttGenotype, Genotype
 from model import ResNetBody
@@ -140,7 +139,7 @@ class NormalizedMixture(torch.autograd.Function):
         return (grad_weights, None, None, *flat)
 
 
-_fusion = {'enabled': True, 'weights_wanted': True}
+_fusion = {'enabled': True}
 
 
 @contextlib.contextmanager
@@ -154,17 +153,6 @@ def plain_mixtures():
         _fusion['enabled'] = True
 
 
-@contextlib.contextmanager
-def architecture_gradients_only():
-    """Around a backward that differentiates the architecture weights only: recomputed edges then
-    skip the gradients of their own weights, which nothing would read."""
-    _fusion['weights_wanted'] = False
-    try:
-        yield
-    finally:
-        _fusion['weights_wanted'] = True
-
-
 class MixedEdge(nn.Module):
     """sum_k w_k * candidate_k(x).  `none` is never built: its term is zero.  `pool_bn` wraps the
     weight-free pools in a non-affine BN (DARTS; ANAS's unit does not).
@@ -173,13 +161,18 @@ class MixedEdge(nn.Module):
     BatchNorm are summed by NormalizedMixture: per edge that is 3 and 6 fewer feature maps kept for
     backward in the DARTS space.  Attentions that scale channels only (Identity, SE, GE: x times an
     (N, C, 1, 1) `channel_scale`) are mixed as x * sum_k w_k gate_k: one product at full resolution
-    instead of two per attention, and none of their outputs kept.  Same result, other rounding."""
+    instead of two per attention, and none of their outputs kept.  Attentions with a `weighted(x, w)`
+    (BAM, CBAM, A2) apply their own mixture weight so that the gradient of w needs no saved output.
+    Same result, other rounding."""
 
     def __init__(self, names, C, stride, height, width, affine, pool_bn=True):
         super().__init__()
         self.active = [k for k, name in enumerate(names) if name != 'none']
         self.candidates = nn.ModuleList(
             make_candidate(names[k], C, stride, height, width, affine, search=pool_bn) for k in self.active)
+
+    def fused(self):
+        return self.training and torch.is_grad_enabled() and _fusion['enabled']
 
     @staticmethod
     def _plan(op):
@@ -189,14 +182,19 @@ class MixedEdge(nn.Module):
         final = leaves[-1] if isinstance(leaves[-1], nn.BatchNorm2d) and len(leaves) > 1 else None
         return relu, leaves[int(relu):len(leaves) - (final is not None)], final
 
-    def forward(self, x, weights):
-        if not (self.training and torch.is_grad_enabled() and _fusion['enabled']):
+    def forward(self, x, weights, relued=None):
+        """`relued`: F.relu(x) if the caller has it (a state feeds several edges: one ReLU kept)."""
+        if not self.fused():
             return sum(weights[k] * op(x) for k, op in zip(self.active, self.candidates))
-        out, relued, normalized, gates = None, None, [], None
+        out, normalized, gates = None, [], None
         for k, op in zip(self.active, self.candidates):
             if hasattr(op, 'channel_scale'):
                 gate = weights[k] * op.channel_scale(x)
                 gates = gate if gates is None else gates + gate
+                continue
+            if hasattr(op, 'weighted'):
+                term = op.weighted(x, weights[k])
+                out = term if out is None else out + term
                 continue
             # Planned on every call: modules may have been swapped since construction.
             opens_with_relu, body, final_bn = self._plan(op)
@@ -232,60 +230,6 @@ class MixedEdge(nn.Module):
         return NormalizedMixture.apply(weights[rows], eps, momentum, *flat)
 
 
-class Recomputed(torch.autograd.Function):
-    """A mixed edge whose forward runs without a graph and is run again, with one, in backward:
-    only its input is kept.  The rerun goes through `functional_call` on the parameter tensors the
-    forward saw (the architect's virtual passes substitute weights and are differentiated after
-    `functional_call` has returned) and on copies of the BatchNorm buffers (so the batch is counted
-    in the running statistics once), under the autocast state of the forward."""
-
-    @staticmethod
-    def forward(ctx, edge, x, weights, *params):
-        ctx.edge = edge
-        device = x.device.type
-        ctx.autocast = (device, torch.get_autocast_dtype(device), torch.is_autocast_enabled(device))
-        ctx.save_for_backward(x, weights, *params)
-        with torch.no_grad():
-            return edge(x, weights)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        x, weights, *params = ctx.saved_tensors
-        edge = ctx.edge
-        needed = list(ctx.needs_input_grad[1:3]) + [n and _fusion['weights_wanted'] for n in ctx.needs_input_grad[3:]]
-        inputs = [t.detach().requires_grad_(n) for t, n in zip([x, weights, *params], needed)]
-        state = {name: tensor for name, tensor in zip(edge.parameter_names, inputs[2:])}
-        state.update((name, getattr(module, attr).clone()) for name, module, attr in edge.buffer_slots)
-        device, dtype, enabled = ctx.autocast
-        with torch.enable_grad(), torch.autocast(device, dtype=dtype, enabled=enabled):
-            out = functional_call(edge, state, (inputs[0], inputs[1]), {'recompute': False}, tie_weights=False)
-        wanted = [t for t in inputs if t.requires_grad]
-        found = iter(torch.autograd.grad(out, wanted, grad, allow_unused=True, materialize_grads=True))
-        return (None, *(next(found) if t.requires_grad else None for t in inputs))
-
-
-class RecomputedEdge(MixedEdge):
-    """A MixedEdge that keeps only its input for backward and recomputes the rest (Recomputed)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.parameter_names = [name for name, _ in self.named_parameters()]
-        self._parameter_slots = [self._slot(name) for name in self.parameter_names]
-        self.buffer_slots = [(name, *self._slot(name)) for name, _ in self.named_buffers()]
-
-    def _slot(self, name):
-        *path, attr = name.split('.')
-        return self.get_submodule('.'.join(path)), attr
-
-    def forward(self, x, weights, recompute=True):
-        if not (recompute and self.training and torch.is_grad_enabled() and _fusion['enabled']):
-            return super().forward(x, weights)
-        # The tensors bound now: under functional_call, the substituted ones.
-        params = [getattr(module, attr) for module, attr in self._parameter_slots]
-        return Recomputed.apply(self, x, weights, *params)
-
-
 class SearchCell(nn.Module):
     def __init__(self, lists, steps, multiplier, C_prev_prev, C_prev, C, reduction, reduction_prev,
                  height, width, affine):
@@ -301,17 +245,20 @@ class SearchCell(nn.Module):
                 stride = 2 if reduction and j < 2 else 1
                 self.first.append(MixedEdge(lists['first'], C, stride, height, width, affine))
                 if self.second is not None:
-                    self.second.append(RecomputedEdge(lists['second'], C, 1, height, width, affine))
+                    self.second.append(MixedEdge(lists['second'], C, 1, height, width, affine))
         self.bottleneck = (MixedEdge(lists['bottleneck'], C * multiplier, 1, height, width, affine)
                            if lists['bottleneck'] else None)
 
     def forward(self, s0, s1, weights):
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         edge = 0
+        relued = [None] * (self.steps + 1)
         for _ in range(self.steps):
             node = 0
-            for h in states:
-                out = self.first[edge](h, weights['first'][edge])
+            for i, h in enumerate(states):
+                if relued[i] is None and self.first[edge].fused():
+                    relued[i] = F.relu(h)
+                out = self.first[edge](h, weights['first'][edge], relued[i])
                 if self.second is not None:
                     out = self.second[edge](out, weights['second'][edge])
                 node = node + out

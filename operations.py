@@ -135,6 +135,36 @@ class FactorizedReduce(nn.Module):
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
 
 
+class _IndexFreeMaxPool(torch.autograd.Function):
+    """max_pool2d that keeps its input for backward instead of int64 argmax indices (twice the
+    size of the output in float32), and finds the argmax again in backward.  A cell state feeds
+    several edges, so the input is usually kept once for all of them while indices were per edge."""
+
+    @staticmethod
+    def forward(ctx, x, kernel_size, stride, padding):
+        ctx.geometry = (kernel_size, stride, padding)
+        ctx.save_for_backward(x)
+        return F.max_pool2d(x, kernel_size, stride, padding)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, = ctx.saved_tensors
+        kernel_size, stride, padding = ctx.geometry
+        _, indices = torch.ops.aten.max_pool2d_with_indices(x, kernel_size, stride, padding)
+        grad_x = torch.ops.aten.max_pool2d_with_indices_backward(grad, x, kernel_size, stride, padding, 1, False,
+                                                                 indices)
+        return grad_x, None, None, None
+
+
+class MaxPool2d(nn.MaxPool2d):
+    """nn.MaxPool2d (dilation 1, floor mode) with the index-free backward of `_IndexFreeMaxPool`."""
+
+    def forward(self, x):
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            return super().forward(x)
+        return _IndexFreeMaxPool.apply(x, self.kernel_size, self.stride, self.padding)
+
+
 def skip_connect(C, stride, affine):
     return nn.Identity() if stride == 1 else FactorizedReduce(C, C, affine)
 
@@ -142,7 +172,7 @@ def skip_connect(C, stride, affine):
 OPS = {
     'none': lambda C, stride, affine: Zero(stride),
     'avg_pool_3x3': lambda C, stride, affine: nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False),
-    'max_pool_3x3': lambda C, stride, affine: nn.MaxPool2d(3, stride=stride, padding=1),
+    'max_pool_3x3': lambda C, stride, affine: MaxPool2d(3, stride=stride, padding=1),
     'skip_connect': skip_connect,
     'sep_conv_3x3': lambda C, stride, affine: SepConv(C, C, 3, stride, 1, affine),
     'sep_conv_5x5': lambda C, stride, affine: SepConv(C, C, 5, stride, 2, affine),

@@ -294,12 +294,13 @@ def test_polyphase_dilated_conv_is_the_dilated_conv(size, kernel, stride, channe
 
 
 @pytest.mark.parametrize('unrolled', [False, True])
-def test_recomputed_attention_edges_give_the_plain_architecture_gradient(unrolled):
-    """The attention layer is recomputed in backward (only its input kept), also inside the
-    architect's functional_call passes and when only the architecture gradient is wanted."""
+def test_fused_attention_edges_give_the_plain_architecture_gradient(unrolled):
+    """The attention layer's fused mixture (gates mixed as one product, BAM/CBAM/A2 weighting
+    themselves and keeping no outputs) gives the plain gradient, also inside the architect's
+    functional_call passes, and counts each batch once in the running statistics."""
     torch.manual_seed(0)
     net = SearchNetwork(4, 10, 3, steps=2, image_size=8).double()
-    assert type(net.cells[0].second[0]).__name__ == 'RecomputedEdge'
+    assert {type(c).__name__ for c in net.cells[0].second[0].candidates} >= {'BAM', 'CBAM', 'DoubleAttention'}
     g = torch.Generator().manual_seed(1)
     x, x_valid = (torch.randn(4, 3, 8, 8, generator=g, dtype=torch.float64) for _ in range(2))
     y, y_valid = (torch.randint(0, 10, (4,), generator=g) for _ in range(2))
@@ -315,9 +316,28 @@ def test_recomputed_attention_edges_give_the_plain_architecture_gradient(unrolle
         if unrolled:
             return architect.unrolled_gradients(x, y, x_valid, y_valid, 0.1, optimizer)[0]
         return architect._alpha_grad(F.cross_entropy(net(x_valid), y_valid), net.arch_parameters())
-    recomputed = gradient()
-    recomputed_buffers = [b.clone() for b in net.buffers()]
+    fused = gradient()
+    fused_buffers = [b.clone() for b in net.buffers()]
     with plain_mixtures():
         plain = gradient()
-    assert max_difference(recomputed, plain) < 1e-10
-    assert max_difference(recomputed_buffers, list(net.buffers())) < 1e-12
+    assert max_difference(fused, plain) < 1e-10
+    assert max_difference(fused_buffers, list(net.buffers())) < 1e-12
+
+
+@pytest.mark.parametrize('stride, channels_last', [(1, False), (2, True), (1, True)])
+def test_index_free_max_pool_matches_max_pool(stride, channels_last):
+    """The search's max pool keeps its input instead of int64 indices; gradients (ties
+    included: the same first-argmax rule) and second derivatives stay those of nn.MaxPool2d."""
+    from operations import MaxPool2d
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 9, 9, generator=g, dtype=torch.float64).round()  # rounding makes ties
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    x.requires_grad_()
+    ours, reference = MaxPool2d(3, stride, 1), torch.nn.MaxPool2d(3, stride, 1)
+    out, expected = ours(x), reference(x)
+    assert torch.equal(out, expected)
+    grad = torch.randn(expected.shape, generator=g, dtype=torch.float64)
+    assert torch.equal(torch.autograd.grad(out, x, grad)[0], torch.autograd.grad(expected, x, grad)[0])
+    assert torch.autograd.gradgradcheck(lambda t: ours(t), (torch.randn(1, 2, 5, 5, dtype=torch.float64,
+                                                                        requires_grad=True),))
