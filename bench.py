@@ -24,7 +24,7 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import genotypes
-from architect import Architect
+from architect import HESSIAN_STENCILS, Architect
 from model import NetworkCIFAR
 from model_search import LOCATIONS, SearchNetwork, plain_mixtures
 from training import place_model
@@ -80,7 +80,7 @@ def make_step(name, args, device):
     x, x_valid = (torch.randn(batch, 3, 32, 32, generator=g).to(device) for _ in range(2))
     y, y_valid = (torch.randint(0, 10, (batch,), generator=g).to(device) for _ in range(2))
     optimizer = torch.optim.SGD(model.weight_parameters(), 0.025, momentum=0.9, weight_decay=3e-4)
-    architect = Architect(model, criterion, unrolled=name == 'search_second')
+    architect = Architect(model, criterion, unrolled=name == 'search_second', hessian=args.hessian)
 
     def weight_step():
         optimizer.zero_grad(set_to_none=True)
@@ -147,6 +147,8 @@ def build_parser():
     parser.add_argument('--layers', type=int, default=8)
     parser.add_argument('--nodes', type=int, default=4)
     parser.add_argument('--location', default='after_every', choices=list(LOCATIONS))
+    parser.add_argument('--hessian', default='central', choices=HESSIAN_STENCILS,
+                        help='finite-difference stencil of the second-order step (as train_search.py)')
     parser.add_argument('--channels_last', action=argparse.BooleanOptionalAction, default=True,
                         help='as the training scripts: channels-last weights and feature maps')
     parser.add_argument('--compile', action='store_true', help='as the training scripts: torch.compile the network')

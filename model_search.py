@@ -96,18 +96,25 @@ class NormalizedMixture(torch.autograd.Function):
     In the DARTS mixture every conv and pool candidate ends in a BatchNorm, and autograd would
     keep both its input z_k and its output (for d/dw_k).  The output is a cheap function of z_k and
     the batch statistics, so here the gradient of w_k is recovered from z_k:
-    sum(g * BN(z)) = sum_c gamma_c * invstd_c * (sum(g * z)_c - mean_c * sum(g)_c) + beta_c * sum(g)_c.
-    Running statistics are updated as BatchNorm2d updates them.  First derivatives only (the
-    second-order architect uses finite differences).
+    sum(g * BN(z)) = sum_c gamma_c * dot_c + beta_c * sum(g)_c with dot_c = sum(g * (z - mean) * invstd)_c,
+    which is the BatchNorm backward's own weight gradient.  w_k is folded into the BatchNorm's scale
+    and shift, so each candidate costs one normalisation pass and one backward kernel.  Running
+    statistics are updated as BatchNorm2d updates them.  First derivatives only (the second-order
+    architect uses finite differences).
     """
+
+    @staticmethod
+    def _scale(weight, gamma, channels):
+        return weight * gamma if gamma is not None else weight.expand(channels).contiguous()
 
     @staticmethod
     def forward(ctx, weights, eps, momentum, *flat):
         out, saved = None, []
         for k in range(len(flat) // 5):
             z, gamma, beta, running_mean, running_var = flat[5 * k:5 * k + 5]
-            y, mean, invstd = torch.native_batch_norm(z, gamma, beta, running_mean, running_var, True, momentum, eps)
-            y.mul_(weights[k])
+            scale = NormalizedMixture._scale(weights[k], gamma, z.shape[1])
+            shift = weights[k] * beta if beta is not None else None
+            y, mean, invstd = torch.native_batch_norm(z, scale, shift, running_mean, running_var, True, momentum, eps)
             out = y if out is None else out.add_(y)
             saved += [z, gamma, beta, running_mean, running_var, mean, invstd]
         ctx.eps, ctx.count = eps, len(flat) // 5
@@ -118,18 +125,14 @@ class NormalizedMixture(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         weights, *saved = ctx.saved_tensors
-        dims, dtype = (0, 2, 3), torch.promote_types(grad.dtype, torch.float32)
-        grad_sum = grad.sum(dims, dtype=dtype)
         grad_weights = torch.zeros_like(weights)
         flat = []
         for k in range(ctx.count):
             z, gamma, beta, running_mean, running_var, mean, invstd = saved[7 * k:7 * k + 7]
-            # sum over the batch of grad * (z - mean) * invstd, per channel
-            dot = invstd * ((grad * z).sum(dims, dtype=dtype) - mean * grad_sum)
             w = weights[k]
-            scale = w * (gamma if gamma is not None else torch.ones_like(mean))
-            grad_z = torch.ops.aten.native_batch_norm_backward(grad.to(z.dtype), z, scale, running_mean, running_var,
-                                                               mean, invstd, True, ctx.eps, [True, False, False])[0]
+            grad_z, dot, grad_sum = torch.ops.aten.native_batch_norm_backward(
+                grad.to(z.dtype), z, NormalizedMixture._scale(w, gamma, z.shape[1]), running_mean, running_var,
+                mean, invstd, True, ctx.eps, [True, True, gamma is not None])
             if gamma is None:
                 grad_weights[k] = dot.sum()
                 flat += [grad_z, None, None, None, None]

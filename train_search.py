@@ -17,7 +17,7 @@ import datasets
 import genotypes
 import training
 import utils
-from architect import Architect
+from architect import HESSIAN_STENCILS, Architect
 from model_search import LOCATIONS, SearchNetwork
 from training import logger
 
@@ -55,6 +55,9 @@ def add_search_arguments(parser):
     g.add_argument('--train_portion', type=float, default=0.5,
                    help='share of the training set for the weights; the rest trains the architecture')
     g.add_argument('--unrolled', action='store_true', help='second-order architecture gradient')
+    g.add_argument('--hessian', default='central', choices=HESSIAN_STENCILS,
+                   help='finite-difference stencil of the second-order Hessian-vector product: central (DARTS) '
+                        'or forward (reuses the unrolling pass: ~15%% faster step, O(eps) error)')
     g.add_argument('--arch_learning_rate', '--arch_lr', type=float, default=3e-4)
     g.add_argument('--arch_weight_decay', '--arch_wd', type=float, default=1e-3)
     g.add_argument('--arch_grad_clip', type=float, default=None, help='clip the architecture gradient norm')
@@ -105,7 +108,7 @@ def search(args, model, info, device, signature):
                                 weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs, eta_min=args.learning_rate_min)
     architect = Architect(model, criterion, args.arch_learning_rate, args.arch_weight_decay,
-                          unrolled=args.unrolled, arch_grad_clip=args.arch_grad_clip)
+                          unrolled=args.unrolled, arch_grad_clip=args.arch_grad_clip, hessian=args.hessian)
 
     scaler = training.grad_scaler(args, device)
     # The weight step goes through DDP (averaged weight gradients); the architect uses the bare

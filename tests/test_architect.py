@@ -9,6 +9,7 @@ import genotypes
 from architect import Architect
 from model import NetworkCIFAR
 from model_search import LOCATIONS, SearchNetwork, plain_mixtures
+from utils import UserError
 
 
 # Finite differences converge to the derivative only where the loss is smooth; ReLU and max-pool
@@ -146,3 +147,28 @@ def test_every_location_takes_a_search_step_and_derives_a_valid_genotype(locatio
     assert all(bool(genotypes.entry_attention(e)) == (layout.second is not None) for e in genotype.normal)
     assert bool(genotype.normal_bottleneck) == (layout.bottleneck is not None)
     assert NetworkCIFAR(4, 3, 3, False, genotype, image_size=8)(x_train)[0].shape == (6, 3)
+
+
+@pytest.mark.parametrize('stencil, order, passes', [('central', 2, 4), ('forward', 1, 3)])
+def test_hessian_stencil_converges_at_its_order(stencil, order, passes):
+    """Shrinking the radius 10x shrinks the error against the exact unrolled gradient 10^order x;
+    the forward stencil saves one pass by reusing the unrolling pass's architecture gradient."""
+    errors = []
+    for radius in (1e-3, 1e-4):
+        net = smoothed(tiny_supernet('no_attention', primitives=SMOOTH_PRIMITIVES))
+        x_train, y_train, x_valid, y_valid = batches()
+        opt = weight_optimizer_with_momentum(net, x_train, y_train)
+        with plain_mixtures():
+            exact = exact_unrolled_gradient(net, x_train, y_train, x_valid, y_valid, 0.1, opt)
+        calls = []
+        net.register_forward_hook(lambda *_: calls.append(1))
+        architect = Architect(net, torch.nn.CrossEntropyLoss(), unrolled=True, hessian_radius=radius, hessian=stencil)
+        approx, _ = architect.unrolled_gradients(x_train, y_train, x_valid, y_valid, 0.1, opt)
+        assert len(calls) == passes
+        errors.append(max(float((a - e).norm() / e.norm()) for a, e in zip(approx, exact)))
+    assert 0.5 * 10 ** order < errors[0] / errors[1] < 2 * 10 ** order
+
+
+def test_unknown_hessian_stencil_is_refused():
+    with pytest.raises(UserError, match="unknown Hessian stencil 'backward'"):
+        Architect(tiny_supernet(), torch.nn.CrossEntropyLoss(), unrolled=True, hessian='backward')
