@@ -26,7 +26,8 @@ from torch.utils.flop_counter import FlopCounterMode
 import genotypes
 from architect import HESSIAN_STENCILS, Architect
 from model import NetworkCIFAR
-from model_search import LOCATIONS, SearchNetwork, plain_mixtures
+from model_search import LOCATIONS, SearchNetwork
+from operations import plain_autograd
 from training import place_model
 from utils import atomic_write_json
 
@@ -123,7 +124,7 @@ def measure(name, args):
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     # The FLOPs of the plain computation: FlopCounterMode's module hooks cannot follow a recomputing
     # backward, and recomputation is not useful work anyway.
-    with FlopCounterMode(display=False) as counter, plain_mixtures():
+    with FlopCounterMode(display=False) as counter, plain_autograd():
         step()
     flops = counter.get_total_flops()
     rate = matmul_rate(device)

@@ -17,7 +17,6 @@ attention is searched (SPEC 3.3):
 The architecture weights are registered parameters (`arch.*`) shared by all normal (resp. all
 reduction) cells; they are in `state_dict` and are kept out of `weight_parameters()`.
 """
-import contextlib
 from collections import namedtuple
 
 import torch
@@ -26,7 +25,7 @@ import torch.nn.functional as F
 
 from genotypes import ATT_PRIMITIVES, ATTENTION_PRIMITIVES, PRIMITIVE_SETS, AttGenotype, Genotype
 from model import ResNetBody
-from operations import FactorizedReduce, ReLUConvBN, make_candidate
+from operations import FactorizedReduce, ReLUConvBN, hand_written_backward, make_candidate
 from utils import UserError
 
 # Which candidate lists fill the first layer, second layer and cell-output bottleneck.
@@ -84,10 +83,15 @@ def strongest_edges(alphas, names, steps, allow_none=False):
 
 
 def leaf_modules(module):
-    """The modules a (nested) nn.Sequential applies in order; [module] for anything else."""
-    if isinstance(module, nn.Sequential):
-        return [leaf for child in module for leaf in leaf_modules(child)]
-    return [module]
+    """The steps a module applies in order: those of its `stages()` where it has them, of the
+    children of an nn.Sequential, else [module]."""
+    if hasattr(module, 'stages'):
+        parts = module.stages()
+    elif isinstance(module, nn.Sequential):
+        parts = list(module)
+    else:
+        return [module]
+    return [leaf for part in parts for leaf in leaf_modules(part)]
 
 
 class NormalizedMixture(torch.autograd.Function):
@@ -142,20 +146,6 @@ class NormalizedMixture(torch.autograd.Function):
         return (grad_weights, None, None, *flat)
 
 
-_fusion = {'enabled': True}
-
-
-@contextlib.contextmanager
-def plain_mixtures():
-    """Mixed edges compute the plain weighted sum of their candidates' outputs: needed to
-    differentiate twice (create_graph=True), which NormalizedMixture does not support."""
-    _fusion['enabled'] = False
-    try:
-        yield
-    finally:
-        _fusion['enabled'] = True
-
-
 class MixedEdge(nn.Module):
     """sum_k w_k * candidate_k(x).  `none` is never built: its term is zero.  `pool_bn` wraps the
     weight-free pools in a non-affine BN (DARTS; ANAS's unit does not).
@@ -175,7 +165,7 @@ class MixedEdge(nn.Module):
             make_candidate(names[k], C, stride, height, width, affine, search=pool_bn) for k in self.active)
 
     def fused(self):
-        return self.training and torch.is_grad_enabled() and _fusion['enabled']
+        return self.training and hand_written_backward()
 
     @staticmethod
     def _plan(op):

@@ -7,11 +7,32 @@ Liu, Simonyan and Yang, "DARTS: Differentiable Architecture Search", ICLR 2019
 Every entry of `OPS` is a constructor `OPS[name](C, stride, affine)` whose output has C channels
 and the spatial size divided by `stride`.  Other families register their ops in the same table.
 """
+import contextlib
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 import attention
+
+_hand_written_backward = {'enabled': True}
+
+
+@contextlib.contextmanager
+def plain_autograd():
+    """Layers record their plain autograd graph instead of the memory-saving backward passes written
+    here and in model_search (first derivatives only): needed to differentiate twice (create_graph=True)."""
+    _hand_written_backward['enabled'] = False
+    try:
+        yield
+    finally:
+        _hand_written_backward['enabled'] = True
+
+
+def hand_written_backward():
+    """Whether a layer may use its hand-written backward now: recording a graph, outside
+    `plain_autograd()`, and not under torch.compile (which plans its own memory)."""
+    return _hand_written_backward['enabled'] and torch.is_grad_enabled() and not torch.compiler.is_compiling()
 
 
 class ReLUConvBN(nn.Sequential):
@@ -33,20 +54,56 @@ class PolyphaseDilatedConv(nn.Conv2d):
     POLYPHASE_MAX_PIXELS = 16 * 16
 
     def forward(self, x):
+        return self.conv(x, self.weight)
+
+    def conv(self, x, weight):
+        """This convolution with `weight` in place of its own."""
         d, stride, padding = self.dilation[0], self.stride[0], self.padding[0]
         n, c, h, w = x.shape
         usable = (d > 1 and self.dilation[1] == d and self.stride[1] == stride and self.padding[1] == padding
                   and padding % d == 0 and h % d == 0 and w % d == 0)
         if usable and stride == d:
-            return F.conv2d(x[:, :, ::d, ::d], self.weight, self.bias, 1, padding // d, 1, self.groups)
+            return F.conv2d(x[:, :, ::d, ::d], weight, self.bias, 1, padding // d, 1, self.groups)
         if not (usable and stride == 1 and (x.device.type != 'cpu' or h * w <= self.POLYPHASE_MAX_PIXELS)):
-            return super().forward(x)
+            return self._conv_forward(x, weight, self.bias)
         # (n, c, h, w) -> (n * d * d, c, h / d, w / d), built channels-last: phase (i, j) holds x[i::d, j::d]
         phases = x.permute(0, 2, 3, 1).reshape(n, h // d, d, w // d, d, c).permute(0, 2, 4, 1, 3, 5)
         phases = phases.reshape(n * d * d, h // d, w // d, c).permute(0, 3, 1, 2)
-        out = F.conv2d(phases, self.weight, self.bias, 1, padding // d, 1, self.groups)
+        out = F.conv2d(phases, weight, self.bias, 1, padding // d, 1, self.groups)
         out = out.permute(0, 2, 3, 1).reshape(n, d, d, h // d, w // d, -1).permute(0, 3, 1, 4, 2, 5)
         return out.reshape(n, h, w, -1).permute(0, 3, 1, 2)
+
+
+class _SeparableConv(torch.autograd.Function):
+    """pointwise(depthwise(x)) keeping only x for backward, which the ReLU before it keeps anyway:
+    the depthwise output is recomputed there.  One feature map fewer per depthwise conv for one
+    more depthwise forward, the cheapest conv of the cell.  Autocast is replayed in backward."""
+
+    @staticmethod
+    def forward(ctx, x, depthwise_weight, pointwise_weight, depthwise):
+        out = F.conv2d(depthwise.conv(x, depthwise_weight), pointwise_weight)
+        ctx.depthwise, ctx.dtype = depthwise, out.dtype
+        ctx.save_for_backward(x, depthwise_weight, pointwise_weight)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, depthwise_weight, pointwise_weight = ctx.saved_tensors
+        needs_x, needs_depthwise, needs_pointwise = ctx.needs_input_grad[:3]
+        with torch.enable_grad():
+            x_ = x.detach().to(ctx.dtype).requires_grad_(needs_x)
+            weight_ = depthwise_weight.detach().to(ctx.dtype).requires_grad_(needs_depthwise)
+            y = ctx.depthwise.conv(x_, weight_)
+        grad_y, grad_pointwise, _ = torch.ops.aten.convolution_backward(
+            grad.to(ctx.dtype), y.detach(), pointwise_weight.to(ctx.dtype), None, [1, 1], [0, 0], [1, 1], False,
+            [0, 0], 1, [needs_x or needs_depthwise, needs_pointwise, False])
+        wanted = [t for t in (x_, weight_) if t.requires_grad]
+        grads = iter(torch.autograd.grad(y, wanted, grad_y) if wanted else ())
+        grad_x = next(grads).to(x.dtype) if needs_x else None
+        grad_depthwise = next(grads).to(depthwise_weight.dtype) if needs_depthwise else None
+        return (grad_x, grad_depthwise,
+                grad_pointwise.to(pointwise_weight.dtype) if needs_pointwise else None, None)
 
 
 class DilConv(nn.Sequential):
@@ -60,6 +117,20 @@ class DilConv(nn.Sequential):
             nn.Conv2d(C_in, C_out, 1, bias=False),
             nn.BatchNorm2d(C_out, affine=affine),
         )
+
+    def forward(self, x):
+        return self[3](self.separable(self[0](x)))
+
+    def separable(self, x):
+        """The depthwise and pointwise convs; with `_SeparableConv`'s backward when recording a graph."""
+        depthwise, pointwise = self[1], self[2]
+        if hand_written_backward():
+            return _SeparableConv.apply(x, depthwise.weight, pointwise.weight, depthwise)
+        return pointwise(depthwise(x))
+
+    def stages(self):
+        """What forward applies in order (MixedEdge shares the ReLU and fuses the BatchNorm)."""
+        return [self[0], self.separable, self[3]]
 
 
 class SepConv(nn.Sequential):

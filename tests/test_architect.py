@@ -8,7 +8,8 @@ from torch.func import functional_call
 import genotypes
 from architect import Architect
 from model import NetworkCIFAR
-from model_search import LOCATIONS, SearchNetwork, plain_mixtures
+from model_search import LOCATIONS, SearchNetwork
+from operations import plain_autograd
 from utils import UserError
 
 
@@ -82,7 +83,7 @@ def test_second_order_gradient_matches_autograd(location, radius, rtol):
     x_train, y_train, x_valid, y_valid = batches()
     opt = weight_optimizer_with_momentum(net, x_train, y_train)
     eta = 0.1
-    with plain_mixtures():
+    with plain_autograd():
         exact = exact_unrolled_gradient(net, x_train, y_train, x_valid, y_valid, eta, opt)
     architect = Architect(net, torch.nn.CrossEntropyLoss(), unrolled=True, hessian_radius=radius)
     approx, _ = architect.unrolled_gradients(x_train, y_train, x_valid, y_valid, eta, opt)
@@ -158,7 +159,7 @@ def test_hessian_stencil_converges_at_its_order(stencil, order, passes):
         net = smoothed(tiny_supernet('no_attention', primitives=SMOOTH_PRIMITIVES))
         x_train, y_train, x_valid, y_valid = batches()
         opt = weight_optimizer_with_momentum(net, x_train, y_train)
-        with plain_mixtures():
+        with plain_autograd():
             exact = exact_unrolled_gradient(net, x_train, y_train, x_valid, y_valid, 0.1, opt)
         calls = []
         net.register_forward_hook(lambda *_: calls.append(1))

@@ -14,8 +14,8 @@ import attention
 import genotypes
 from architect import Architect
 from model import NetworkCIFAR
-from model_search import MixedEdge, NormalizedMixture, SearchNetwork, plain_mixtures
-from operations import FactorizedReduce, StridedPointwiseConv
+from model_search import MixedEdge, NormalizedMixture, SearchNetwork
+from operations import FactorizedReduce, StridedPointwiseConv, plain_autograd
 
 
 def max_difference(a, b):
@@ -53,7 +53,7 @@ def test_fused_search_edges_match_the_plain_mixture(location, affine):
     plain_net = copy.deepcopy(net)
     x, y = torch.randn(4, 3, 8, 8, dtype=torch.float64), torch.randint(0, 10, (4,))
     results = []
-    for model, context in ((net, torch.enable_grad()), (plain_net, plain_mixtures())):
+    for model, context in ((net, torch.enable_grad()), (plain_net, plain_autograd())):
         with context:
             loss = F.cross_entropy(model(x), y)
             grads = torch.autograd.grad(loss, list(model.parameters()))
@@ -82,7 +82,7 @@ def test_mixed_edge_shares_one_relu_and_keeps_no_batchnorm_output():
         return sum(storages.values())
     feature_map = x.numel() * x.element_size()
     # 3 ReLU copies and 6 BatchNorm outputs (4 convs, 2 pools) fewer, less a few per-channel statistics
-    assert saved_bytes(plain_mixtures()) - saved_bytes(torch.enable_grad()) > 8.5 * feature_map
+    assert saved_bytes(plain_autograd()) - saved_bytes(torch.enable_grad()) > 8.5 * feature_map
 
 
 def search_step(channels_last, unrolled):
@@ -318,7 +318,7 @@ def test_fused_attention_edges_give_the_plain_architecture_gradient(unrolled):
         return architect._alpha_grad(F.cross_entropy(net(x_valid), y_valid), net.arch_parameters())
     fused = gradient()
     fused_buffers = [b.clone() for b in net.buffers()]
-    with plain_mixtures():
+    with plain_autograd():
         plain = gradient()
     assert max_difference(fused, plain) < 1e-10
     assert max_difference(fused_buffers, list(net.buffers())) < 1e-12
@@ -341,3 +341,53 @@ def test_index_free_max_pool_matches_max_pool(stride, channels_last):
     assert torch.equal(torch.autograd.grad(out, x, grad)[0], torch.autograd.grad(expected, x, grad)[0])
     assert torch.autograd.gradgradcheck(lambda t: ours(t), (torch.randn(1, 2, 5, 5, dtype=torch.float64,
                                                                         requires_grad=True),))
+
+
+@pytest.mark.parametrize('kernel, stride, dilation, size', [(3, 1, 1, 8), (5, 1, 1, 8), (5, 2, 1, 8), (3, 1, 2, 8),
+                                                            (5, 2, 2, 8), (3, 1, 2, 7)])
+@pytest.mark.parametrize('channels_last', [True, False])
+def test_separable_conv_recomputes_the_depthwise_output_exactly(kernel, stride, dilation, size, channels_last):
+    """DilConv's depthwise+pointwise pair keeps only its input for backward and gives the plain
+    graph's output and gradients (dilated and strided cases take the polyphase paths)."""
+    from operations import DilConv
+    torch.manual_seed(0)
+    conv = DilConv(6, 8, kernel, stride, dilation * (kernel // 2), dilation, affine=True).double()
+    x = torch.randn(3, 6, size, size, dtype=torch.float64)
+    if channels_last:
+        conv, x = conv.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    results = []
+    for context in (torch.enable_grad(), plain_autograd()):
+        with context:
+            out = conv(x)
+            grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+            results.append([out.detach(), *torch.autograd.grad(out, [x, *conv.parameters()], grad)])
+    assert max_difference(*results) < 1e-12
+
+
+def test_separable_conv_keeps_no_depthwise_output_and_replays_autocast():
+    from operations import DilConv
+    torch.manual_seed(0)
+    conv = DilConv(8, 8, 5, 1, 2, 1, affine=False)
+    x = torch.randn(2, 8, 8, 8).relu().requires_grad_()
+
+    def saved_bytes(context):
+        storages = {}
+
+        def pack(t):
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+        with context, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            conv(x)
+        return sum(storages.values())
+    feature_map = x.numel() * x.element_size()
+    assert saved_bytes(plain_autograd()) - saved_bytes(torch.enable_grad()) >= feature_map
+    results = []
+    for context in (torch.enable_grad(), plain_autograd()):
+        with context, torch.autocast('cpu', dtype=torch.bfloat16):
+            out = conv(x)
+        assert out.dtype == torch.bfloat16
+        grads = torch.autograd.grad(out.float().square().sum(), [x, *conv.parameters()])
+        assert all(g.dtype == torch.float32 for g in grads)
+        results.append(grads)
+    assert max_difference(*results) < 1e-2
