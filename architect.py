@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 from torch.func import functional_call
 
+from operations import architecture_gradients_only
 from utils import UserError
 
 HESSIAN_STENCILS = ('central', 'forward')
@@ -70,9 +71,14 @@ class Architect:
         return loss.detach()
 
     @staticmethod
-    def _alpha_grad(loss, inputs):
+    def _gradients(loss, inputs):
         # A network too shallow to have a normal cell leaves alphas_normal unused: zero gradient.
         return torch.autograd.grad(loss, inputs, allow_unused=True, materialize_grads=True)
+
+    @classmethod
+    def _alpha_grad(cls, loss, alphas):
+        with architecture_gradients_only():
+            return cls._gradients(loss, alphas)
 
     def _virtual_loss(self, weights, buffers, x, y):
         # No tied weights in these networks: skipping the tie check saves ~30 ms per call.
@@ -85,7 +91,7 @@ class Architect:
         params = [p for _, p in named]
         alphas = self.model.arch_parameters() if alpha_grad else []
         loss = self.criterion(self.model(x_train), y_train)
-        grads = self._alpha_grad(loss, params + alphas)
+        grads = self._gradients(loss, params + alphas)
         grads, d_alpha = grads[:len(params)], grads[len(params):]
         group = weight_optimizer.param_groups[0]
         momentum, weight_decay = group.get('momentum', 0.0), group.get('weight_decay', 0.0)
@@ -114,7 +120,7 @@ class Architect:
             w_prime, at_w = self.virtual_weights(x_train, y_train, eta, weight_optimizer, alpha_grad=not central)
         w_prime = {n: w.requires_grad_() for n, w in w_prime.items()}
         loss = self._virtual_loss(w_prime, buffers, x_valid, y_valid)
-        grads = self._alpha_grad(loss, alphas + list(w_prime.values()))
+        grads = self._gradients(loss, alphas + list(w_prime.values()))
         d_alpha, v = grads[:len(alphas)], grads[len(alphas):]
 
         eps = self.hessian_radius / torch.linalg.vector_norm(torch.stack(torch._foreach_norm(v)))

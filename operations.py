@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 import attention
 
-_hand_written_backward = {'enabled': True}
+_hand_written_backward = {'enabled': True, 'weight_gradients': True}
 
 
 @contextlib.contextmanager
@@ -27,6 +27,21 @@ def plain_autograd():
         yield
     finally:
         _hand_written_backward['enabled'] = True
+
+
+@contextlib.contextmanager
+def architecture_gradients_only():
+    """The backward passes run inside want no weight gradients (the architect's passes to the
+    alphas): hand-written backward passes skip them, as autograd itself would."""
+    _hand_written_backward['weight_gradients'] = False
+    try:
+        yield
+    finally:
+        _hand_written_backward['weight_gradients'] = True
+
+
+def weight_gradients_wanted():
+    return _hand_written_backward['weight_gradients']
 
 
 def hand_written_backward():
@@ -74,35 +89,60 @@ class PolyphaseDilatedConv(nn.Conv2d):
 
 
 class _SeparableConv(torch.autograd.Function):
-    """pointwise(depthwise(x)) keeping only x for backward, which the ReLU before it keeps anyway:
-    the depthwise output is recomputed there.  One feature map fewer per depthwise conv for one
-    more depthwise forward, the cheapest conv of the cell.  Autocast is replayed in backward."""
+    """pointwise(depthwise(x)), or pointwise(depthwise(relu(batchnorm(x)))) with a training-mode
+    BatchNorm in front, keeping only x for backward (the layer before keeps it anyway) and the
+    batch statistics: the depthwise output and the normalised, rectified input are recomputed
+    there.  Up to two feature maps fewer per depthwise conv for one more depthwise forward, the
+    cheapest conv of the cell, and an elementwise pass.  `norm` is (running mean, running var,
+    momentum, eps) of that BatchNorm or None.  Autocast is replayed in backward."""
 
     @staticmethod
-    def forward(ctx, x, depthwise_weight, pointwise_weight, depthwise):
-        out = F.conv2d(depthwise.conv(x, depthwise_weight), pointwise_weight)
-        ctx.depthwise, ctx.dtype = depthwise, out.dtype
-        ctx.save_for_backward(x, depthwise_weight, pointwise_weight)
+    def forward(ctx, x, depthwise_weight, pointwise_weight, depthwise, norm=None, gamma=None, beta=None):
+        h, stats = x, ()
+        if norm is not None:
+            running_mean, running_var, momentum, ctx.eps = norm
+            h, *stats = torch.native_batch_norm(x, gamma, beta, running_mean, running_var, True, momentum, ctx.eps)
+            h = h.relu_()
+        out = F.conv2d(depthwise.conv(h, depthwise_weight), pointwise_weight)
+        ctx.depthwise, ctx.dtype, ctx.normalized = depthwise, out.dtype, norm is not None
+        ctx.save_for_backward(x, depthwise_weight, pointwise_weight, gamma, beta, *stats)
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        x, depthwise_weight, pointwise_weight = ctx.saved_tensors
-        needs_x, needs_depthwise, needs_pointwise = ctx.needs_input_grad[:3]
+        x, depthwise_weight, pointwise_weight, gamma, beta, *stats = ctx.saved_tensors
+        needs = ctx.needs_input_grad + (False,) * (7 - len(ctx.needs_input_grad))  # defaults have no entry
+        needs_x = needs[0]
+        needs_depthwise, needs_pointwise, needs_gamma, needs_beta = (
+            weight_gradients_wanted() and needs[k] for k in (1, 2, 5, 6))
+        h = x
+        if ctx.normalized:
+            mean, invstd = stats
+            scale = invstd if gamma is None else invstd * gamma
+            shift = -mean * scale if beta is None else beta - mean * scale
+            h = torch.addcmul(shift.view(1, -1, 1, 1).to(x.dtype), x, scale.view(1, -1, 1, 1).to(x.dtype)).relu_()
+        needs_h = needs_x or needs_gamma or needs_beta
         with torch.enable_grad():
-            x_ = x.detach().to(ctx.dtype).requires_grad_(needs_x)
+            h_ = h.detach().to(ctx.dtype).requires_grad_(needs_h)
             weight_ = depthwise_weight.detach().to(ctx.dtype).requires_grad_(needs_depthwise)
-            y = ctx.depthwise.conv(x_, weight_)
+            y = ctx.depthwise.conv(h_, weight_)
         grad_y, grad_pointwise, _ = torch.ops.aten.convolution_backward(
             grad.to(ctx.dtype), y.detach(), pointwise_weight.to(ctx.dtype), None, [1, 1], [0, 0], [1, 1], False,
-            [0, 0], 1, [needs_x or needs_depthwise, needs_pointwise, False])
-        wanted = [t for t in (x_, weight_) if t.requires_grad]
+            [0, 0], 1, [needs_h or needs_depthwise, needs_pointwise, False])
+        wanted = [t for t in (h_, weight_) if t.requires_grad]
         grads = iter(torch.autograd.grad(y, wanted, grad_y) if wanted else ())
-        grad_x = next(grads).to(x.dtype) if needs_x else None
+        grad_h = next(grads).to(h.dtype) if needs_h else None
         grad_depthwise = next(grads).to(depthwise_weight.dtype) if needs_depthwise else None
-        return (grad_x, grad_depthwise,
-                grad_pointwise.to(pointwise_weight.dtype) if needs_pointwise else None, None)
+        grad_x = grad_gamma = grad_beta = None
+        if ctx.normalized and needs_h:
+            grad_x, grad_gamma, grad_beta = torch.ops.aten.native_batch_norm_backward(
+                torch.ops.aten.threshold_backward(grad_h, h, 0), x, gamma, None, None, mean, invstd, True, ctx.eps,
+                [needs_x, needs_gamma, needs_beta])
+        elif needs_x:
+            grad_x = grad_h
+        return (grad_x, grad_depthwise, grad_pointwise.to(pointwise_weight.dtype) if needs_pointwise else None,
+                None, None, grad_gamma, grad_beta)
 
 
 class DilConv(nn.Sequential):
@@ -140,6 +180,27 @@ class SepConv(nn.Sequential):
             DilConv(C_in, C_in, kernel_size, stride, padding, 1, affine),
             DilConv(C_in, C_out, kernel_size, 1, padding, 1, affine),
         )
+
+    def forward(self, x):
+        first, second = self
+        return second[3](self.middle(first.separable(first[0](x))))
+
+    def middle(self, x):
+        """The first conv's BatchNorm, the second's ReLU and separable convs; when recording a graph
+        with batch statistics, in one `_SeparableConv` that keeps only x."""
+        first, second = self
+        bn = first[3]
+        if (hand_written_backward() and isinstance(second[0], nn.ReLU) and bn.training and bn.track_running_stats
+                and bn.momentum is not None):
+            bn.num_batches_tracked.add_(1)
+            return _SeparableConv.apply(x, second[1].weight, second[2].weight, second[1],
+                                        (bn.running_mean, bn.running_var, bn.momentum, bn.eps), bn.weight, bn.bias)
+        return second.separable(second[0](bn(x)))
+
+    def stages(self):
+        """What forward applies in order (MixedEdge shares the ReLU and fuses the last BatchNorm)."""
+        first, second = self
+        return [first[0], first.separable, self.middle, second[3]]
 
 
 class Conv7x1x1x7(nn.Sequential):

@@ -64,6 +64,18 @@ def test_fused_search_edges_match_the_plain_mixture(location, affine):
     assert max_difference(buffers, plain_buffers) < 1e-12
 
 
+def saved_bytes(run, context):
+    """Bytes of the distinct storages autograd keeps for backward while `run()` records its graph."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+    with context, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        run()
+    return sum(storages.values())
+
+
 def test_mixed_edge_shares_one_relu_and_keeps_no_batchnorm_output():
     """What autograd keeps for backward, counted: the fused edge holds fewer feature maps."""
     torch.manual_seed(0)
@@ -71,18 +83,11 @@ def test_mixed_edge_shares_one_relu_and_keeps_no_batchnorm_output():
     x = torch.randn(2, 8, 8, 8, requires_grad=True)
     weights = torch.softmax(torch.randn(len(genotypes.PRIMITIVES)), 0).requires_grad_()
 
-    def saved_bytes(context):
-        storages = {}
-
-        def pack(t):
-            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-            return t
-        with context, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            edge(x, weights)
-        return sum(storages.values())
     feature_map = x.numel() * x.element_size()
-    # 3 ReLU copies and 6 BatchNorm outputs (4 convs, 2 pools) fewer, less a few per-channel statistics
-    assert saved_bytes(plain_autograd()) - saved_bytes(torch.enable_grad()) > 8.5 * feature_map
+    # 3 ReLU copies and 6 BatchNorm outputs (4 convs, 2 pools) fewer, less a few per-channel statistics;
+    # the depthwise convs' savings come on top
+    run = lambda: edge(x, weights)  # noqa: E731
+    assert saved_bytes(run, plain_autograd()) - saved_bytes(run, torch.enable_grad()) > 8.5 * feature_map
 
 
 def search_step(channels_last, unrolled):
@@ -346,42 +351,40 @@ def test_index_free_max_pool_matches_max_pool(stride, channels_last):
 @pytest.mark.parametrize('kernel, stride, dilation, size', [(3, 1, 1, 8), (5, 1, 1, 8), (5, 2, 1, 8), (3, 1, 2, 8),
                                                             (5, 2, 2, 8), (3, 1, 2, 7)])
 @pytest.mark.parametrize('channels_last', [True, False])
-def test_separable_conv_recomputes_the_depthwise_output_exactly(kernel, stride, dilation, size, channels_last):
-    """DilConv's depthwise+pointwise pair keeps only its input for backward and gives the plain
-    graph's output and gradients (dilated and strided cases take the polyphase paths)."""
-    from operations import DilConv
+@pytest.mark.parametrize('affine', [True, False])
+def test_separable_conv_recomputes_the_depthwise_output_exactly(kernel, stride, dilation, size, channels_last, affine):
+    """DilConv's depthwise+pointwise pair and SepConv's middle (BatchNorm, ReLU, depthwise,
+    pointwise) keep only their input for backward and give the plain graph's output, gradients and
+    running statistics (dilated and strided cases take the polyphase paths)."""
+    from operations import DilConv, SepConv
     torch.manual_seed(0)
-    conv = DilConv(6, 8, kernel, stride, dilation * (kernel // 2), dilation, affine=True).double()
+    padding = dilation * (kernel // 2)
+    op = (DilConv(6, 8, kernel, stride, padding, dilation, affine) if dilation > 1
+          else SepConv(6, 8, kernel, stride, padding, affine)).double()
     x = torch.randn(3, 6, size, size, dtype=torch.float64)
     if channels_last:
-        conv, x = conv.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+        op, x = op.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     x.requires_grad_()
+    plain_op = copy.deepcopy(op)
     results = []
-    for context in (torch.enable_grad(), plain_autograd()):
+    for model, context in ((op, torch.enable_grad()), (plain_op, plain_autograd())):
         with context:
-            out = conv(x)
+            out = model(x)
             grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-            results.append([out.detach(), *torch.autograd.grad(out, [x, *conv.parameters()], grad)])
+            results.append([out.detach(), *torch.autograd.grad(out, [x, *model.parameters()], grad),
+                            *[b.double() for b in model.buffers()]])
     assert max_difference(*results) < 1e-12
 
 
 def test_separable_conv_keeps_no_depthwise_output_and_replays_autocast():
-    from operations import DilConv
+    from operations import SepConv
     torch.manual_seed(0)
-    conv = DilConv(8, 8, 5, 1, 2, 1, affine=False)
+    conv = SepConv(8, 8, 5, 1, 2, affine=True)
     x = torch.randn(2, 8, 8, 8).relu().requires_grad_()
-
-    def saved_bytes(context):
-        storages = {}
-
-        def pack(t):
-            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-            return t
-        with context, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            conv(x)
-        return sum(storages.values())
     feature_map = x.numel() * x.element_size()
-    assert saved_bytes(plain_autograd()) - saved_bytes(torch.enable_grad()) >= feature_map
+    # both depthwise outputs and the middle ReLU's output
+    run = lambda: conv(x)  # noqa: E731
+    assert saved_bytes(run, plain_autograd()) - saved_bytes(run, torch.enable_grad()) >= 3 * feature_map
     results = []
     for context in (torch.enable_grad(), plain_autograd()):
         with context, torch.autocast('cpu', dtype=torch.bfloat16):
@@ -391,3 +394,31 @@ def test_separable_conv_keeps_no_depthwise_output_and_replays_autocast():
         assert all(g.dtype == torch.float32 for g in grads)
         results.append(grads)
     assert max_difference(*results) < 1e-2
+
+
+def test_architecture_only_passes_compute_no_weight_gradients():
+    """The architect's passes to the alphas skip the depthwise weight gradients in the hand-written
+    backward, as autograd skips them in its own (a 5x5 depthwise weight gradient costs more than its
+    whole forward); the alpha gradient is the plain one."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class WeightGradientCalls(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.masks = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten.convolution_backward.default and args[-2] > 1:  # depthwise
+                self.masks.append(tuple(args[-1]))
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    net = SearchNetwork(4, 10, 3, steps=2, image_size=8)
+    plain_net = copy.deepcopy(net)
+    x, y = torch.randn(2, 3, 8, 8), torch.randint(0, 10, (2,))
+    with WeightGradientCalls() as calls:
+        alpha_grads = Architect._alpha_grad(F.cross_entropy(net(x), y), net.arch_parameters())
+    assert calls.masks and not any(mask[1] for mask in calls.masks)
+    with plain_autograd():
+        plain_grads = torch.autograd.grad(F.cross_entropy(plain_net(x), y), plain_net.arch_parameters())
+    assert max_difference(alpha_grads, plain_grads) < 1e-5
