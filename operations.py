@@ -123,17 +123,27 @@ class _SeparableConv(torch.autograd.Function):
             shift = -mean * scale if beta is None else beta - mean * scale
             h = torch.addcmul(shift.view(1, -1, 1, 1).to(x.dtype), x, scale.view(1, -1, 1, 1).to(x.dtype)).relu_()
         needs_h = needs_x or needs_gamma or needs_beta
-        with torch.enable_grad():
-            h_ = h.detach().to(ctx.dtype).requires_grad_(needs_h)
-            weight_ = depthwise_weight.detach().to(ctx.dtype).requires_grad_(needs_depthwise)
-            y = ctx.depthwise.conv(h_, weight_)
+        depthwise = ctx.depthwise
+        # An undilated conv is differentiated by its own backward kernel; the polyphase paths by autograd.
+        direct = depthwise.dilation == (1, 1)
+        with torch.set_grad_enabled(not direct):
+            h_ = h.detach().to(ctx.dtype).requires_grad_(needs_h and not direct)
+            weight_ = depthwise_weight.detach().to(ctx.dtype).requires_grad_(needs_depthwise and not direct)
+            y = depthwise.conv(h_, weight_)
         grad_y, grad_pointwise, _ = torch.ops.aten.convolution_backward(
             grad.to(ctx.dtype), y.detach(), pointwise_weight.to(ctx.dtype), None, [1, 1], [0, 0], [1, 1], False,
             [0, 0], 1, [needs_h or needs_depthwise, needs_pointwise, False])
-        wanted = [t for t in (h_, weight_) if t.requires_grad]
-        grads = iter(torch.autograd.grad(y, wanted, grad_y) if wanted else ())
-        grad_h = next(grads).to(h.dtype) if needs_h else None
-        grad_depthwise = next(grads).to(depthwise_weight.dtype) if needs_depthwise else None
+        if direct:
+            grad_h, grad_depthwise, _ = torch.ops.aten.convolution_backward(
+                grad_y, h_, weight_, None, depthwise.stride, depthwise.padding, depthwise.dilation, False, [0, 0],
+                depthwise.groups, [needs_h, needs_depthwise, False])
+        else:
+            grads = iter(torch.autograd.grad(y, [t for t in (h_, weight_) if t.requires_grad], grad_y)
+                         if needs_h or needs_depthwise else ())
+            grad_h = next(grads) if needs_h else None
+            grad_depthwise = next(grads) if needs_depthwise else None
+        grad_h = grad_h.to(h.dtype) if needs_h else None
+        grad_depthwise = grad_depthwise.to(depthwise_weight.dtype) if needs_depthwise else None
         grad_x = grad_gamma = grad_beta = None
         if ctx.normalized and needs_h:
             grad_x, grad_gamma, grad_beta = torch.ops.aten.native_batch_norm_backward(
