@@ -19,7 +19,10 @@ same function up to float rounding) and exists for speed:
   * global pooling is `mean`/`amax` over the spatial dims (global for any H, W; the reference's
     `avg_pool2d(x, H)` is global only for square maps);
   * MLPs that act on 1x1 maps are `nn.Linear` instead of 1x1 convs;
-  * the three input 1x1 convs of A^2 are one fused conv.
+  * the three input 1x1 convs of A^2 are one fused conv;
+  * reductions and full-size products are written so that their gradients keep the input's memory
+    layout (a channels-last map getting a contiguous gradient makes every later kernel on it, and
+    the sum it is accumulated into, a slow mixed-layout one: on the CPU 3-10x slower).
 The reduction ratio is 16 everywhere, with the hidden width clamped to at least 1 so that tiny test
 networks (C < 16) can be built; for C >= 16 this is exactly the reference's `C // 16`.
 
@@ -30,11 +33,30 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from utils import PointwiseConv2d, memory_layout, pointwise_conv, spatial_mean
+
 REDUCTION = 16
 
 
 def _hidden(C, reduction):
     return max(C // reduction, 1)
+
+
+def _channel_max_and_mean(x):
+    """(N, 2, H, W) in x's layout: max and mean over channels, reduced over the innermost memory
+    dim, so that the max's scatter-to-argmax gradient is allocated in x's layout too."""
+    if memory_layout(x) == torch.channels_last and not x.is_contiguous():
+        positions = x.permute(0, 2, 3, 1)
+        return torch.stack((positions.max(3).values, positions.sum(3) / x.shape[1]), 3).permute(0, 3, 1, 2)
+    return torch.stack((x.max(1).values, x.sum(1) / x.shape[1]), 1)
+
+
+def _outer(mc, ms, like):
+    """mc (N, C, 1, 1) times ms (N, 1, H, W) as a full-size map in the layout of `like`."""
+    if torch.is_grad_enabled() and (mc.requires_grad or ms.requires_grad):
+        return mc * ms  # differentiating a backward (out= records no graph): layout does not matter there
+    return torch.mul(mc, ms, out=torch.empty(like.shape, dtype=torch.result_type(mc, ms), device=like.device,
+                                             memory_format=memory_layout(like)))
 
 
 def _reduce_to(t, shape):
@@ -56,9 +78,9 @@ class _SpatialChannelGate(torch.autograd.Function):
         ctx.residual = residual
         ctx.save_for_backward(x, mc, ms, weight)
         if residual:
-            out = torch.addcmul(x, x, torch.sigmoid(mc * ms))
+            out = torch.addcmul(x, x, _outer(mc, ms, x).sigmoid_())
         else:
-            out = x * (mc * torch.sigmoid(ms))
+            out = x * _outer(mc, torch.sigmoid(ms), x)
         return out if weight is None else out.mul_(weight)
 
     @staticmethod
@@ -69,7 +91,7 @@ class _SpatialChannelGate(torch.autograd.Function):
         # Everything for weight 1; the weight scales the small results (and grad_x) at the end.
         gx = grad * x
         if ctx.residual:
-            gate = torch.sigmoid(mc * ms)
+            gate = _outer(mc, ms, x).sigmoid_()
             if need_x:
                 grad_x = torch.addcmul(grad, grad, gate)
             if need_weight:
@@ -81,7 +103,7 @@ class _SpatialChannelGate(torch.autograd.Function):
         else:
             spatial = torch.sigmoid(ms)
             if need_x:
-                grad_x = grad * (mc * spatial)
+                grad_x = grad * _outer(mc, spatial, x)
             if need_ms or need_weight:
                 by_channel = _reduce_to(gx * mc, ms.shape)
                 grad_weight = (by_channel * spatial).sum() if need_weight else None
@@ -131,7 +153,7 @@ class SE(nn.Module):
         )
 
     def channel_scale(self, x):
-        return torch.sigmoid(self.excitation(x.mean((2, 3))))[:, :, None, None]
+        return torch.sigmoid(self.excitation(spatial_mean(x)))[:, :, None, None]
 
     def forward(self, x):
         return x * self.channel_scale(x)
@@ -171,16 +193,16 @@ class BAM(nn.Module):
                 nn.ReLU(inplace=True),
             ]
         self.spatial_gate = nn.Sequential(
-            nn.Conv2d(C, hidden, 1),
+            PointwiseConv2d(C, hidden),
             nn.BatchNorm2d(hidden),
             nn.ReLU(inplace=True),
             *dilated,
-            nn.Conv2d(hidden, 1, 1),
+            PointwiseConv2d(hidden, 1),
         )
 
     def weighted(self, x, weight):
         """weight * forward(x) (weight a 0-d tensor or None), keeping only x and the gates."""
-        mc = self.channel_gate(x.mean((2, 3)))[:, :, None, None]
+        mc = self.channel_gate(spatial_mean(x))[:, :, None, None]
         return _SpatialChannelGate.apply(x, mc, self.spatial_gate(x), weight, True)
 
     def forward(self, x):
@@ -220,12 +242,11 @@ class CBAM(nn.Module):
         # Both pooled descriptors go through the shared MLP in one batched call.
         # max with indices (not amax), as the official code's max pools: backward is a scatter to
         # the argmax, not a full-size comparison against the maximum.
-        pooled = torch.cat((x.mean((2, 3)), F.adaptive_max_pool2d(x, 1).flatten(1)), 0)
+        pooled = torch.cat((spatial_mean(x), F.adaptive_max_pool2d(x, 1).flatten(1)), 0)
         mc = torch.sigmoid(self.mlp(pooled).view(2, n, -1).sum(0))[:, :, None, None]
         y = x * mc
         # Channel order [max, mean] matches the official ChannelPool, so 7x7 weights are compatible.
-        compressed = torch.cat((y.max(1, keepdim=True).values, y.mean(1, keepdim=True)), 1)
-        return _SpatialChannelGate.apply(x, mc, self.spatial(compressed), weight, False)
+        return _SpatialChannelGate.apply(x, mc, self.spatial(_channel_max_and_mean(y)), weight, False)
 
     def forward(self, x):
         return self.weighted(x, None)
@@ -271,7 +292,9 @@ class GEThetaPlus(nn.Module):
         if tuple(x.shape[-2:]) != self.kernel:
             src = F.adaptive_avg_pool2d(x, self.kernel)
         conv, bn = self.gather
-        gathered = (src * conv.weight[:, 0]).sum((2, 3), keepdim=True)
+        # The kernel as a (1, C, H, W) map in the input's layout, so src's gradient gets it too.
+        kernel = conv.weight.transpose(0, 1).contiguous(memory_format=memory_layout(src))
+        gathered = (src * kernel).sum((2, 3), keepdim=True)
         return torch.sigmoid(self.excite(bn(gathered).flatten(1)))[:, :, None, None]
 
     def forward(self, x):
@@ -297,8 +320,8 @@ class DoubleAttention(nn.Module):
         super().__init__()
         self.c_m = c_m if c_m is not None else max(C // 4, 1)
         self.c_n = c_n if c_n is not None else max(C // 4, 1)
-        self.conv_abv = nn.Conv2d(C, self.c_m + 2 * self.c_n, 1)
-        self.conv_z = nn.Conv2d(self.c_m, C, 1)
+        self.conv_abv = PointwiseConv2d(C, self.c_m + 2 * self.c_n)
+        self.conv_z = PointwiseConv2d(self.c_m, C)
 
     def weighted(self, x, weight):
         """weight * forward(x) (weight a 0-d tensor or None).  The weight scales conv_z's (small)
@@ -306,16 +329,19 @@ class DoubleAttention(nn.Module):
         if weight is None:
             return self.forward(x)
         z = self._distributed(x)
-        return torch.addcmul(F.conv2d(z, weight * self.conv_z.weight, weight * self.conv_z.bias), x, weight)
+        return torch.addcmul(pointwise_conv(z, weight * self.conv_z.weight, weight * self.conv_z.bias), x, weight)
 
     def _distributed(self, x):
         n, _, h, w = x.shape
-        a, b, v = self.conv_abv(x).flatten(2).split((self.c_m, self.c_n, self.c_n), 1)
-        attention_maps = b.softmax(2)
-        attention_vectors = v.softmax(1)
-        # bmm takes the transposed view directly; no contiguous copy is needed.
-        descriptors = torch.bmm(a, attention_maps.transpose(1, 2))
-        return torch.bmm(descriptors, attention_vectors).view(n, self.c_m, h, w)
+        # Positions by channels (n, hw, c): a view of a channels-last map, and Z comes out
+        # channels-last; bmm takes the transposed views directly.
+        tokens = self.conv_abv(x).permute(0, 2, 3, 1).reshape(n, h * w, -1)
+        a, b, v = tokens.split((self.c_m, self.c_n, self.c_n), 2)
+        attention_maps = b.softmax(1)
+        attention_vectors = v.softmax(2)
+        descriptors = torch.bmm(a.transpose(1, 2), attention_maps)
+        z = torch.bmm(attention_vectors, descriptors.transpose(1, 2))
+        return z.view(n, h, w, self.c_m).permute(0, 3, 1, 2).contiguous(memory_format=memory_layout(x))
 
     def forward(self, x):
         return self.conv_z(self._distributed(x)) + x

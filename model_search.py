@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from genotypes import ATT_PRIMITIVES, ATTENTION_PRIMITIVES, PRIMITIVE_SETS, AttGenotype, Genotype
 from model import ResNetBody
 from operations import FactorizedReduce, ReLUConvBN, hand_written_backward, make_candidate
-from utils import UserError
+from utils import UserError, global_average_pool
 
 # Which candidate lists fill the first layer, second layer and cell-output bottleneck.
 Layout = namedtuple('Layout', 'first second bottleneck')
@@ -294,7 +294,6 @@ class SearchNetwork(nn.Module):
             self.cells.append(cell)
             reduction_prev = reduction
             C_prev_prev, C_prev = C_prev, self.multiplier * C_curr
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
 
         num_edges = sum(2 + i for i in range(steps))
@@ -333,7 +332,7 @@ class SearchNetwork(nn.Module):
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             s0, s1 = s1, cell(s0, s1, weights['reduce' if cell.reduction else 'normal'])
-        return self.classifier(self.global_pooling(s1).flatten(1))
+        return self.classifier(global_average_pool(s1))
 
     def edges(self):
         """(node, input) of every edge, in the row order of the weight tables."""

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import attention
+from utils import PointwiseConv2d, memory_layout, pointwise_conv, pointwise_conv_backward, spatial_mean
 
 _hand_written_backward = {'enabled': True, 'weight_gradients': True}
 
@@ -54,9 +55,36 @@ class ReLUConvBN(nn.Sequential):
     def __init__(self, C_in, C_out, kernel_size, stride, padding, affine=True):
         super().__init__(
             nn.ReLU(inplace=False),
-            nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=padding, bias=False),
+            (PointwiseConv2d(C_in, C_out, bias=False) if (kernel_size, stride, padding) == (1, 1, 0)
+             else nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=padding, bias=False)),
             nn.BatchNorm2d(C_out, affine=affine),
         )
+
+
+class _Subsample(torch.autograd.Function):
+    """x[:, :, start::step, start::step] copied into x's memory layout, with a gradient in that
+    layout too.  A strided view sends the convolution after it down a reordering path, and
+    autograd's slice backward allocates a contiguous gradient, which makes the rest of a
+    channels-last backward pass mixed-layout and several times slower on the CPU.  Differentiable
+    twice."""
+
+    @staticmethod
+    def forward(ctx, x, start, step):
+        ctx.like = (x.shape, x.dtype, x.device, memory_layout(x))
+        ctx.start, ctx.step = start, step
+        return x[:, :, start::step, start::step].contiguous(memory_format=memory_layout(x))
+
+    @staticmethod
+    def backward(ctx, grad):
+        shape, dtype, device, layout = ctx.like
+        grad_x = torch.empty(shape, dtype=dtype, device=device, memory_format=layout).zero_()
+        grad_x[:, :, ctx.start::ctx.step, ctx.start::ctx.step] = grad
+        return grad_x, None, None
+
+
+def subsample(x, start, step):
+    """x[:, :, start::step, start::step] in x's layout, with a gradient in that layout."""
+    return _Subsample.apply(x, start, step)
 
 
 class PolyphaseDilatedConv(nn.Conv2d):
@@ -77,7 +105,7 @@ class PolyphaseDilatedConv(nn.Conv2d):
         usable = (d > 1 and self.dilation[1] == d and self.stride[1] == stride and self.padding[1] == padding
                   and padding % d == 0 and h % d == 0 and w % d == 0)
         if usable and stride == d:
-            return F.conv2d(x[:, :, ::d, ::d], weight, self.bias, 1, padding // d, 1, self.groups)
+            return F.conv2d(subsample(x, 0, d), weight, self.bias, 1, padding // d, 1, self.groups)
         if not (usable and stride == 1):
             return self._conv_forward(x, weight, self.bias)
         # (n, c, h, w) -> (n * d * d, c, h / d, w / d), built channels-last: phase (i, j) holds x[i::d, j::d]
@@ -103,7 +131,7 @@ class _SeparableConv(torch.autograd.Function):
             running_mean, running_var, momentum, ctx.eps = norm
             h, *stats = torch.native_batch_norm(x, gamma, beta, running_mean, running_var, True, momentum, ctx.eps)
             h = h.relu_()
-        out = F.conv2d(depthwise.conv(h, depthwise_weight), pointwise_weight)
+        out = pointwise_conv(depthwise.conv(h, depthwise_weight), pointwise_weight)
         ctx.depthwise, ctx.dtype, ctx.normalized = depthwise, out.dtype, norm is not None
         ctx.save_for_backward(x, depthwise_weight, pointwise_weight, gamma, beta, *stats)
         return out
@@ -130,9 +158,8 @@ class _SeparableConv(torch.autograd.Function):
             h_ = h.detach().to(ctx.dtype).requires_grad_(needs_h and not direct)
             weight_ = depthwise_weight.detach().to(ctx.dtype).requires_grad_(needs_depthwise and not direct)
             y = depthwise.conv(h_, weight_)
-        grad_y, grad_pointwise, _ = torch.ops.aten.convolution_backward(
-            grad.to(ctx.dtype), y.detach(), pointwise_weight.to(ctx.dtype), None, [1, 1], [0, 0], [1, 1], False,
-            [0, 0], 1, [needs_h or needs_depthwise, needs_pointwise, False])
+        grad_y, grad_pointwise = pointwise_conv_backward(
+            grad.to(ctx.dtype), y.detach(), pointwise_weight.to(ctx.dtype), needs_h or needs_depthwise, needs_pointwise)
         if direct:
             grad_h, grad_depthwise, _ = torch.ops.aten.convolution_backward(
                 grad_y, h_, weight_, None, depthwise.stride, depthwise.padding, depthwise.dilation, False, [0, 0],
@@ -163,7 +190,7 @@ class DilConv(nn.Sequential):
             nn.ReLU(inplace=False),
             PolyphaseDilatedConv(C_in, C_in, kernel_size, stride, padding, dilation=dilation, groups=C_in,
                                  bias=False),
-            nn.Conv2d(C_in, C_out, 1, bias=False),
+            PointwiseConv2d(C_in, C_out, bias=False),
             nn.BatchNorm2d(C_out, affine=affine),
         )
 
@@ -239,17 +266,17 @@ class Zero(nn.Module):
 
 
 class StridedPointwiseConv(nn.Conv2d):
-    """Conv2d(C_in, C_out, 1, stride) without bias, computed as a slice with that stride followed by
-    a stride-1 1x1 convolution: the same numbers.  A stride-2 1x1 convolution in channels-last
-    layout corrupts the heap in its oneDNN backward for some shapes (torch 2.14.1, CPU; e.g. 8 -> 8
-    channels at 64x64, batch 2), so no layer here asks oneDNN for one."""
+    """Conv2d(C_in, C_out, 1, stride) without bias on x[:, :, offset:, offset:], computed as a slice
+    with that stride followed by a stride-1 1x1 convolution: the same numbers.  A stride-2 1x1
+    convolution in channels-last layout corrupts the heap in its oneDNN backward for some shapes
+    (torch 2.14.1, CPU; e.g. 8 -> 8 channels at 64x64, batch 2), so no layer here asks oneDNN for one."""
 
-    def __init__(self, C_in, C_out, stride):
+    def __init__(self, C_in, C_out, stride, offset=0):
         super().__init__(C_in, C_out, 1, bias=False)
-        self.subsample = stride
+        self.subsample, self.offset = stride, offset
 
     def forward(self, x):
-        return super().forward(x[:, :, ::self.subsample, ::self.subsample])
+        return super().forward(subsample(x, self.offset, self.subsample))
 
 
 class FactorizedReduce(nn.Module):
@@ -265,15 +292,16 @@ class FactorizedReduce(nn.Module):
             raise ValueError(f"FactorizedReduce needs an even number of output channels, got {C_out}")
         self.relu = nn.ReLU(inplace=False)
         self.conv_1 = StridedPointwiseConv(C_in, C_out // 2, 2)
-        self.conv_2 = StridedPointwiseConv(C_in, C_out // 2, 2)
+        self.conv_2 = StridedPointwiseConv(C_in, C_out // 2, 2, offset=1)
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
 
     def forward(self, x):
         x = self.relu(x)
-        shifted = x[:, :, 1:, 1:]
-        if x.size(2) % 2 or x.size(3) % 2:
-            shifted = F.pad(shifted, (0, 1, 0, 1))
-        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
+        even, odd = self.conv_1(x), self.conv_2(x)
+        # An odd size leaves the offset branch one short: zeros, as a zero-padded input would give.
+        if odd.shape[2:] != even.shape[2:]:
+            odd = F.pad(odd, (0, even.shape[3] - odd.shape[3], 0, even.shape[2] - odd.shape[2]))
+        return self.bn(torch.cat([even, odd], dim=1))
 
 
 class _IndexFreeMaxPool(torch.autograd.Function):
@@ -347,7 +375,7 @@ class ChannelWeight(nn.Module):
                                         nn.BatchNorm2d(C, affine=affine))
 
     def forward(self, x):
-        out = x * torch.sigmoid(self.excitation(x.mean((2, 3))))[:, :, None, None]
+        out = x * torch.sigmoid(self.excitation(spatial_mean(x)))[:, :, None, None]
         return out if self.reduce is None else self.reduce(out)
 
 
@@ -431,7 +459,7 @@ class ChannelScore(nn.Module):
         self.fc = nn.Linear(2 * C, C)
 
     def forward(self, x):
-        pooled = torch.cat([x.mean((2, 3)), x.amax((2, 3))], dim=1)
+        pooled = torch.cat([spatial_mean(x), x.amax((2, 3))], dim=1)
         return self.fc(pooled)[:, :, None, None].expand_as(x)
 
 

@@ -107,3 +107,73 @@ def set_rng_state(state):
     torch.set_rng_state(state['torch'])
     if 'cuda' in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state['cuda'])
+
+
+def spatial_mean(x):
+    """x.mean((2, 3)) whose backward is a broadcast view of the small gradient: mean's backward
+    materialises a full-size contiguous one, which gives a channels-last network a mixed-layout,
+    several times slower, backward pass from there on."""
+    return x.sum((2, 3)) / (x.shape[2] * x.shape[3])
+
+
+class _DenseGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.layout = memory_layout(x)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.contiguous(memory_format=ctx.layout)
+
+
+def global_average_pool(x):
+    """(N, C): `spatial_mean` for a classifier head, whose gradient is materialised once in x's
+    layout; as a broadcast view it would reach every layer of the last cell, each making its own
+    (contiguous) copy."""
+    return spatial_mean(_DenseGradient.apply(x))
+
+
+def memory_layout(x):
+    """The memory format a 4-d tensor is stored in (channels-last, else contiguous)."""
+    return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+
+
+def pointwise_conv(x, weight, bias=None):
+    """F.conv2d(x, weight, bias) for a 1x1, stride-1, ungrouped weight.  On a channels-last map
+    it is one matrix product over positions, (N*H*W, C_in) x (C_in, C_out), with views in and out
+    (same autograd, same autocast): oneDNN's 1x1 convolution has a fixed cost per call that makes
+    it 2-4x slower on the small maps of a search cell."""
+    if x.dim() != 4 or not x.is_contiguous(memory_format=torch.channels_last):
+        return torch.nn.functional.conv2d(x, weight, bias)
+    n, c, h, w = x.shape
+    positions = x.permute(0, 2, 3, 1).reshape(-1, c)
+    matrix = weight.reshape(weight.shape[0], c).t()
+    out = positions @ matrix if bias is None else torch.addmm(bias, positions, matrix)
+    return out.view(n, h, w, -1).permute(0, 3, 1, 2)
+
+
+def pointwise_conv_backward(grad, x, weight, needs_input, needs_weight):
+    """(grad of x or None, grad of weight or None) of `pointwise_conv(x, weight)`."""
+    layout = torch.channels_last
+    if not (x.dim() == 4 and x.is_contiguous(memory_format=layout) and grad.is_contiguous(memory_format=layout)):
+        grad_x, grad_weight, _ = torch.ops.aten.convolution_backward(
+            grad, x, weight, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [needs_input, needs_weight, False])
+        return grad_x, grad_weight
+    n, c, h, w = x.shape
+    grad_positions = grad.permute(0, 2, 3, 1).reshape(-1, grad.shape[1])
+    matrix = weight.reshape(weight.shape[0], c)
+    grad_x = (grad_positions @ matrix).view(n, h, w, c).permute(0, 3, 1, 2) if needs_input else None
+    grad_weight = ((grad_positions.t() @ x.permute(0, 2, 3, 1).reshape(-1, c)).view(weight.shape)
+                   if needs_weight else None)
+    return grad_x, grad_weight
+
+
+class PointwiseConv2d(torch.nn.Conv2d):
+    """nn.Conv2d(C_in, C_out, 1) computed by `pointwise_conv`: the same parameters and numbers."""
+
+    def __init__(self, C_in, C_out, bias=True):
+        super().__init__(C_in, C_out, 1, bias=bias)
+
+    def forward(self, x):
+        return pointwise_conv(x, self.weight, self.bias)
