@@ -70,16 +70,18 @@ class _Subsample(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, start, step):
-        ctx.like = (x.shape, x.dtype, x.device, memory_layout(x))
-        ctx.start, ctx.step = start, step
+        ctx.shape, ctx.layout, ctx.start, ctx.step = x.shape, memory_layout(x), start, step
         return x[:, :, start::step, start::step].contiguous(memory_format=memory_layout(x))
 
     @staticmethod
     def backward(ctx, grad):
-        shape, dtype, device, layout = ctx.like
-        grad_x = torch.empty(shape, dtype=dtype, device=device, memory_format=layout).zero_()
-        grad_x[:, :, ctx.start::ctx.step, ctx.start::ctx.step] = grad
-        return grad_x, None, None
+        return _subsample_backward(grad, ctx.shape, ctx.layout, ctx.start, ctx.step), None, None
+
+
+def _subsample_backward(grad, shape, layout, start, step):
+    grad_x = torch.empty(shape, dtype=grad.dtype, device=grad.device, memory_format=layout).zero_()
+    grad_x[:, :, start::step, start::step] = grad
+    return grad_x
 
 
 def subsample(x, start, step):
@@ -98,22 +100,53 @@ class PolyphaseDilatedConv(nn.Conv2d):
     def forward(self, x):
         return self.conv(x, self.weight)
 
+    def _path(self, x):
+        """'slice' (stride d: one polyphase component), 'phases' (stride 1) or 'dilated'."""
+        d, stride, padding = self.dilation[0], self.stride[0], self.padding[0]
+        usable = (d > 1 and self.dilation[1] == d and self.stride[1] == stride and self.padding[1] == padding
+                  and padding % d == 0 and x.shape[2] % d == 0 and x.shape[3] % d == 0)
+        return 'slice' if usable and stride == d else 'phases' if usable and stride == 1 else 'dilated'
+
+    def _to_phases(self, x):
+        """(n, c, h, w) -> (n * d * d, c, h / d, w / d), channels-last: phase (i, j) holds x[i::d, j::d]."""
+        d, (n, c, h, w) = self.dilation[0], x.shape
+        phases = x.permute(0, 2, 3, 1).reshape(n, h // d, d, w // d, d, c).permute(0, 2, 4, 1, 3, 5)
+        return phases.reshape(n * d * d, h // d, w // d, c).permute(0, 3, 1, 2)
+
+    def _from_phases(self, phases, n):
+        d, (_, c, h, w) = self.dilation[0], phases.shape
+        out = phases.permute(0, 2, 3, 1).reshape(n, d, d, h, w, c).permute(0, 3, 1, 4, 2, 5)
+        return out.reshape(n, h * d, w * d, c).permute(0, 3, 1, 2)
+
     def conv(self, x, weight):
         """This convolution with `weight` in place of its own."""
-        d, stride, padding = self.dilation[0], self.stride[0], self.padding[0]
-        n, c, h, w = x.shape
-        usable = (d > 1 and self.dilation[1] == d and self.stride[1] == stride and self.padding[1] == padding
-                  and padding % d == 0 and h % d == 0 and w % d == 0)
-        if usable and stride == d:
+        path, d, padding = self._path(x), self.dilation[0], self.padding[0]
+        if path == 'slice':
             return F.conv2d(subsample(x, 0, d), weight, self.bias, 1, padding // d, 1, self.groups)
-        if not (usable and stride == 1):
+        if path == 'dilated':
             return self._conv_forward(x, weight, self.bias)
-        # (n, c, h, w) -> (n * d * d, c, h / d, w / d), built channels-last: phase (i, j) holds x[i::d, j::d]
-        phases = x.permute(0, 2, 3, 1).reshape(n, h // d, d, w // d, d, c).permute(0, 2, 4, 1, 3, 5)
-        phases = phases.reshape(n * d * d, h // d, w // d, c).permute(0, 3, 1, 2)
-        out = F.conv2d(phases, weight, self.bias, 1, padding // d, 1, self.groups)
-        out = out.permute(0, 2, 3, 1).reshape(n, d, d, h // d, w // d, -1).permute(0, 3, 1, 4, 2, 5)
-        return out.reshape(n, h, w, -1).permute(0, 3, 1, 2)
+        return self._from_phases(F.conv2d(self._to_phases(x), weight, self.bias, 1, padding // d, 1, self.groups),
+                                 x.shape[0])
+
+    def conv_backward(self, grad, x, weight, needs_input, needs_weight):
+        """(grad of x or None, grad of weight or None) of `conv(x, weight)` (no bias), by the
+        convolution's own backward kernel on the same path."""
+        path, d, padding = self._path(x), self.dilation[0], self.padding[0]
+        geometry = [1, 1], [padding // d] * 2, [1, 1]
+        inputs = x
+        if path == 'dilated':
+            geometry = list(self.stride), list(self.padding), list(self.dilation)
+        elif path == 'slice':
+            inputs = x[:, :, ::d, ::d].contiguous(memory_format=memory_layout(x))
+        else:
+            inputs, grad = self._to_phases(x), self._to_phases(grad)
+        grad_x, grad_weight, _ = torch.ops.aten.convolution_backward(
+            grad, inputs, weight, None, *geometry, False, [0, 0], self.groups, [needs_input, needs_weight, False])
+        if needs_input and path == 'slice':
+            grad_x = _subsample_backward(grad_x, x.shape, memory_layout(x), 0, d)
+        elif needs_input and path == 'phases':
+            grad_x = self._from_phases(grad_x, x.shape[0])
+        return grad_x, grad_weight
 
 
 class _SeparableConv(torch.autograd.Function):
@@ -152,23 +185,15 @@ class _SeparableConv(torch.autograd.Function):
             h = torch.addcmul(shift.view(1, -1, 1, 1).to(x.dtype), x, scale.view(1, -1, 1, 1).to(x.dtype)).relu_()
         needs_h = needs_x or needs_gamma or needs_beta
         depthwise = ctx.depthwise
-        # An undilated conv is differentiated by its own backward kernel; the polyphase paths by autograd.
-        direct = depthwise.dilation == (1, 1)
-        with torch.set_grad_enabled(not direct):
-            h_ = h.detach().to(ctx.dtype).requires_grad_(needs_h and not direct)
-            weight_ = depthwise_weight.detach().to(ctx.dtype).requires_grad_(needs_depthwise and not direct)
-            y = depthwise.conv(h_, weight_)
+        h_, weight_ = h.to(ctx.dtype), depthwise_weight.to(ctx.dtype)
+        # The depthwise output is recomputed only for the pointwise weight's gradient: a pass to the
+        # architecture weights alone does without it.
+        y = depthwise.conv(h_, weight_) if needs_pointwise else None
         grad_y, grad_pointwise = pointwise_conv_backward(
-            grad.to(ctx.dtype), y.detach(), pointwise_weight.to(ctx.dtype), needs_h or needs_depthwise, needs_pointwise)
-        if direct:
-            grad_h, grad_depthwise, _ = torch.ops.aten.convolution_backward(
-                grad_y, h_, weight_, None, depthwise.stride, depthwise.padding, depthwise.dilation, False, [0, 0],
-                depthwise.groups, [needs_h, needs_depthwise, False])
-        else:
-            grads = iter(torch.autograd.grad(y, [t for t in (h_, weight_) if t.requires_grad], grad_y)
-                         if needs_h or needs_depthwise else ())
-            grad_h = next(grads) if needs_h else None
-            grad_depthwise = next(grads) if needs_depthwise else None
+            grad.to(ctx.dtype), y, pointwise_weight.to(ctx.dtype), needs_h or needs_depthwise, needs_pointwise)
+        grad_h = grad_depthwise = None
+        if needs_h or needs_depthwise:
+            grad_h, grad_depthwise = depthwise.conv_backward(grad_y, h_, weight_, needs_h, needs_depthwise)
         grad_h = grad_h.to(h.dtype) if needs_h else None
         grad_depthwise = grad_depthwise.to(depthwise_weight.dtype) if needs_depthwise else None
         grad_x = grad_gamma = grad_beta = None

@@ -6,6 +6,7 @@ import tempfile
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 
 class UserError(Exception):
@@ -145,7 +146,7 @@ def pointwise_conv(x, weight, bias=None):
     (same autograd, same autocast): oneDNN's 1x1 convolution has a fixed cost per call that makes
     it 2-4x slower on the small maps of a search cell."""
     if x.dim() != 4 or not x.is_contiguous(memory_format=torch.channels_last):
-        return torch.nn.functional.conv2d(x, weight, bias)
+        return F.conv2d(x, weight, bias)
     n, c, h, w = x.shape
     positions = x.permute(0, 2, 3, 1).reshape(-1, c)
     matrix = weight.reshape(weight.shape[0], c).t()
@@ -154,13 +155,17 @@ def pointwise_conv(x, weight, bias=None):
 
 
 def pointwise_conv_backward(grad, x, weight, needs_input, needs_weight):
-    """(grad of x or None, grad of weight or None) of `pointwise_conv(x, weight)`."""
+    """(grad of x or None, grad of weight or None) of `pointwise_conv(x, weight)`; x may be None
+    when the weight's gradient is not needed."""
     layout = torch.channels_last
-    if not (x.dim() == 4 and x.is_contiguous(memory_format=layout) and grad.is_contiguous(memory_format=layout)):
-        grad_x, grad_weight, _ = torch.ops.aten.convolution_backward(
-            grad, x, weight, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [needs_input, needs_weight, False])
+    c = weight.shape[1]
+    if not grad.is_contiguous(memory_format=layout) or (x is not None and not x.is_contiguous(memory_format=layout)):
+        grad_x = F.conv2d(grad, weight.transpose(0, 1)) if needs_input else None
+        grad_weight = (torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], [0, 0], [1, 1], False,
+                                                           [0, 0], 1, [False, True, False])[1]
+                       if needs_weight else None)
         return grad_x, grad_weight
-    n, c, h, w = x.shape
+    n, _, h, w = grad.shape
     grad_positions = grad.permute(0, 2, 3, 1).reshape(-1, grad.shape[1])
     matrix = weight.reshape(weight.shape[0], c)
     grad_x = (grad_positions @ matrix).view(n, h, w, c).permute(0, 3, 1, 2) if needs_input else None
