@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from utils import PointwiseConv2d, memory_layout, pointwise_conv, spatial_mean
+from utils import memory_layout, spatial_mean
 
 REDUCTION = 16
 
@@ -193,11 +193,11 @@ class BAM(nn.Module):
                 nn.ReLU(inplace=True),
             ]
         self.spatial_gate = nn.Sequential(
-            PointwiseConv2d(C, hidden),
+            nn.Conv2d(C, hidden, 1),
             nn.BatchNorm2d(hidden),
             nn.ReLU(inplace=True),
             *dilated,
-            PointwiseConv2d(hidden, 1),
+            nn.Conv2d(hidden, 1, 1),
         )
 
     def weighted(self, x, weight):
@@ -320,8 +320,8 @@ class DoubleAttention(nn.Module):
         super().__init__()
         self.c_m = c_m if c_m is not None else max(C // 4, 1)
         self.c_n = c_n if c_n is not None else max(C // 4, 1)
-        self.conv_abv = PointwiseConv2d(C, self.c_m + 2 * self.c_n)
-        self.conv_z = PointwiseConv2d(self.c_m, C)
+        self.conv_abv = nn.Conv2d(C, self.c_m + 2 * self.c_n, 1)
+        self.conv_z = nn.Conv2d(self.c_m, C, 1)
 
     def weighted(self, x, weight):
         """weight * forward(x) (weight a 0-d tensor or None).  The weight scales conv_z's (small)
@@ -329,7 +329,7 @@ class DoubleAttention(nn.Module):
         if weight is None:
             return self.forward(x)
         z = self._distributed(x)
-        return torch.addcmul(pointwise_conv(z, weight * self.conv_z.weight, weight * self.conv_z.bias), x, weight)
+        return torch.addcmul(F.conv2d(z, weight * self.conv_z.weight, weight * self.conv_z.bias), x, weight)
 
     def _distributed(self, x):
         n, _, h, w = x.shape

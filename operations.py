@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import attention
-from utils import PointwiseConv2d, memory_layout, pointwise_conv, pointwise_conv_backward, spatial_mean
+from utils import memory_layout, spatial_mean
 
 _hand_written_backward = {'enabled': True, 'weight_gradients': True}
 
@@ -55,8 +55,7 @@ class ReLUConvBN(nn.Sequential):
     def __init__(self, C_in, C_out, kernel_size, stride, padding, affine=True):
         super().__init__(
             nn.ReLU(inplace=False),
-            (PointwiseConv2d(C_in, C_out, bias=False) if (kernel_size, stride, padding) == (1, 1, 0)
-             else nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=padding, bias=False)),
+            nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=padding, bias=False),
             nn.BatchNorm2d(C_out, affine=affine),
         )
 
@@ -164,7 +163,7 @@ class _SeparableConv(torch.autograd.Function):
             running_mean, running_var, momentum, ctx.eps = norm
             h, *stats = torch.native_batch_norm(x, gamma, beta, running_mean, running_var, True, momentum, ctx.eps)
             h = h.relu_()
-        out = pointwise_conv(depthwise.conv(h, depthwise_weight), pointwise_weight)
+        out = F.conv2d(depthwise.conv(h, depthwise_weight), pointwise_weight)
         ctx.depthwise, ctx.dtype, ctx.normalized = depthwise, out.dtype, norm is not None
         ctx.save_for_backward(x, depthwise_weight, pointwise_weight, gamma, beta, *stats)
         return out
@@ -189,8 +188,14 @@ class _SeparableConv(torch.autograd.Function):
         # The depthwise output is recomputed only for the pointwise weight's gradient: a pass to the
         # architecture weights alone does without it.
         y = depthwise.conv(h_, weight_) if needs_pointwise else None
-        grad_y, grad_pointwise = pointwise_conv_backward(
-            grad.to(ctx.dtype), y, pointwise_weight.to(ctx.dtype), needs_h or needs_depthwise, needs_pointwise)
+        grad, pointwise_weight_ = grad.to(ctx.dtype), pointwise_weight.to(ctx.dtype)
+        grad_y = grad_pointwise = None
+        if y is not None:
+            grad_y, grad_pointwise, _ = torch.ops.aten.convolution_backward(
+                grad, y, pointwise_weight_, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
+                [needs_h or needs_depthwise, True, False])
+        elif needs_h or needs_depthwise:
+            grad_y = F.conv2d(grad, pointwise_weight_.transpose(0, 1))
         grad_h = grad_depthwise = None
         if needs_h or needs_depthwise:
             grad_h, grad_depthwise = depthwise.conv_backward(grad_y, h_, weight_, needs_h, needs_depthwise)
@@ -215,7 +220,7 @@ class DilConv(nn.Sequential):
             nn.ReLU(inplace=False),
             PolyphaseDilatedConv(C_in, C_in, kernel_size, stride, padding, dilation=dilation, groups=C_in,
                                  bias=False),
-            PointwiseConv2d(C_in, C_out, bias=False),
+            nn.Conv2d(C_in, C_out, 1, bias=False),
             nn.BatchNorm2d(C_out, affine=affine),
         )
 

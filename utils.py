@@ -6,7 +6,6 @@ import tempfile
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 class UserError(Exception):
@@ -138,47 +137,3 @@ def global_average_pool(x):
 def memory_layout(x):
     """The memory format a 4-d tensor is stored in (channels-last, else contiguous)."""
     return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-
-
-def pointwise_conv(x, weight, bias=None):
-    """F.conv2d(x, weight, bias) for a 1x1, stride-1, ungrouped weight.  On a channels-last map
-    it is one matrix product over positions, (N*H*W, C_in) x (C_in, C_out), with views in and out
-    (same autograd, same autocast): oneDNN's 1x1 convolution has a fixed cost per call that makes
-    it 2-4x slower on the small maps of a search cell."""
-    if x.dim() != 4 or not x.is_contiguous(memory_format=torch.channels_last):
-        return F.conv2d(x, weight, bias)
-    n, c, h, w = x.shape
-    positions = x.permute(0, 2, 3, 1).reshape(-1, c)
-    matrix = weight.reshape(weight.shape[0], c).t()
-    out = positions @ matrix if bias is None else torch.addmm(bias, positions, matrix)
-    return out.view(n, h, w, -1).permute(0, 3, 1, 2)
-
-
-def pointwise_conv_backward(grad, x, weight, needs_input, needs_weight):
-    """(grad of x or None, grad of weight or None) of `pointwise_conv(x, weight)`; x may be None
-    when the weight's gradient is not needed."""
-    layout = torch.channels_last
-    c = weight.shape[1]
-    if not grad.is_contiguous(memory_format=layout) or (x is not None and not x.is_contiguous(memory_format=layout)):
-        grad_x = F.conv2d(grad, weight.transpose(0, 1)) if needs_input else None
-        grad_weight = (torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], [0, 0], [1, 1], False,
-                                                           [0, 0], 1, [False, True, False])[1]
-                       if needs_weight else None)
-        return grad_x, grad_weight
-    n, _, h, w = grad.shape
-    grad_positions = grad.permute(0, 2, 3, 1).reshape(-1, grad.shape[1])
-    matrix = weight.reshape(weight.shape[0], c)
-    grad_x = (grad_positions @ matrix).view(n, h, w, c).permute(0, 3, 1, 2) if needs_input else None
-    grad_weight = ((grad_positions.t() @ x.permute(0, 2, 3, 1).reshape(-1, c)).view(weight.shape)
-                   if needs_weight else None)
-    return grad_x, grad_weight
-
-
-class PointwiseConv2d(torch.nn.Conv2d):
-    """nn.Conv2d(C_in, C_out, 1) computed by `pointwise_conv`: the same parameters and numbers."""
-
-    def __init__(self, C_in, C_out, bias=True):
-        super().__init__(C_in, C_out, 1, bias=bias)
-
-    def forward(self, x):
-        return pointwise_conv(x, self.weight, self.bias)

@@ -16,7 +16,6 @@ from architect import Architect
 from model import NetworkCIFAR
 from model_search import MixedEdge, NormalizedMixture, SearchNetwork
 from operations import FactorizedReduce, StridedPointwiseConv, plain_autograd, subsample
-from utils import pointwise_conv, pointwise_conv_backward
 
 
 def max_difference(a, b):
@@ -423,28 +422,6 @@ def test_architecture_only_passes_compute_no_weight_gradients():
     with plain_autograd():
         plain_grads = torch.autograd.grad(F.cross_entropy(plain_net(x), y), plain_net.arch_parameters())
     assert max_difference(alpha_grads, plain_grads) < 1e-5
-
-
-@pytest.mark.parametrize('layout', [torch.channels_last, torch.contiguous_format])
-@pytest.mark.parametrize('bias', [False, True])
-def test_pointwise_conv_is_the_1x1_convolution(layout, bias):
-    """Output and gradients of the matrix-product 1x1 conv, and of its hand-written backward,
-    against F.conv2d in float64; on a channels-last map every result is channels-last too."""
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(3, 5, 4, 6, generator=g, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_()
-    weight = torch.randn(7, 5, 1, 1, generator=g, dtype=torch.float64).contiguous(memory_format=layout)
-    weight.requires_grad_()
-    b = torch.randn(7, generator=g, dtype=torch.float64, requires_grad=True) if bias else None
-    grad = torch.randn(3, 7, 4, 6, generator=g, dtype=torch.float64).contiguous(memory_format=layout)
-    out, expected = pointwise_conv(x, weight, b), F.conv2d(x, weight, b)
-    inputs = [x, weight] + ([b] if bias else [])
-    assert max_difference([out], [expected]) < 1e-12
-    expected_grads = torch.autograd.grad(expected, inputs, grad)
-    assert max_difference(torch.autograd.grad(out, inputs, grad), expected_grads) < 1e-12
-    hand_written = pointwise_conv_backward(grad, x.detach(), weight.detach(), True, True)
-    assert max_difference(hand_written, expected_grads[:2]) < 1e-12
-    if layout == torch.channels_last:
-        assert all(t.is_contiguous(memory_format=layout) for t in (out, hand_written[0]))
 
 
 def test_subsample_is_the_strided_slice_with_a_gradient_in_the_input_layout():
