@@ -136,7 +136,7 @@ class PolyphaseDilatedConv(nn.Conv2d):
         if path == 'dilated':
             geometry = list(self.stride), list(self.padding), list(self.dilation)
         elif path == 'slice':
-            inputs = x[:, :, ::d, ::d].contiguous(memory_format=memory_layout(x))
+            inputs = subsample(x, 0, d)
         else:
             inputs, grad = self._to_phases(x), self._to_phases(grad)
         grad_x, grad_weight, _ = torch.ops.aten.convolution_backward(
