@@ -33,8 +33,9 @@ demo: setup
 	$(PY) visualize.py $(DEMO_RUN)
 	@echo "demo run: $(DEMO_RUN)  (genotype: $(DEMO_RUN)/genotype.json, report: $(DEMO_RUN)/report/report.html)"
 
+# One pytest worker per core (pytest-xdist): each test runs single-threaded (tests/conftest.py).
 test: setup
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n auto
 
 clean:
 	rm -rf $(VENV) runs

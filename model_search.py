@@ -146,12 +146,96 @@ class NormalizedMixture(torch.autograd.Function):
         return (grad_weights, None, None, *flat)
 
 
+class BatchNormKeepingOutput(torch.autograd.Function):
+    """Training-mode non-affine BatchNorm that keeps its output y instead of its input for backward:
+    grad_z = invstd * (g - mean_c(g) - y * mean_c(g * y)).  A shared pool's y is kept anyway, for
+    the gradients of the mixture weights, so the pool output z need not be.  Returns (y, batch mean,
+    batch invstd), the last two without gradient; first derivatives only."""
+
+    @staticmethod
+    def forward(ctx, z, running_mean, running_var, momentum, eps):
+        y, mean, invstd = torch.native_batch_norm(z, None, None, running_mean, running_var, True, momentum, eps)
+        ctx.save_for_backward(y, invstd)
+        ctx.mark_non_differentiable(mean, invstd)
+        return y, mean, invstd
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad, _mean, _invstd):
+        y, invstd = ctx.saved_tensors
+        # BatchNorm's own backward kernel, told that y is its input with mean 0 and invstd 1 and
+        # that invstd is the scale, computes exactly the formula above.
+        grad_z, _, _ = torch.ops.aten.native_batch_norm_backward(
+            grad.to(y.dtype), y, invstd, None, None, torch.zeros_like(invstd), torch.ones_like(invstd), True, 0.0,
+            [True, False, False])
+        return grad_z, None, None, None, None
+
+
+class SharedInput:
+    """What the edges reading one tensor x would each compute alike, computed once: ReLU(x), and
+    the weight-free pools with their optional non-affine BatchNorm.  A training-mode BatchNorm
+    normalises with the batch's own statistics, so equal inputs give equal outputs; each edge's
+    BatchNorm still gets its running statistics updated, from the shared batch statistics."""
+
+    def __init__(self, x):
+        self.x = x
+        self._relu = None
+        self._pooled = {}
+
+    def relu(self):
+        if self._relu is None:
+            self._relu = F.relu(self.x)
+        return self._relu
+
+    @staticmethod
+    def _signature(body, bn):
+        """What fixes the pooled output, or None if `body` is not one pooling layer."""
+        if len(body) != 1 or not isinstance(body[0], (nn.AvgPool2d, nn.MaxPool2d)):
+            return None
+        pool = body[0]
+        if isinstance(pool, nn.MaxPool2d) and (pool.dilation not in (1, (1, 1)) or pool.return_indices):
+            return None
+        if bn is not None and (bn.affine or not bn.track_running_stats or bn.momentum is None):
+            return None
+        geometry = tuple(getattr(pool, name, None) for name in
+                         ('kernel_size', 'stride', 'padding', 'ceil_mode', 'count_include_pad', 'divisor_override'))
+        return type(pool), geometry, None if bn is None else (bn.eps, bn.momentum)
+
+    def pooled(self, body, bn):
+        """BN(pool(x)) for the candidate [pool, bn] (bn may be None), or None if it is no pool."""
+        signature = self._signature(body, bn)
+        if signature is None:
+            return None
+        if signature not in self._pooled:
+            z = body[0](self.x)
+            if bn is None:
+                self._pooled[signature] = z, None
+            else:
+                y, mean, invstd = BatchNormKeepingOutput.apply(z, bn.running_mean, bn.running_var, bn.momentum,
+                                                               bn.eps)
+                bn.num_batches_tracked.add_(1)
+                count = z.numel() // z.shape[1]
+                # The unbiased batch variance, as BatchNorm2d puts into its running average.
+                variance = (invstd.pow(-2) - bn.eps) * (count / max(count - 1, 1))
+                self._pooled[signature] = y, (bn, mean, variance)
+            return self._pooled[signature][0]
+        y, statistics = self._pooled[signature]
+        if statistics is not None and statistics[0] is not bn:
+            _, mean, variance = statistics
+            with torch.no_grad():
+                bn.running_mean.lerp_(mean, bn.momentum)
+                bn.running_var.lerp_(variance, bn.momentum)
+            bn.num_batches_tracked.add_(1)
+        return y
+
+
 class MixedEdge(nn.Module):
     """sum_k w_k * candidate_k(x).  `none` is never built: its term is zero.  `pool_bn` wraps the
     weight-free pools in a non-affine BN (DARTS; ANAS's unit does not).
 
-    While training, the candidates opening with a ReLU share one ReLU(x), and those closing with a
-    BatchNorm are summed by NormalizedMixture: per edge that is 3 and 6 fewer feature maps kept for
+    While training, the candidates opening with a ReLU share one ReLU(x), the pools are computed
+    once per input (`SharedInput`: a cell state feeds up to four edges), and the convs closing with
+    a BatchNorm are summed by NormalizedMixture: per edge that is 3 and 4 fewer feature maps kept for
     backward in the DARTS space.  Attentions that scale channels only (Identity, SE, GE: x times an
     (N, C, 1, 1) `channel_scale`) are mixed as x * sum_k w_k gate_k: one product at full resolution
     instead of two per attention, and none of their outputs kept.  Attentions with a `weighted(x, w)`
@@ -175,10 +259,11 @@ class MixedEdge(nn.Module):
         final = leaves[-1] if isinstance(leaves[-1], nn.BatchNorm2d) and len(leaves) > 1 else None
         return relu, leaves[int(relu):len(leaves) - (final is not None)], final
 
-    def forward(self, x, weights, relued=None):
-        """`relued`: F.relu(x) if the caller has it (a state feeds several edges: one ReLU kept)."""
+    def forward(self, x, weights, shared=None):
+        """`shared`: the SharedInput of x if the caller has one (x feeds several edges)."""
         if not self.fused():
             return sum(weights[k] * op(x) for k, op in zip(self.active, self.candidates))
+        shared = SharedInput(x) if shared is None else shared
         out, normalized, gates = None, [], None
         for k, op in zip(self.active, self.candidates):
             if hasattr(op, 'channel_scale'):
@@ -191,10 +276,11 @@ class MixedEdge(nn.Module):
                 continue
             # Planned on every call: modules may have been swapped since construction.
             opens_with_relu, body, final_bn = self._plan(op)
-            h = x
-            if opens_with_relu:
-                relued = F.relu(x) if relued is None else relued
-                h = relued
+            pooled = shared.pooled(body, final_bn) if not opens_with_relu else None
+            if pooled is not None:
+                out = weights[k] * pooled if out is None else torch.addcmul(out, pooled, weights[k])
+                continue
+            h = shared.relu() if opens_with_relu else x
             for module in body:
                 h = module(h)
             if final_bn is not None and final_bn.track_running_stats:
@@ -245,18 +331,17 @@ class SearchCell(nn.Module):
     def forward(self, s0, s1, weights):
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         edge = 0
-        relued = [None] * (self.steps + 1)
+        shared = [SharedInput(h) for h in states]
         for _ in range(self.steps):
             node = 0
-            for i, h in enumerate(states):
-                if relued[i] is None and self.first[edge].fused():
-                    relued[i] = F.relu(h)
-                out = self.first[edge](h, weights['first'][edge], relued[i])
+            for h, common in zip(states, shared):
+                out = self.first[edge](h, weights['first'][edge], common)
                 if self.second is not None:
                     out = self.second[edge](out, weights['second'][edge])
                 node = node + out
                 edge += 1
             states.append(node)
+            shared.append(SharedInput(node))
         out = torch.cat(states[-self.multiplier:], dim=1)
         if self.bottleneck is not None:
             out = self.bottleneck(out, weights['bottleneck'])
@@ -395,12 +480,15 @@ class MixedAttentionUnit(nn.Module):
 
     def forward(self, x, weights):
         states, edge = [x, x], 0
+        # Both inputs are x: its pools and ReLU are shared by the edges of both.
+        shared = [SharedInput(x)] * 2
         for _ in range(self.steps):
             node = 0
-            for h in states:
-                node = node + self.edges[edge](h, weights[edge])
+            for h, common in zip(states, shared):
+                node = node + self.edges[edge](h, weights[edge], common)
                 edge += 1
             states.append(node)
+            shared.append(SharedInput(node))
         return x * torch.sigmoid(sum(states[2:]))
 
 

@@ -6,7 +6,7 @@ from tests.helpers import run
 
 def test_bench_writes_every_measurement(tmp_path):
     out = tmp_path / 'bench.json'
-    run('bench.py', '--init_channels', '4', '--layers', '3', '--batch_size', '2', '--train_channels', '4',
+    run('bench.py', '--init_channels', '4', '--layers', '3', '--nodes', '2', '--batch_size', '2', '--train_channels', '4',
         '--train_layers', '3', '--train_batch_size', '2', '--repeats', '2', '--warmup', '0', '--threads', '1',
         '--out', out)
     record = json.loads(out.read_text())

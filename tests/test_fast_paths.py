@@ -1,5 +1,5 @@
 """The speed and memory paths compute what the plain code computes: the fused BatchNorm mixture
-and shared ReLU of a search edge, the channels-last layout, the weighted-sum Gather-Excite gather,
+and shared ReLU and pools of a search edge, the channels-last layout, the weighted-sum Gather-Excite gather,
 the sliced stride of 1x1 convolutions, and torch.compile."""
 import copy
 import shutil
@@ -62,6 +62,30 @@ def test_fused_search_edges_match_the_plain_mixture(location, affine):
     assert abs(float(loss - plain_loss)) < 1e-12
     assert max_difference(grads, plain_grads) < 1e-9
     assert max_difference(buffers, plain_buffers) < 1e-12
+
+
+def test_pools_run_once_per_cell_state_and_every_edge_keeps_its_statistics():
+    """The weight-free pools (and their non-affine BNs) of the edges leaving one state give equal
+    outputs, so they run once per state; each edge's BN still moves its own running statistics."""
+    torch.manual_seed(0)
+    net = SearchNetwork(4, 10, 3, steps=2, image_size=8).double()
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):  # unequal statistics, as a checkpoint may hold
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+    plain = copy.deepcopy(net)
+    calls = {}
+    for module in net.cells[0].modules():
+        if isinstance(module, (torch.nn.MaxPool2d, torch.nn.AvgPool2d)):
+            module.register_forward_hook(lambda m, i, o: calls.update({type(m): calls.get(type(m), 0) + 1}))
+    x, y = torch.randn(4, 3, 8, 8, dtype=torch.float64), torch.randint(0, 10, (4,))
+    F.cross_entropy(net(x), y).backward()
+    # Two nodes: 5 edges read 3 states (the cell's two inputs and the first node).
+    assert sorted(calls.values()) == [3, 3]
+    with plain_autograd():
+        F.cross_entropy(plain(x), y).backward()
+    assert max_difference(list(net.buffers()), list(plain.buffers())) < 1e-12
+    assert max_difference([p.grad for p in net.parameters()], [p.grad for p in plain.parameters()]) < 1e-10
 
 
 def saved_bytes(run, context):
