@@ -337,6 +337,8 @@ class DoubleAttention(nn.Module):
         # channels-last; bmm takes the transposed views directly.
         tokens = self.conv_abv(x).permute(0, 2, 3, 1).reshape(n, h * w, -1)
         a, b, v = tokens.split((self.c_m, self.c_n, self.c_n), 2)
+        # bmm keeps `a` for backward: a copy of its c_m channels lets the c_m + 2 c_n of conv_abv go.
+        a = a.contiguous()
         attention_maps = b.softmax(1)
         attention_vectors = v.softmax(2)
         descriptors = torch.bmm(a.transpose(1, 2), attention_maps)

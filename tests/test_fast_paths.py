@@ -353,6 +353,18 @@ def test_fused_attention_edges_give_the_plain_architecture_gradient(unrolled):
     assert max_difference(fused_buffers, list(net.buffers())) < 1e-12
 
 
+
+def test_double_attention_keeps_only_its_narrow_maps():
+    """Besides x, A² keeps four maps of C/4 channels (A, both softmaxes, Z), not conv_abv's whole
+    3C/4-channel output, which a view of A would hold."""
+    torch.manual_seed(0)
+    module = attention.DoubleAttention(16).to(memory_format=torch.channels_last)
+    x = torch.randn(4, 16, 8, 8).to(memory_format=torch.channels_last).requires_grad_()
+    weight = torch.tensor(0.3, requires_grad=True)
+    feature_map = x.numel() * x.element_size()
+    kept = saved_bytes(lambda: module.weighted(x, weight), torch.enable_grad())
+    assert kept < 2.1 * feature_map
+
 @pytest.mark.parametrize('stride, channels_last', [(1, False), (2, True), (1, True)])
 def test_index_free_max_pool_matches_max_pool(stride, channels_last):
     """The search's max pool keeps its input instead of int64 indices; gradients (ties
