@@ -235,8 +235,9 @@ class MixedEdge(nn.Module):
 
     While training, the candidates opening with a ReLU share one ReLU(x), the pools are computed
     once per input (`SharedInput`: a cell state feeds up to four edges), and the convs closing with
-    a BatchNorm are summed by NormalizedMixture: per edge that is 3 and 4 fewer feature maps kept for
-    backward in the DARTS space.  Attentions that scale channels only (Identity, SE, GE: x times an
+    a BatchNorm are summed by NormalizedMixture: per edge that is 3 and 6 fewer feature maps kept for
+    backward in the DARTS space (a pool keeps its normalised output, not its input), fewer again when
+    a state's edges share the pools.  Attentions that scale channels only (Identity, SE, GE: x times an
     (N, C, 1, 1) `channel_scale`) are mixed as x * sum_k w_k gate_k: one product at full resolution
     instead of two per attention, and none of their outputs kept.  Attentions with a `weighted(x, w)`
     (BAM, CBAM, A2) apply their own mixture weight so that the gradient of w needs no saved output.
