@@ -93,8 +93,10 @@ class PolyphaseDilatedConv(nn.Conv2d):
     computes without dilation on the d x d polyphase components of its input: the same products
     and sums.  oneDNN's dilated depthwise backward is slow on the CPU: at stride d the components
     are one slice of the input (7-14x faster, forward and backward); at stride 1 they are d^2
-    images of 1/d^2 the size (2-4x faster up to 16x16; at 32x32 2-3x on an AMD EPYC and as fast
-    as the dilated kernel on the CPU of the earlier measurements)."""
+    images of 1/d^2 the size, whose backward is 2-6x faster (weight gradient 3-8x) at every size of
+    the search.  The stride-1 forward, though, is 2-8x faster on the dilated kernel itself than on
+    the phases with their two copies (AMD EPYC, batch 16, 8x8 to 32x32), so values nothing will
+    differentiate through (a hand-written backward's forward and recomputation) take that kernel."""
 
     def forward(self, x):
         return self.conv(x, self.weight)
@@ -122,7 +124,8 @@ class PolyphaseDilatedConv(nn.Conv2d):
         path, d, padding = self._path(x), self.dilation[0], self.padding[0]
         if path == 'slice':
             return F.conv2d(subsample(x, 0, d), weight, self.bias, 1, padding // d, 1, self.groups)
-        if path == 'dilated':
+        recorded = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+        if path == 'dilated' or not recorded:
             return self._conv_forward(x, weight, self.bias)
         return self._from_phases(F.conv2d(self._to_phases(x), weight, self.bias, 1, padding // d, 1, self.groups),
                                  x.shape[0])
@@ -149,67 +152,100 @@ class PolyphaseDilatedConv(nn.Conv2d):
 
 
 class _SeparableConv(torch.autograd.Function):
-    """pointwise(depthwise(x)), or pointwise(depthwise(relu(batchnorm(x)))) with a training-mode
-    BatchNorm in front, keeping only x for backward (the layer before keeps it anyway) and the
-    batch statistics: the depthwise output and the normalised, rectified input are recomputed
-    there.  Up to two feature maps fewer per depthwise conv for one more depthwise forward, the
-    cheapest conv of the cell, and an elementwise pass.  `norm` is (running mean, running var,
-    momentum, eps) of that BatchNorm or None.  Autocast is replayed in backward."""
+    """A chain of depthwise-separable stages, stage i being pointwise_i(depthwise_i(x)) or, with a
+    training-mode BatchNorm in front, pointwise_i(depthwise_i(relu(batchnorm_i(x)))), keeping only
+    the chain's input x (the layer before keeps it anyway) and the batch statistics: every stage's
+    input, normalised input and depthwise output is recomputed in backward.  SepConv's two stages
+    keep one feature map instead of three (the second stage's input costs one more pointwise conv
+    in backward), DilConv's one stage one instead of two.  `stages` holds per stage (depthwise conv,
+    norm): norm is (running mean, running var, momentum, eps) of its BatchNorm or None; `weights`
+    are per stage (depthwise weight, pointwise weight, BatchNorm weight, BatchNorm bias), the last
+    two None without a norm or affine parameters.  Autocast is replayed in backward."""
 
     @staticmethod
-    def forward(ctx, x, depthwise_weight, pointwise_weight, depthwise, norm=None, gamma=None, beta=None):
-        h, stats = x, ()
-        if norm is not None:
-            running_mean, running_var, momentum, ctx.eps = norm
-            h, *stats = torch.native_batch_norm(x, gamma, beta, running_mean, running_var, True, momentum, ctx.eps)
-            h = h.relu_()
-        out = F.conv2d(depthwise.conv(h, depthwise_weight), pointwise_weight)
-        ctx.depthwise, ctx.dtype, ctx.normalized = depthwise, out.dtype, norm is not None
-        ctx.save_for_backward(x, depthwise_weight, pointwise_weight, gamma, beta, *stats)
-        return out
+    def forward(ctx, x, stages, *weights):
+        h, statistics = x, []
+        for (depthwise, norm), (depthwise_weight, pointwise_weight, gamma, beta) in zip(stages, _by_stage(weights)):
+            if norm is not None:
+                running_mean, running_var, momentum, eps = norm
+                h, mean, invstd = torch.native_batch_norm(h, gamma, beta, running_mean, running_var, True, momentum,
+                                                          eps)
+                h = h.relu_()
+                statistics += [mean, invstd]
+            h = F.conv2d(depthwise.conv(h, depthwise_weight), pointwise_weight)
+        ctx.stages, ctx.dtype = stages, h.dtype
+        ctx.save_for_backward(x, *weights, *statistics)
+        return h
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        x, depthwise_weight, pointwise_weight, gamma, beta, *stats = ctx.saved_tensors
-        needs = ctx.needs_input_grad + (False,) * (7 - len(ctx.needs_input_grad))  # defaults have no entry
-        needs_x = needs[0]
-        needs_depthwise, needs_pointwise, needs_gamma, needs_beta = (
-            weight_gradients_wanted() and needs[k] for k in (1, 2, 5, 6))
-        h = x
-        if ctx.normalized:
-            mean, invstd = stats
-            scale = invstd if gamma is None else invstd * gamma
-            shift = -mean * scale if beta is None else beta - mean * scale
-            h = torch.addcmul(shift.view(1, -1, 1, 1).to(x.dtype), x, scale.view(1, -1, 1, 1).to(x.dtype)).relu_()
-        needs_h = needs_x or needs_gamma or needs_beta
-        depthwise = ctx.depthwise
-        h_, weight_ = h.to(ctx.dtype), depthwise_weight.to(ctx.dtype)
-        # The depthwise output is recomputed only for the pointwise weight's gradient: a pass to the
-        # architecture weights alone does without it.
-        y = depthwise.conv(h_, weight_) if needs_pointwise else None
-        grad, pointwise_weight_ = grad.to(ctx.dtype), pointwise_weight.to(ctx.dtype)
-        grad_y = grad_pointwise = None
-        if y is not None:
-            grad_y, grad_pointwise, _ = torch.ops.aten.convolution_backward(
-                grad, y, pointwise_weight_, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
-                [needs_h or needs_depthwise, True, False])
-        elif needs_h or needs_depthwise:
-            grad_y = F.conv2d(grad, pointwise_weight_.transpose(0, 1))
-        grad_h = grad_depthwise = None
-        if needs_h or needs_depthwise:
-            grad_h, grad_depthwise = depthwise.conv_backward(grad_y, h_, weight_, needs_h, needs_depthwise)
-        grad_h = grad_h.to(h.dtype) if needs_h else None
-        grad_depthwise = grad_depthwise.to(depthwise_weight.dtype) if needs_depthwise else None
-        grad_x = grad_gamma = grad_beta = None
-        if ctx.normalized and needs_h:
-            grad_x, grad_gamma, grad_beta = torch.ops.aten.native_batch_norm_backward(
-                torch.ops.aten.threshold_backward(grad_h, h, 0), x, gamma, None, None, mean, invstd, True, ctx.eps,
-                [needs_x, needs_gamma, needs_beta])
-        elif needs_x:
-            grad_x = grad_h
-        return (grad_x, grad_depthwise, grad_pointwise.to(pointwise_weight.dtype) if needs_pointwise else None,
-                None, None, grad_gamma, grad_beta)
+        x, *rest = ctx.saved_tensors
+        stages, dtype = ctx.stages, ctx.dtype
+        weights, statistics = rest[:4 * len(stages)], iter(rest[4 * len(stages):])
+        wanted = weight_gradients_wanted()
+        needs = [tuple(wanted and ctx.needs_input_grad[2 + 4 * i + k] for k in range(4)) for i in range(len(stages))]
+        # Forward again, keeping each stage's input, normalised input and (where the pointwise
+        # weight's gradient needs it, or the next stage's input does) depthwise output.
+        recomputed, h = [], x
+        for i, ((depthwise, norm), (depthwise_weight, pointwise_weight, gamma, beta)) in enumerate(
+                zip(stages, _by_stage(weights))):
+            stage_input, stats = h, None
+            if norm is not None:
+                mean, invstd = next(statistics), next(statistics)
+                scale = invstd if gamma is None else invstd * gamma
+                shift = -mean * scale if beta is None else beta - mean * scale
+                h = torch.addcmul(shift.view(1, -1, 1, 1).to(h.dtype), h, scale.view(1, -1, 1, 1).to(h.dtype)).relu_()
+                stats = mean, invstd, norm[3]
+            last = i == len(stages) - 1
+            h_ = h.to(dtype)
+            y = depthwise.conv(h_, depthwise_weight.to(dtype)) if needs[i][1] or not last else None
+            recomputed.append((stage_input, h, y, stats))
+            if not last:
+                h = F.conv2d(y, pointwise_weight.to(dtype))
+        grads = [None] * len(weights)
+        for i in reversed(range(len(stages))):
+            needs_earlier = ctx.needs_input_grad[0] or any(any(n) for n in needs[:i])
+            grad, grads[4 * i:4 * i + 4] = _separable_stage_backward(
+                grad, *recomputed[i], stages[i][0], *weights[4 * i:4 * i + 4], dtype, needs_earlier, needs[i])
+            if grad is None:
+                break
+        return (grad if ctx.needs_input_grad[0] else None, None, *grads)
+
+
+def _by_stage(weights):
+    return [weights[4 * i:4 * i + 4] for i in range(len(weights) // 4)]
+
+
+def _separable_stage_backward(grad, x, h, y, stats, depthwise, depthwise_weight, pointwise_weight, gamma, beta, dtype,
+                              needs_x, needs):
+    """(grad of x or None, [grads of the stage's four weights]) for one stage of `_SeparableConv`
+    from its recomputed input x, normalised input h and depthwise output y (None if unneeded)."""
+    needs_depthwise, needs_pointwise, needs_gamma, needs_beta = needs
+    needs_h = needs_x or needs_gamma or needs_beta
+    h_, weight_ = h.to(dtype), depthwise_weight.to(dtype)
+    grad, pointwise_weight_ = grad.to(dtype), pointwise_weight.to(dtype)
+    grad_y = grad_pointwise = None
+    if needs_pointwise:
+        grad_y, grad_pointwise, _ = torch.ops.aten.convolution_backward(
+            grad, y, pointwise_weight_, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
+            [needs_h or needs_depthwise, True, False])
+    elif needs_h or needs_depthwise:
+        grad_y = F.conv2d(grad, pointwise_weight_.transpose(0, 1))
+    grad_h = grad_depthwise = None
+    if needs_h or needs_depthwise:
+        grad_h, grad_depthwise = depthwise.conv_backward(grad_y, h_, weight_, needs_h, needs_depthwise)
+    grad_h = grad_h.to(h.dtype) if needs_h else None
+    grad_x = grad_gamma = grad_beta = None
+    if stats is not None and needs_h:
+        mean, invstd, eps = stats
+        grad_x, grad_gamma, grad_beta = torch.ops.aten.native_batch_norm_backward(
+            torch.ops.aten.threshold_backward(grad_h, h, 0), x, gamma, None, None, mean, invstd, True, eps,
+            [needs_x, needs_gamma, needs_beta])
+    elif needs_x:
+        grad_x = grad_h
+    return grad_x, [grad_depthwise.to(depthwise_weight.dtype) if needs_depthwise else None,
+                    grad_pointwise.to(pointwise_weight.dtype) if needs_pointwise else None, grad_gamma, grad_beta]
 
 
 class DilConv(nn.Sequential):
@@ -231,7 +267,7 @@ class DilConv(nn.Sequential):
         """The depthwise and pointwise convs; with `_SeparableConv`'s backward when recording a graph."""
         depthwise, pointwise = self[1], self[2]
         if hand_written_backward():
-            return _SeparableConv.apply(x, depthwise.weight, pointwise.weight, depthwise)
+            return _SeparableConv.apply(x, ((depthwise, None),), depthwise.weight, pointwise.weight, None, None)
         return pointwise(depthwise(x))
 
     def stages(self):
@@ -249,25 +285,24 @@ class SepConv(nn.Sequential):
         )
 
     def forward(self, x):
-        first, second = self
-        return second[3](self.middle(first.separable(first[0](x))))
+        return self[1][3](self.separable(self[0][0](x)))
 
-    def middle(self, x):
-        """The first conv's BatchNorm, the second's ReLU and separable convs; when recording a graph
-        with batch statistics, in one `_SeparableConv` that keeps only x."""
+    def separable(self, x):
+        """Both separable convs with the first's BatchNorm and the second's ReLU between them; when
+        recording a graph with batch statistics, in one `_SeparableConv` that keeps only x."""
         first, second = self
         bn = first[3]
         if (hand_written_backward() and isinstance(second[0], nn.ReLU) and bn.training and bn.track_running_stats
                 and bn.momentum is not None):
             bn.num_batches_tracked.add_(1)
-            return _SeparableConv.apply(x, second[1].weight, second[2].weight, second[1],
-                                        (bn.running_mean, bn.running_var, bn.momentum, bn.eps), bn.weight, bn.bias)
-        return second.separable(second[0](bn(x)))
+            stages = (first[1], None), (second[1], (bn.running_mean, bn.running_var, bn.momentum, bn.eps))
+            return _SeparableConv.apply(x, stages, first[1].weight, first[2].weight, None, None,
+                                        second[1].weight, second[2].weight, bn.weight, bn.bias)
+        return second.separable(second[0](bn(first.separable(x))))
 
     def stages(self):
         """What forward applies in order (MixedEdge shares the ReLU and fuses the last BatchNorm)."""
-        first, second = self
-        return [first[0], first.separable, self.middle, second[3]]
+        return [self[0][0], self.separable, self[1][3]]
 
 
 class Conv7x1x1x7(nn.Sequential):
