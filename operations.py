@@ -170,9 +170,10 @@ class _SeparableConv(torch.autograd.Function):
     """A chain of depthwise-separable stages, stage i being pointwise_i(depthwise_i(x)) or, with a
     training-mode BatchNorm in front, pointwise_i(depthwise_i(relu(batchnorm_i(x)))), keeping only
     the chain's input x (the layer before keeps it anyway) and the batch statistics: every stage's
-    input, normalised input and depthwise output is recomputed in backward.  SepConv's two stages
-    keep one feature map instead of three (the second stage's input costs one more pointwise conv
-    in backward), DilConv's one stage one instead of two.  `stages` holds per stage (depthwise conv,
+    input, normalised input and depthwise output is recomputed in backward.  SepConv's two stages in
+    one chain keep one feature map instead of three (the second stage's input costs one more
+    pointwise conv in backward, and a depthwise one in a pass to the architecture weights), in two
+    chains two; DilConv's one stage keeps one instead of two.  `stages` holds per stage (depthwise conv,
     norm): norm is (running mean, running var, momentum, eps) of its BatchNorm or None; `weights`
     are per stage (depthwise weight, pointwise weight, BatchNorm weight, BatchNorm bias), the last
     two None without a norm or affine parameters.  Autocast is replayed in backward."""
@@ -290,6 +291,11 @@ class DilConv(nn.Sequential):
         return [self[0], self.separable, self[3]]
 
 
+# Recomputing a map costs one more conv call in backward, and below a megabyte a call's fixed cost
+# (~0.2 ms on the CPU) outweighs the memory: a batch-16 search recomputes only its 32x32 maps.
+RECOMPUTED_MAP_BYTES = 2 ** 20
+
+
 class SepConv(nn.Sequential):
     """Two stacked depthwise-separable convs; only the first one strides."""
 
@@ -304,16 +310,21 @@ class SepConv(nn.Sequential):
 
     def separable(self, x):
         """Both separable convs with the first's BatchNorm and the second's ReLU between them; when
-        recording a graph with batch statistics, in one `_SeparableConv` that keeps only x."""
+        recording a graph with batch statistics, in `_SeparableConv`s that keep only their input:
+        one for both stages where the middle map is large (it is recomputed in backward), else one
+        per stage."""
         first, second = self
         bn = first[3]
-        if (hand_written_backward() and isinstance(second[0], nn.ReLU) and bn.training and bn.track_running_stats
+        if not (hand_written_backward() and isinstance(second[0], nn.ReLU) and bn.training and bn.track_running_stats
                 and bn.momentum is not None):
-            bn.num_batches_tracked.add_(1)
-            stages = (first[1], None), (second[1], (bn.running_mean, bn.running_var, bn.momentum, bn.eps))
-            return _SeparableConv.apply(x, stages, first[1].weight, first[2].weight, None, None,
-                                        second[1].weight, second[2].weight, bn.weight, bn.bias)
-        return second.separable(second[0](bn(first.separable(x))))
+            return second.separable(second[0](bn(first.separable(x))))
+        bn.num_batches_tracked.add_(1)
+        outer = ((first[1], None),), (first[1].weight, first[2].weight, None, None)
+        inner = (((second[1], (bn.running_mean, bn.running_var, bn.momentum, bn.eps)),),
+                 (second[1].weight, second[2].weight, bn.weight, bn.bias))
+        if x.numel() * x.element_size() // first[1].stride[0] ** 2 >= RECOMPUTED_MAP_BYTES:
+            return _SeparableConv.apply(x, outer[0] + inner[0], *outer[1], *inner[1])
+        return _SeparableConv.apply(_SeparableConv.apply(x, outer[0], *outer[1]), inner[0], *inner[1])
 
     def stages(self):
         """What forward applies in order (MixedEdge shares the ReLU and fuses the last BatchNorm)."""

@@ -396,11 +396,16 @@ def test_index_free_max_pool_matches_max_pool(stride, channels_last):
                                                             (5, 2, 2, 8), (3, 1, 2, 7)])
 @pytest.mark.parametrize('channels_last', [True, False])
 @pytest.mark.parametrize('affine', [True, False])
-def test_separable_conv_recomputes_the_depthwise_output_exactly(kernel, stride, dilation, size, channels_last, affine):
+@pytest.mark.parametrize('recomputed_map_bytes', [0, None])
+def test_separable_conv_recomputes_the_depthwise_output_exactly(kernel, stride, dilation, size, channels_last, affine,
+                                                                recomputed_map_bytes, monkeypatch):
     """DilConv's depthwise+pointwise pair and SepConv's two pairs with the BatchNorm and ReLU
     between them keep only their input for backward and give the plain graph's output, gradients
     and running statistics (dilated and strided cases take the polyphase paths)."""
+    import operations
     from operations import DilConv, SepConv
+    if recomputed_map_bytes is not None:  # SepConv's stages in one chain (by default: in two, at this size)
+        monkeypatch.setattr(operations, 'RECOMPUTED_MAP_BYTES', recomputed_map_bytes)
     torch.manual_seed(0)
     padding = dilation * (kernel // 2)
     op = (DilConv(6, 8, kernel, stride, padding, dilation, affine) if dilation > 1
@@ -420,15 +425,21 @@ def test_separable_conv_recomputes_the_depthwise_output_exactly(kernel, stride, 
     assert max_difference(*results) < 1e-12
 
 
-def test_separable_conv_keeps_no_depthwise_output_and_replays_autocast():
+def test_separable_conv_keeps_no_depthwise_output_and_replays_autocast(monkeypatch):
+    import operations
     from operations import SepConv
     torch.manual_seed(0)
     conv = SepConv(8, 8, 5, 1, 2, affine=True)
     x = torch.randn(2, 8, 8, 8).relu().requires_grad_()
     feature_map = x.numel() * x.element_size()
-    # both depthwise outputs, the middle BatchNorm's input and the middle ReLU's output
     run = lambda: conv(x)  # noqa: E731
+    # both depthwise outputs and the middle ReLU's output
+    assert saved_bytes(run, plain_autograd()) - saved_bytes(run, torch.enable_grad()) >= 3 * feature_map
+    # and the middle BatchNorm's input, where the middle map is as large as RECOMPUTED_MAP_BYTES
+    monkeypatch.setattr(operations, 'RECOMPUTED_MAP_BYTES', feature_map)
     assert saved_bytes(run, plain_autograd()) - saved_bytes(run, torch.enable_grad()) >= 4 * feature_map
+    monkeypatch.setattr(operations, 'RECOMPUTED_MAP_BYTES', feature_map + 1)
+    assert saved_bytes(run, plain_autograd()) - saved_bytes(run, torch.enable_grad()) < 4 * feature_map
     results = []
     for context in (torch.enable_grad(), plain_autograd()):
         with context, torch.autocast('cpu', dtype=torch.bfloat16):
