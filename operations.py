@@ -142,7 +142,8 @@ class PolyphaseDilatedConv(nn.Conv2d):
             inputs = subsample(x, 0, d)
         else:
             inputs, grad = self._to_phases(x), self._to_phases(grad)
-        by_shifts = (needs_weight and path != 'dilated' and weight.shape[1] == 1
+        # The shifted sums pair output channel c with input channel c: depthwise without a multiplier.
+        by_shifts = (needs_weight and path != 'dilated' and weight.shape[1] == 1 and weight.shape[0] == inputs.shape[1]
                      and max(inputs.shape[2:]) < max(weight.shape[2:]))
         grad_x, grad_weight, _ = torch.ops.aten.convolution_backward(
             grad, inputs, weight, None, *geometry, False, [0, 0], self.groups,
