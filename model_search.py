@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from genotypes import ATT_PRIMITIVES, ATTENTION_PRIMITIVES, PRIMITIVE_SETS, AttGenotype, Genotype
 from model import ResNetBody
 from operations import FactorizedReduce, ReLUConvBN, hand_written_backward, make_candidate
-from utils import UserError, global_average_pool
+from utils import UserError, global_average_pool, memory_layout
 
 # Which candidate lists fill the first layer, second layer and cell-output bottleneck.
 Layout = namedtuple('Layout', 'first second bottleneck')
@@ -298,6 +298,49 @@ class MixedEdge(nn.Module):
         return out
 
     @staticmethod
+    def node_sum(edges, xs, weights):
+        """sum_e edges[e](xs[e], weights[e]): a node's input edges.  Where every candidate is an
+        attention with an edge-batched form (the attention layer of `after_every`), the k edges
+        run together on their maps stacked along the batch, each candidate once for all k, with
+        each edge's own parameters (stacked per call) and running statistics: most of an attention's
+        cost at search sizes is per call, not per pixel (batch 16 on the CPU: 3x fewer calls, the
+        attention layer of a first-order step about 40% faster).  Same result, other rounding."""
+        if not MixedEdge._edge_batchable(edges, xs):
+            return sum(edge(x, w) for edge, x, w in zip(edges, xs, weights))
+        k, n, first = len(xs), xs[0].shape[0], edges[0]
+        x = torch.cat(xs)
+        out = gates = None
+        for j, index in enumerate(first.active):
+            modules = [edge.candidates[j] for edge in edges]
+            kind = type(modules[0])
+            if hasattr(kind, 'edge_channel_scales'):
+                scale = kind.edge_channel_scales(modules, x, k)
+                gate = weights[:, index, None, None] if scale is None else scale * weights[:, index, None, None]
+                gates = gate if gates is None else gates + gate
+            else:
+                term = kind.edge_weighted(modules, x, k, weights[:, index])
+                out = term if out is None else out + term
+        if gates is not None:
+            gates = gates.expand(k, n, x.shape[1]).reshape(k * n, x.shape[1], 1, 1)
+            out = x * gates if out is None else torch.addcmul(out, x, gates)
+        # Summed over the positions-by-channels view, so that the node stays channels-last.
+        return out.permute(0, 2, 3, 1).reshape(k, n, *out.shape[2:], out.shape[1]).sum(0).permute(0, 3, 1, 2)
+
+    @staticmethod
+    def _edge_batchable(edges, xs):
+        first, x = edges[0], xs[0]
+        if (len(edges) < 2 or not first.fused() or x.dim() != 4 or x.shape[0] < 2
+                or torch.is_autocast_enabled(x.device.type)):
+            return False
+        if any(t.shape != x.shape or memory_layout(t) != torch.channels_last for t in xs):
+            return False
+        kinds = [type(c) for c in first.candidates]
+        if not all(hasattr(kind, 'edge_batchable') for kind in kinds) or any(
+                [type(c) for c in edge.candidates] != kinds or edge.active != first.active for edge in edges):
+            return False
+        return all(kind.edge_batchable([edge.candidates[j] for edge in edges], x) for j, kind in enumerate(kinds))
+
+    @staticmethod
     def _normalized_mixture(weights, normalized):
         rows, flat = [], []
         eps, momentum = normalized[0][2].eps, normalized[0][2].momentum
@@ -334,13 +377,15 @@ class SearchCell(nn.Module):
         edge = 0
         shared = [SharedInput(h) for h in states]
         for _ in range(self.steps):
-            node = 0
+            start = edge
+            outs = []
             for h, common in zip(states, shared):
-                out = self.first[edge](h, weights['first'][edge], common)
-                if self.second is not None:
-                    out = self.second[edge](out, weights['second'][edge])
-                node = node + out
+                outs.append(self.first[edge](h, weights['first'][edge], common))
                 edge += 1
+            if self.second is not None:
+                node = MixedEdge.node_sum(self.second[start:edge], outs, weights['second'][start:edge])
+            else:
+                node = sum(outs)
             states.append(node)
             shared.append(SharedInput(node))
         out = torch.cat(states[-self.multiplier:], dim=1)

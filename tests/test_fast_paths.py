@@ -519,3 +519,62 @@ def test_channels_last_supernet_backward_stays_channels_last():
     with ContiguousGradients() as mode:
         F.cross_entropy(net(x), y).backward()
     assert not mode.calls, mode.calls[:5]
+
+
+def _attention_node(k, n, C, size, seed=0):
+    torch.manual_seed(seed)
+    edges = [MixedEdge(list(genotypes.ATTENTION_PRIMITIVES), C, 1, size, size, False).double()
+             .to(memory_format=torch.channels_last) for _ in range(k)]
+    for edge in edges:
+        for p in edge.parameters():
+            p.data.normal_(0, 0.5)  # away from the symmetric defaults, so a swapped edge would show
+    xs = [torch.randn(n, C, size, size, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+          .requires_grad_() for _ in range(k)]
+    weights = torch.randn(k, len(genotypes.ATTENTION_PRIMITIVES), dtype=torch.float64).softmax(1).requires_grad_()
+    return edges, xs, weights
+
+
+@pytest.mark.parametrize('k, n, C, size', [(2, 4, 16, 8), (5, 3, 32, 4), (3, 2, 64, 8), (4, 2, 4, 6)])
+def test_edge_batched_attention_node_is_the_sum_of_its_edges(k, n, C, size, monkeypatch):
+    """A node's attention edges run together on their stacked maps (each candidate once for all k,
+    with each edge's parameters): output, every gradient and every edge's running statistics
+    equal those of the k edges run one by one, and the node stays channels-last."""
+    edges, xs, weights = _attention_node(k, n, C, size)
+    plain_edges = copy.deepcopy(edges)
+    per_edge_calls, forward = [], MixedEdge.forward
+
+    def counted(self, *args, **kwargs):
+        per_edge_calls.append(self)
+        return forward(self, *args, **kwargs)
+    monkeypatch.setattr(MixedEdge, 'forward', counted)
+    node = MixedEdge.node_sum(edges, xs, weights)
+    assert not per_edge_calls and node.is_contiguous(memory_format=torch.channels_last)
+    plain = sum(edge(x, w) for edge, x, w in zip(plain_edges, xs, weights))
+    grad = torch.randn_like(plain)
+    inputs = [*xs, weights]
+    grads = torch.autograd.grad(node, inputs + [p for e in edges for p in e.parameters()], grad)
+    plain_grads = torch.autograd.grad(plain, inputs + [p for e in plain_edges for p in e.parameters()], grad)
+    assert float((node - plain).detach().abs().max()) < 1e-12
+    assert max_difference(grads, plain_grads) < 1e-10
+    assert max_difference([b.double() for e in edges for b in e.buffers()],
+                          [b.double() for e in plain_edges for b in e.buffers()]) < 1e-12
+
+
+def test_edge_batched_attention_falls_back_where_it_cannot_apply():
+    """One sample (BatchNorm1d's training error stays the per-edge one), autocast, an NCHW map, a
+    map other than the Gather-Excite kernel's size and eval mode all run the edges one by one."""
+    edges, xs, weights = _attention_node(2, 2, 16, 4)
+    assert MixedEdge._edge_batchable(edges, xs)
+    assert not MixedEdge._edge_batchable(edges, [x[:1] for x in xs])
+    assert not MixedEdge._edge_batchable(edges, [x.contiguous() for x in xs])
+    assert not MixedEdge._edge_batchable(edges, [F.pad(x, (1, 1, 1, 1)).contiguous(memory_format=torch.channels_last)
+                                                 for x in xs])
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert not MixedEdge._edge_batchable(edges, xs)
+    for edge in edges:
+        edge.eval()
+    assert not MixedEdge._edge_batchable(edges, xs)
+    with pytest.raises(ValueError, match='more than 1 value per channel'):
+        for edge in edges:
+            edge.train()
+        MixedEdge.node_sum(edges, [x[:1] for x in xs], weights)
