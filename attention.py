@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from utils import memory_layout, spatial_mean
+from utils import memory_layout, running_variance, spatial_mean
 
 REDUCTION = 16
 
@@ -92,9 +92,7 @@ def _edge_batch_norm(h, norms):
     bias = torch.cat([bn.bias for bn in norms]) if affine else None
     y, mean, invstd = torch.native_batch_norm(h, weight, bias, None, None, True, 0.0, first.eps)
     with torch.no_grad():
-        count = h.numel() // h.shape[1]
-        # The unbiased batch variance, as BatchNorm puts into its running average.
-        variance = (invstd.pow(-2) - first.eps) * (count / max(count - 1, 1))
+        variance = running_variance(h, invstd, first.eps)
         torch._foreach_lerp_([bn.running_mean for bn in norms], list(mean.chunk(len(norms))), first.momentum)
         torch._foreach_lerp_([bn.running_var for bn in norms], list(variance.chunk(len(norms))), first.momentum)
         torch._foreach_add_([bn.num_batches_tracked for bn in norms], 1)

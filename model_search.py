@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from genotypes import ATT_PRIMITIVES, ATTENTION_PRIMITIVES, PRIMITIVE_SETS, AttGenotype, Genotype
 from model import ResNetBody
 from operations import FactorizedReduce, ReLUConvBN, hand_written_backward, make_candidate
-from utils import UserError, global_average_pool, memory_layout
+from utils import UserError, global_average_pool, memory_layout, running_variance
 
 # Which candidate lists fill the first layer, second layer and cell-output bottleneck.
 Layout = namedtuple('Layout', 'first second bottleneck')
@@ -214,10 +214,7 @@ class SharedInput:
                 y, mean, invstd = BatchNormKeepingOutput.apply(z, bn.running_mean, bn.running_var, bn.momentum,
                                                                bn.eps)
                 bn.num_batches_tracked.add_(1)
-                count = z.numel() // z.shape[1]
-                # The unbiased batch variance, as BatchNorm2d puts into its running average.
-                variance = (invstd.pow(-2) - bn.eps) * (count / max(count - 1, 1))
-                self._pooled[signature] = y, (bn, mean, variance)
+                self._pooled[signature] = y, (bn, mean, running_variance(z, invstd, bn.eps))
             return self._pooled[signature][0]
         y, statistics = self._pooled[signature]
         if statistics is not None and statistics[0] is not bn:

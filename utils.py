@@ -134,6 +134,13 @@ def global_average_pool(x):
     return spatial_mean(_DenseGradient.apply(x))
 
 
+def running_variance(x, invstd, eps):
+    """The unbiased batch variance that BatchNorm puts into its running average, from the batch
+    invstd of x (N, C, ...) that a training-mode normalisation returned."""
+    count = x.numel() // x.shape[1]
+    return (invstd.pow(-2) - eps) * (count / max(count - 1, 1))
+
+
 def memory_layout(x):
     """The memory format a 4-d tensor is stored in (channels-last, else contiguous)."""
     return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
