@@ -69,6 +69,9 @@ def main(argv=None):
     args = training.parse(build_parser(), argv)
     if not 1 <= args.num_meta_node <= 8:
         raise utils.UserError(f"--num_meta_node must be between 1 and 8, got {args.num_meta_node}")
+    if args.batch_size < 2:
+        # The supernet's BatchNorms (and BAM's and GE's on pooled vectors) normalise over the batch.
+        raise utils.UserError(f"--batch_size must be at least 2 in a search (batch statistics), got {args.batch_size}")
     device = training.select_device(args.device)
     info = datasets.dataset_info(args.dataset, args.data, need_data=not args.dry_run)
     utils.seed_everything(args.seed)

@@ -47,6 +47,8 @@ def genotype_file(ws, name, mutate):
 CASES = {
     'unknown dataset': (lambda ws: ['train_search.py', '--dataset', 'mnist3d', '--save', ws['root'] / 'x1'],
                         "unknown dataset 'mnist3d'"),
+    'search batch of one': (lambda ws: ['train_search.py', '--batch_size', '1', '--save', ws['search']],
+                            '--batch_size must be at least 2'),
     'unknown op': (lambda ws: ['train_CIFAR10.py', '--dry_run', '--arch_path', genotype_file(
         ws, 'op.json', lambda r: r['normal'][0].__setitem__(0, 'sep_conv_9x9'))], "unknown op 'sep_conv_9x9'"),
     'unknown attention': (lambda ws: ['train_CIFAR10.py', '--dry_run', '--arch_path', genotype_file(
