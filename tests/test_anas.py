@@ -3,8 +3,6 @@ supernet with its one shared architecture table, AttGenotype, and search_net.py 
 end to end on a tiny Fashion-MNIST."""
 import json
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -22,7 +20,7 @@ from model import AttentionUnit, ResNetCIFAR
 from model_search import AttentionSearchResNet, MixedAttentionUnit
 from operations import make_candidate
 from tests import data_factory
-from tests.helpers import ROOT, run
+from tests.helpers import run, start
 
 TINY = ['--dataset', 'fashion-mnist', '--workers', '0', '--no_progress', '--report_freq', '0']
 
@@ -241,8 +239,7 @@ def test_interrupted_se_resnet_training_resumes_to_the_uninterrupted_result(tmp_
             '--epochs', 2, '--seed', 3, '--checkpoint_steps', 1]
     run('train_net.py', *args, '--save', tmp_path / 'whole')
     save = tmp_path / 'part'
-    proc = subprocess.Popen([sys.executable, 'train_net.py', *map(str, args), '--save', str(save)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = start('train_net.py', *args, '--save', save, capture=True)
     while proc.poll() is None and not (save / 'checkpoint.pt').exists():
         time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)

@@ -4,8 +4,6 @@ command line."""
 import json
 import re
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -27,7 +25,7 @@ import utils
 import visualize
 from model import NAGCell, NAGNetworkCIFAR, NAGNetworkImageNet, NAOFactorizedReduce
 from tests import data_factory
-from tests.helpers import ROOT, run
+from tests.helpers import run, start
 
 TINY_GAN = dict(latent_dim=8, label_dim=4, node_dim=12, graph_dim=6, layers=2, dropout=0.0)
 TINY_GAN_FLAGS = ['--latent_dim', '8', '--label_embedding_size', '4', '--g_emb_size', '12', '--g_hidden_size', '6',
@@ -355,8 +353,7 @@ def test_killed_dataset_build_resumes_without_redoing_entries(tmp_path, cifar):
     save = tmp_path / 'nasdata'
     args = [*TINY_BUILD, '--data', cifar, '--num_archs', '60', '--save', save]
     archs = save / 'archs.jsonl'
-    proc = subprocess.Popen([sys.executable, 'build_nas_dataset.py', *map(str, args)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start('build_nas_dataset.py', *args)
     deadline = time.time() + 120
     def scored():
         return len(archs.read_text().splitlines()) if archs.exists() else 0

@@ -5,8 +5,6 @@ import os
 import random
 import re
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -14,7 +12,7 @@ import torch
 
 import genotypes
 from tests import data_factory
-from tests.helpers import ROOT, kill_when, run
+from tests.helpers import kill_when, run, start
 
 TINY_SEARCH = ['--dataset', 'fashion-mnist', '--init_channels', '4', '--layers', '3', '--batch_size', '8',
                '--workers', '0', '--no_progress', '--num_meta_node', '2', '--report_freq', '0']
@@ -108,8 +106,7 @@ def test_sigterm_writes_a_mid_epoch_checkpoint_and_exits_0(tmp_path, fashion):
     args = [*TINY_SEARCH, '--data', fashion, '--epochs', '2', '--seed', '6']
     run('train_search.py', *args, '--save', tmp_path / 'whole')
     save = tmp_path / 'term'
-    proc = subprocess.Popen([sys.executable, 'train_search.py', *args, '--save', str(save), '--checkpoint_steps', '1'],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = start('train_search.py', *args, '--save', save, '--checkpoint_steps', '1', capture=True)
     while proc.poll() is None and not (save / 'checkpoint.pt').exists():
         time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)

@@ -1,8 +1,6 @@
 """SLNAS (SPEC 5): the integer encoding, the lite ops, the supernet, the Stage-LSTM controller and
 its baselines, and the search and retraining scripts end to end on tiny data."""
 import json
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -14,7 +12,7 @@ import retrain_slnas
 import slnas
 import train_search_slnas
 from tests import data_factory
-from tests.helpers import ROOT, run
+from tests.helpers import run, start
 from utils import UserError
 
 # SPEC 5.1: the README's architecture and the retrainer's default.
@@ -272,9 +270,7 @@ def test_search_then_retrain_on_an_image_folder(tmp_path, folder, folder_search)
 def test_killed_search_resumes_exactly(tmp_path, folder, folder_search):
     reference, _ = folder_search
     save = tmp_path / 'run'
-    proc = subprocess.Popen([sys.executable, 'train_search_slnas.py', *FOLDER_SEARCH, '--data', folder,
-                             '--save', str(save)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start('train_search_slnas.py', *FOLDER_SEARCH, '--data', folder, '--save', save)
     while proc.poll() is None and not (save / 'metrics.jsonl').exists():
         time.sleep(0.02)
     proc.kill()

@@ -16,7 +16,7 @@ import pytest
 
 import genotypes
 import visualize
-from tests.helpers import ROOT
+from tests.helpers import ROOT, run as run_script
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 HAS_DOT = shutil.which('dot') is not None
@@ -229,8 +229,7 @@ def full_report(tmp_path_factory):
     """One full after_every report through the CLI, shared by the tests that only read it."""
     tmp_path = tmp_path_factory.mktemp('full')
     run = make_run_dir(str(tmp_path / 'run'), extra_garbage_line=True)
-    result = subprocess.run([sys.executable, os.path.join(ROOT, 'visualize.py'), run],
-                            capture_output=True, text=True, cwd=ROOT)
+    result = run_script('visualize.py', run, check=False)
     return run, result
 
 
@@ -439,8 +438,7 @@ def test_missing_run_dir_and_unwritable_out_exit_2(tmp_path, capsys):
 
 
 def test_script_exit_code_and_one_line_error(tmp_path):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, 'visualize.py'), str(tmp_path / 'missing.json')],
-                            capture_output=True, text=True, cwd=str(tmp_path))
+    result = run_script(os.path.join(ROOT, 'visualize.py'), tmp_path / 'missing.json', check=False, cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().count('\n') == 0 and result.stderr.startswith('error: ')
 
