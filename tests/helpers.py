@@ -39,6 +39,8 @@ class Script:
     """A started script, with the part of subprocess.Popen's interface the tests use."""
 
     def __init__(self, script, args, cwd=ROOT, capture=False):
+        if not os.path.isdir(cwd):  # as Popen: the caller hears of it, not the script's stderr
+            raise FileNotFoundError(f'no such directory: {cwd}')
         self._streams = tempfile.mkdtemp(prefix='script-streams-') if capture else None
         paths = [os.path.join(self._streams, name) if capture else None for name in ('stdout', 'stderr')]
         self.returncode = None

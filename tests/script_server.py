@@ -59,6 +59,11 @@ def _run_script(request):
     script = request['script']
     sys.argv = [script, *request['args']]
     sys.path[0] = os.path.dirname(os.path.abspath(script))
+    if not os.path.isfile(script):
+        print(f"{sys.executable}: can't open file {os.path.abspath(script)!r}: [Errno 2] No such file or directory",
+              file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(2)
     try:
         runpy.run_path(script, run_name='__main__')
         code = 0

@@ -44,6 +44,15 @@ def test_script_sees_what_a_fresh_interpreter_sees(probe, tmp_path, outcome):
     assert served.stderr.replace(str(probe), 'P') == fresh.stderr.replace(str(probe), 'P')
 
 
+def test_missing_script_or_directory_is_reported_as_python_and_popen_do(tmp_path):
+    served = run(tmp_path / 'missing.py', check=False, cwd=tmp_path)
+    fresh = subprocess.run([sys.executable, str(tmp_path / 'missing.py')], cwd=tmp_path, capture_output=True, text=True)
+    assert (served.returncode, served.stdout, served.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
+    assert served.returncode == 2
+    with pytest.raises(FileNotFoundError):
+        run('train_search.py', cwd=tmp_path / 'nowhere')
+
+
 def test_killed_script_reports_the_signal(probe, tmp_path):
     process = start(probe, 'sleep', cwd=tmp_path)
     assert process.poll() is None
