@@ -21,11 +21,12 @@ Unlike the reference code, the virtual networks are the supernet itself evaluate
 only weights (not the architecture parameters) are unrolled and perturbed, and the supernet's
 BatchNorm running statistics are not touched by the virtual passes.
 """
+import contextlib
+
 import torch
 import torch.distributed as dist
 from torch.func import functional_call
 
-from operations import architecture_gradients_only
 from utils import UserError
 
 HESSIAN_STENCILS = ('central', 'forward')
@@ -52,8 +53,9 @@ class Architect:
         if self.unrolled:
             grads, loss = self.unrolled_gradients(x_train, y_train, x_valid, y_valid, eta, weight_optimizer)
         else:
-            loss = self.criterion(self.model(x_valid), y_valid)
-            grads = self._alpha_grad(loss, alphas)
+            with self.weights_frozen():
+                loss = self.criterion(self.model(x_valid), y_valid)
+                grads = self._gradients(loss, alphas)
         if check is not None and not check(loss):
             return None
         if dist.is_available() and dist.is_initialized():
@@ -75,10 +77,19 @@ class Architect:
         # A network too shallow to have a normal cell leaves alphas_normal unused: zero gradient.
         return torch.autograd.grad(loss, inputs, allow_unused=True, materialize_grads=True)
 
-    @classmethod
-    def _alpha_grad(cls, loss, alphas):
-        with architecture_gradients_only():
-            return cls._gradients(loss, alphas)
+    @contextlib.contextmanager
+    def weights_frozen(self):
+        """The weights out of the graph while it is recorded, so that a pass to the architecture
+        weights computes no weight gradients (hand-written backward passes cannot tell that
+        `autograd.grad` did not ask for them)."""
+        weights = [p for p in self.model.weight_parameters() if p.requires_grad]
+        for p in weights:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p in weights:
+                p.requires_grad_(True)
 
     def _virtual_loss(self, weights, buffers, x, y):
         # No tied weights in these networks: skipping the tie check saves ~30 ms per call.
@@ -130,7 +141,8 @@ class Architect:
             with torch.no_grad():
                 shifted = dict(zip(names, torch._foreach_add(weights, torch._foreach_mul(v, sign * eps))))
             with torch.autocast(device, enabled=False):
-                differenced.append(self._alpha_grad(self._virtual_loss(shifted, buffers, x_train, y_train), alphas))
+                # The shifted weights were made without a graph: this pass computes no weight gradients.
+                differenced.append(self._gradients(self._virtual_loss(shifted, buffers, x_train, y_train), alphas))
         if central:
             grads = [da - eta * (hp - hm) / (2 * eps) for da, hp, hm in zip(d_alpha, *differenced)]
         else:

@@ -24,10 +24,10 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import genotypes
+import kernels
 from architect import HESSIAN_STENCILS, Architect
 from model import NetworkCIFAR
 from model_search import LOCATIONS, SearchNetwork
-from operations import plain_autograd
 from training import place_model
 from utils import atomic_write_json
 
@@ -122,13 +122,14 @@ def measure(name, args):
     # Read the peak before the FLOP-counting step, which keeps extra tensors alive.
     peak = (torch.cuda.max_memory_allocated(device) if device.type == 'cuda'
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    # The FLOPs of the plain computation: FlopCounterMode's module hooks cannot follow a recomputing
-    # backward, and recomputation is not useful work anyway.
-    with FlopCounterMode(display=False) as counter, plain_autograd():
-        step()
+    # The FLOPs of the plain implementation: FlopCounterMode's module hooks cannot follow a
+    # recomputing backward, and recomputation is not useful work anyway.
+    plain_step, _ = make_step(name, argparse.Namespace(**{**vars(args), 'kernels': 'plain'}), device)
+    with FlopCounterMode(display=False) as counter:
+        plain_step()
     flops = counter.get_total_flops()
     rate = matmul_rate(device)
-    return {'measurement': name, 'batch_size': batch, 'median_s': median, 'times_s': times,
+    return {'measurement': name, 'kernels': kernels.resolve(args.kernels, device), 'batch_size': batch, 'median_s': median, 'times_s': times,
             'images_per_s': batch / median, 'peak_memory_GB': peak / 1e9,
             'peak_memory_kind': 'cuda_max_allocated' if device.type == 'cuda' else 'cpu_max_rss',
             'flops_per_step': flops, 'achieved_GFLOPs': flops / median / 1e9,
@@ -152,6 +153,7 @@ def build_parser():
                         help='finite-difference stencil of the second-order step (as train_search.py)')
     parser.add_argument('--channels_last', action=argparse.BooleanOptionalAction, default=True,
                         help='as the training scripts: channels-last weights and feature maps')
+    parser.add_argument('--kernels', choices=kernels.CHOICES, default='auto', help='as the training scripts')
     parser.add_argument('--compile', action='store_true', help='as the training scripts: torch.compile the network')
     parser.add_argument('--arch', default='Att_DARTS', help='genotype of the train_step measurement')
     parser.add_argument('--train_channels', type=int, default=36)

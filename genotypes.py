@@ -20,9 +20,8 @@ import json
 import os
 from collections import namedtuple
 
-import attention
 import nag
-import operations
+from registry import ATTENTIONS, OPS
 from utils import UserError, atomic_write_json
 
 Genotype = namedtuple('Genotype', 'normal normal_concat reduce reduce_concat normal_bottleneck reduce_bottleneck',
@@ -37,9 +36,6 @@ PRIMITIVE_SETS = {'darts': PRIMITIVES}
 # CNAS (Zhou et al., IEEE Access 2019): channel weighting and channel shuffle in, the 5x5 convs out.
 PRIMITIVE_SETS['cnas'] = ['none', 'skip_connect', 'cweight_com', 'avg_pool_3x3', 'max_pool_3x3',
                           'sep_conv_3x3', 'dil_conv_3x3', 'shuffle_conv_3x3']
-
-ATTENTION_PRIMITIVES = ['Identity', 'SE', 'BAM', 'CBAM', 'GE_theta-plus', 'DoubleAttention']
-
 
 def entry_op(entry):
     return entry[0]
@@ -290,7 +286,7 @@ def _validate_att(genotype, source):
 
 
 def _known_names():
-    return sorted(operations.OPS), sorted(attention.ATTENTIONS)
+    return sorted(OPS), sorted(ATTENTIONS)
 
 
 def validate(genotype, source='genotype'):

@@ -32,7 +32,7 @@ import nag
 from attention import SE
 from genotypes import entry_attention, entry_input, entry_op
 from operations import OPS, FactorizedReduce, ReLUConvBN, StridedPointwiseConv, is_identity, make_candidate
-from utils import UserError, global_average_pool
+from utils import UserError
 
 
 def drop_path(x, drop_prob):
@@ -546,6 +546,7 @@ class ResNetBody(nn.Module):
                 stride = 2 if stage > 0 and i == 0 else 1
                 self.blocks.append(BasicBlock(inplanes, planes, stride, make_attention(planes)))
                 inplanes = planes
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(64, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -558,7 +559,7 @@ class ResNetBody(nn.Module):
         x = self.stem(x)
         for block in self.blocks:
             x = block(x, attention_args)
-        return self.classifier(global_average_pool(x))
+        return self.classifier(self.global_pooling(x).flatten(1))
 
 
 class ResNetCIFAR(ResNetBody):

@@ -5,7 +5,7 @@ Liu, Simonyan and Yang, "DARTS: Differentiable Architecture Search", ICLR 2019
 Neural Architecture Search for Attention", IJCNN 2020.
 
 Every edge of a cell is a softmax-weighted mixture of candidates.  `--location` decides where
-attention is searched (SPEC 3.3):
+attention is searched (the locations of the Att-DARTS authors' code):
 
     after_every          ops (alpha), then attentions incl. Identity (beta) on every edge
     end                  ops (alpha); attention mixture (gamma) on the concatenated cell output
@@ -23,10 +23,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from genotypes import ATT_PRIMITIVES, ATTENTION_PRIMITIVES, PRIMITIVE_SETS, AttGenotype, Genotype
+from genotypes import ATT_PRIMITIVES, PRIMITIVE_SETS, AttGenotype, Genotype
 from model import ResNetBody
-from operations import FactorizedReduce, ReLUConvBN, hand_written_backward, make_candidate
-from utils import UserError, global_average_pool, memory_layout, running_variance
+from operations import FactorizedReduce, ReLUConvBN, make_candidate
+from registry import ATTENTIONS
+from utils import UserError
 
 # Which candidate lists fill the first layer, second layer and cell-output bottleneck.
 Layout = namedtuple('Layout', 'first second bottleneck')
@@ -47,9 +48,10 @@ def candidate_lists(location, primitives):
     if location not in LOCATIONS:
         raise UserError(f"unknown --location '{location}'; choose from {', '.join(LOCATIONS)}")
     ops = list(primitives)
-    choices = {'ops': ops, 'attentions': list(ATTENTION_PRIMITIVES),
+    attentions = ATTENTIONS.names()
+    choices = {'ops': ops, 'attentions': attentions,
                # Identity would duplicate skip_connect when mixed with ops.
-               'ops+attentions': ops + [a for a in ATTENTION_PRIMITIVES if a != 'Identity']}
+               'ops+attentions': ops + [a for a in attentions if a != 'Identity']}
     return {layer: (choices[kind] if kind else None) for layer, kind in LOCATIONS[location]._asdict().items()}
 
 
@@ -82,163 +84,9 @@ def strongest_edges(alphas, names, steps, allow_none=False):
     return kept
 
 
-def leaf_modules(module):
-    """The steps a module applies in order: those of its `stages()` where it has them, of the
-    children of an nn.Sequential, else [module]."""
-    if hasattr(module, 'stages'):
-        parts = module.stages()
-    elif isinstance(module, nn.Sequential):
-        parts = list(module)
-    else:
-        return [module]
-    return [leaf for part in parts for leaf in leaf_modules(part)]
-
-
-class NormalizedMixture(torch.autograd.Function):
-    """sum_k w_k * BN_k(z_k) with training-mode BatchNorms, keeping only the z_k for backward.
-
-    In the DARTS mixture every conv and pool candidate ends in a BatchNorm, and autograd would
-    keep both its input z_k and its output (for d/dw_k).  The output is a cheap function of z_k and
-    the batch statistics, so here the gradient of w_k is recovered from z_k:
-    sum(g * BN(z)) = sum_c gamma_c * dot_c + beta_c * sum(g)_c with dot_c = sum(g * (z - mean) * invstd)_c,
-    which is the BatchNorm backward's own weight gradient.  w_k is folded into the BatchNorm's scale
-    and shift, so each candidate costs one normalisation pass and one backward kernel.  Running
-    statistics are updated as BatchNorm2d updates them.  First derivatives only (the second-order
-    architect uses finite differences).
-    """
-
-    @staticmethod
-    def _scale(weight, gamma, channels):
-        return weight * gamma if gamma is not None else weight.expand(channels).contiguous()
-
-    @staticmethod
-    def forward(ctx, weights, eps, momentum, *flat):
-        out, saved = None, []
-        for k in range(len(flat) // 5):
-            z, gamma, beta, running_mean, running_var = flat[5 * k:5 * k + 5]
-            scale = NormalizedMixture._scale(weights[k], gamma, z.shape[1])
-            shift = weights[k] * beta if beta is not None else None
-            y, mean, invstd = torch.native_batch_norm(z, scale, shift, running_mean, running_var, True, momentum, eps)
-            out = y if out is None else out.add_(y)
-            saved += [z, gamma, beta, running_mean, running_var, mean, invstd]
-        ctx.eps, ctx.count = eps, len(flat) // 5
-        ctx.save_for_backward(weights, *saved)
-        return out
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        weights, *saved = ctx.saved_tensors
-        grad_weights = torch.zeros_like(weights)
-        flat = []
-        for k in range(ctx.count):
-            z, gamma, beta, running_mean, running_var, mean, invstd = saved[7 * k:7 * k + 7]
-            w = weights[k]
-            grad_z, dot, grad_sum = torch.ops.aten.native_batch_norm_backward(
-                grad.to(z.dtype), z, NormalizedMixture._scale(w, gamma, z.shape[1]), running_mean, running_var,
-                mean, invstd, True, ctx.eps, [True, True, gamma is not None])
-            if gamma is None:
-                grad_weights[k] = dot.sum()
-                flat += [grad_z, None, None, None, None]
-            else:
-                grad_weights[k] = (gamma * dot).sum() + (beta * grad_sum).sum()
-                flat += [grad_z, w * dot, w * grad_sum, None, None]
-        return (grad_weights, None, None, *flat)
-
-
-class BatchNormKeepingOutput(torch.autograd.Function):
-    """Training-mode non-affine BatchNorm that keeps its output y instead of its input for backward:
-    grad_z = invstd * (g - mean_c(g) - y * mean_c(g * y)).  A shared pool's y is kept anyway, for
-    the gradients of the mixture weights, so the pool output z need not be.  Returns (y, batch mean,
-    batch invstd), the last two without gradient; first derivatives only."""
-
-    @staticmethod
-    def forward(ctx, z, running_mean, running_var, momentum, eps):
-        y, mean, invstd = torch.native_batch_norm(z, None, None, running_mean, running_var, True, momentum, eps)
-        ctx.save_for_backward(y, invstd)
-        ctx.mark_non_differentiable(mean, invstd)
-        return y, mean, invstd
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad, _mean, _invstd):
-        y, invstd = ctx.saved_tensors
-        # BatchNorm's own backward kernel, told that y is its input with mean 0 and invstd 1 and
-        # that invstd is the scale, computes exactly the formula above.
-        grad_z, _, _ = torch.ops.aten.native_batch_norm_backward(
-            grad.to(y.dtype), y, invstd, None, None, torch.zeros_like(invstd), torch.ones_like(invstd), True, 0.0,
-            [True, False, False])
-        return grad_z, None, None, None, None
-
-
-class SharedInput:
-    """What the edges reading one tensor x would each compute alike, computed once: ReLU(x), and
-    the weight-free pools with their optional non-affine BatchNorm.  A training-mode BatchNorm
-    normalises with the batch's own statistics, so equal inputs give equal outputs; each edge's
-    BatchNorm still gets its running statistics updated, from the shared batch statistics."""
-
-    def __init__(self, x):
-        self.x = x
-        self._relu = None
-        self._pooled = {}
-
-    def relu(self):
-        if self._relu is None:
-            self._relu = F.relu(self.x)
-        return self._relu
-
-    @staticmethod
-    def _signature(body, bn):
-        """What fixes the pooled output, or None if `body` is not one pooling layer."""
-        if len(body) != 1 or not isinstance(body[0], (nn.AvgPool2d, nn.MaxPool2d)):
-            return None
-        pool = body[0]
-        if isinstance(pool, nn.MaxPool2d) and (pool.dilation not in (1, (1, 1)) or pool.return_indices):
-            return None
-        if bn is not None and (bn.affine or not bn.track_running_stats or bn.momentum is None):
-            return None
-        geometry = tuple(getattr(pool, name, None) for name in
-                         ('kernel_size', 'stride', 'padding', 'ceil_mode', 'count_include_pad', 'divisor_override'))
-        return type(pool), geometry, None if bn is None else (bn.eps, bn.momentum)
-
-    def pooled(self, body, bn):
-        """BN(pool(x)) for the candidate [pool, bn] (bn may be None), or None if it is no pool."""
-        signature = self._signature(body, bn)
-        if signature is None:
-            return None
-        if signature not in self._pooled:
-            z = body[0](self.x)
-            if bn is None:
-                self._pooled[signature] = z, None
-            else:
-                y, mean, invstd = BatchNormKeepingOutput.apply(z, bn.running_mean, bn.running_var, bn.momentum,
-                                                               bn.eps)
-                bn.num_batches_tracked.add_(1)
-                self._pooled[signature] = y, (bn, mean, running_variance(z, invstd, bn.eps))
-            return self._pooled[signature][0]
-        y, statistics = self._pooled[signature]
-        if statistics is not None and statistics[0] is not bn:
-            _, mean, variance = statistics
-            with torch.no_grad():
-                bn.running_mean.lerp_(mean, bn.momentum)
-                bn.running_var.lerp_(variance, bn.momentum)
-            bn.num_batches_tracked.add_(1)
-        return y
-
-
 class MixedEdge(nn.Module):
-    """sum_k w_k * candidate_k(x).  `none` is never built: its term is zero.  `pool_bn` wraps the
-    weight-free pools in a non-affine BN (DARTS; ANAS's unit does not).
-
-    While training, the candidates opening with a ReLU share one ReLU(x), the pools are computed
-    once per input (`SharedInput`: a cell state feeds up to four edges), and the convs closing with
-    a BatchNorm are summed by NormalizedMixture: per edge that is 3 and 6 fewer feature maps kept for
-    backward in the DARTS space (a pool keeps its normalised output, not its input), fewer again when
-    a state's edges share the pools.  Attentions that scale channels only (Identity, SE, GE: x times an
-    (N, C, 1, 1) `channel_scale`) are mixed as x * sum_k w_k gate_k: one product at full resolution
-    instead of two per attention, and none of their outputs kept.  Attentions with a `weighted(x, w)`
-    (BAM, CBAM, A2) apply their own mixture weight so that the gradient of w needs no saved output.
-    Same result, other rounding."""
+    """sum_k w_k * candidate_k(x), the DARTS mixed operation.  `none` is never built: its term is
+    zero.  `pool_bn` wraps the weight-free pools in a non-affine BN (DARTS; ANAS's unit does not)."""
 
     def __init__(self, names, C, stride, height, width, affine, pool_bn=True):
         super().__init__()
@@ -246,109 +94,8 @@ class MixedEdge(nn.Module):
         self.candidates = nn.ModuleList(
             make_candidate(names[k], C, stride, height, width, affine, search=pool_bn) for k in self.active)
 
-    def fused(self):
-        return self.training and hand_written_backward()
-
-    @staticmethod
-    def _plan(op):
-        """(opens with ReLU, modules between that ReLU and a final BatchNorm2d, that BatchNorm2d)."""
-        leaves = leaf_modules(op)
-        relu = isinstance(leaves[0], nn.ReLU)
-        final = leaves[-1] if isinstance(leaves[-1], nn.BatchNorm2d) and len(leaves) > 1 else None
-        return relu, leaves[int(relu):len(leaves) - (final is not None)], final
-
-    def forward(self, x, weights, shared=None):
-        """`shared`: the SharedInput of x if the caller has one (x feeds several edges)."""
-        if not self.fused():
-            return sum(weights[k] * op(x) for k, op in zip(self.active, self.candidates))
-        shared = SharedInput(x) if shared is None else shared
-        out, normalized, gates = None, [], None
-        for k, op in zip(self.active, self.candidates):
-            if hasattr(op, 'channel_scale'):
-                gate = weights[k] * op.channel_scale(x)
-                gates = gate if gates is None else gates + gate
-                continue
-            if hasattr(op, 'weighted'):
-                term = op.weighted(x, weights[k])
-                out = term if out is None else out + term
-                continue
-            # Planned on every call: modules may have been swapped since construction.
-            opens_with_relu, body, final_bn = self._plan(op)
-            pooled = shared.pooled(body, final_bn) if not opens_with_relu else None
-            if pooled is not None:
-                out = weights[k] * pooled if out is None else torch.addcmul(out, pooled, weights[k])
-                continue
-            h = shared.relu() if opens_with_relu else x
-            for module in body:
-                h = module(h)
-            if final_bn is not None and final_bn.track_running_stats:
-                normalized.append((k, h, final_bn))
-                continue
-            if final_bn is not None:
-                h = final_bn(h)
-            out = weights[k] * h if out is None else out + weights[k] * h
-        if normalized:
-            mixture = self._normalized_mixture(weights, normalized)
-            out = mixture if out is None else out + mixture
-        if gates is not None:
-            out = x * gates if out is None else torch.addcmul(out, x, gates)
-        return out
-
-    @staticmethod
-    def node_sum(edges, xs, weights):
-        """sum_e edges[e](xs[e], weights[e]): a node's input edges.  Where every candidate is an
-        attention with an edge-batched form (the attention layer of `after_every`), the k edges
-        run together on their maps stacked along the batch, each candidate once for all k, with
-        each edge's own parameters (stacked per call) and running statistics: at search sizes most
-        of an attention's cost is per call, not per pixel (on the CPU a mixture of the six costs
-        13-16 ms per edge at batch 2 and 16-42 ms at batch 16; a batch-16 first-order step went
-        from 10.11 to 9.22 s, both paths alternating in one process).  Same result, other rounding."""
-        if not MixedEdge._edge_batchable(edges, xs):
-            return sum(edge(x, w) for edge, x, w in zip(edges, xs, weights))
-        k, n, first = len(xs), xs[0].shape[0], edges[0]
-        x = torch.cat(xs)
-        out = gates = None
-        for j, index in enumerate(first.active):
-            modules = [edge.candidates[j] for edge in edges]
-            kind = type(modules[0])
-            if hasattr(kind, 'edge_channel_scales'):
-                scale = kind.edge_channel_scales(modules, x, k)
-                gate = weights[:, index, None, None] if scale is None else scale * weights[:, index, None, None]
-                gates = gate if gates is None else gates + gate
-            else:
-                term = kind.edge_weighted(modules, x, k, weights[:, index])
-                out = term if out is None else out + term
-        if gates is not None:
-            gates = gates.expand(k, n, x.shape[1]).reshape(k * n, x.shape[1], 1, 1)
-            out = x * gates if out is None else torch.addcmul(out, x, gates)
-        # Summed over the positions-by-channels view, so that the node stays channels-last.
-        return out.permute(0, 2, 3, 1).reshape(k, n, *out.shape[2:], out.shape[1]).sum(0).permute(0, 3, 1, 2)
-
-    @staticmethod
-    def _edge_batchable(edges, xs):
-        first, x = edges[0], xs[0]
-        if (len(edges) < 2 or not first.fused() or x.dim() != 4 or x.shape[0] < 2
-                or torch.is_autocast_enabled(x.device.type)):
-            return False
-        if any(t.shape != x.shape or memory_layout(t) != torch.channels_last for t in xs):
-            return False
-        kinds = [type(c) for c in first.candidates]
-        if not all(hasattr(kind, 'edge_batchable') for kind in kinds) or any(
-                [type(c) for c in edge.candidates] != kinds or edge.active != first.active for edge in edges):
-            return False
-        return all(kind.edge_batchable([edge.candidates[j] for edge in edges], x) for j, kind in enumerate(kinds))
-
-    @staticmethod
-    def _normalized_mixture(weights, normalized):
-        rows, flat = [], []
-        eps, momentum = normalized[0][2].eps, normalized[0][2].momentum
-        for k, z, bn in normalized:
-            if (bn.eps, bn.momentum) != (eps, momentum) or bn.momentum is None:
-                raise ValueError('a mixed edge needs the same eps and momentum on all its BatchNorms')
-            bn.num_batches_tracked.add_(1)
-            rows.append(k)
-            flat += [z, bn.weight, bn.bias, bn.running_mean, bn.running_var]
-        return NormalizedMixture.apply(weights[rows], eps, momentum, *flat)
+    def forward(self, x, weights):
+        return sum(weights[k] * op(x) for k, op in zip(self.active, self.candidates))
 
 
 class SearchCell(nn.Module):
@@ -372,24 +119,22 @@ class SearchCell(nn.Module):
 
     def forward(self, s0, s1, weights):
         states = [self.preprocess0(s0), self.preprocess1(s1)]
-        edge = 0
-        shared = [SharedInput(h) for h in states]
+        offset = 0
         for _ in range(self.steps):
-            start = edge
-            outs = []
-            for h, common in zip(states, shared):
-                outs.append(self.first[edge](h, weights['first'][edge], common))
-                edge += 1
-            if self.second is not None:
-                node = MixedEdge.node_sum(self.second[start:edge], outs, weights['second'][start:edge])
-            else:
-                node = sum(outs)
-            states.append(node)
-            shared.append(SharedInput(node))
+            edges = range(offset, offset + len(states))
+            states.append(self.node(states, edges, weights))
+            offset += len(edges)
         out = torch.cat(states[-self.multiplier:], dim=1)
         if self.bottleneck is not None:
             out = self.bottleneck(out, weights['bottleneck'])
         return out
+
+    def node(self, states, edges, weights):
+        """An intermediate node: the sum of its input edges, edge e reading states[e - edges[0]]."""
+        outs = [self.first[e](h, weights['first'][e]) for e, h in zip(edges, states)]
+        if self.second is not None:
+            outs = [self.second[e](h, weights['second'][e]) for e, h in zip(edges, outs)]
+        return sum(outs)
 
 
 class SearchNetwork(nn.Module):
@@ -423,6 +168,7 @@ class SearchNetwork(nn.Module):
             self.cells.append(cell)
             reduction_prev = reduction
             C_prev_prev, C_prev = C_prev, self.multiplier * C_curr
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
 
         num_edges = sum(2 + i for i in range(steps))
@@ -461,14 +207,14 @@ class SearchNetwork(nn.Module):
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             s0, s1 = s1, cell(s0, s1, weights['reduce' if cell.reduction else 'normal'])
-        return self.classifier(global_average_pool(s1))
+        return self.classifier(self.global_pooling(s1).flatten(1))
 
     def edges(self):
         """(node, input) of every edge, in the row order of the weight tables."""
         return [(i, j) for i in range(self.steps) for j in range(2 + i)]
 
     def genotype(self, sparse=False):
-        """Derive the discrete cell (SPEC 3.3): per node keep the two strongest input edges, ranked
+        """Derive the discrete cell (DARTS, section 2.4): per node keep the two strongest input edges, ranked
         by their best first-layer weight; on each, the best op and the best attention.  'none' is
         excluded unless `sparse` (CNAS), where a node may keep a `none` edge."""
         with torch.no_grad():
@@ -507,9 +253,9 @@ class SearchNetwork(nn.Module):
 
 # --------------------------------------------------------------------------------------------------
 # ANAS (Dang, "Exploring Attention Convolutional Neural Network via Neural Architecture Search",
-# 2019; reference `anas/model_search.py`, `anas/res_att_search_cifar.py`, SPEC 2.3): a CIFAR ResNet
-# whose blocks all hold a mixed attention unit; one architecture table is shared by all units.
-# The reference's skip-connect dropout (`id_reg`) was never switched on (SPEC 7.4) and is left out.
+# 2019; reference `anas/model_search.py`, `anas/res_att_search_cifar.py`): a CIFAR ResNet whose
+# blocks all hold a mixed attention unit; one architecture table is shared by all units.  The
+# reference's skip-connect dropout (`id_reg`) is never switched on there and is left out.
 # --------------------------------------------------------------------------------------------------
 
 class MixedAttentionUnit(nn.Module):
@@ -523,17 +269,15 @@ class MixedAttentionUnit(nn.Module):
                                    for i in range(steps) for _ in range(2 + i))
 
     def forward(self, x, weights):
-        states, edge = [x, x], 0
-        # Both inputs are x: its pools and ReLU are shared by the edges of both.
-        shared = [SharedInput(x)] * 2
+        states, offset = [x, x], 0
         for _ in range(self.steps):
-            node = 0
-            for h, common in zip(states, shared):
-                node = node + self.edges[edge](h, weights[edge], common)
-                edge += 1
-            states.append(node)
-            shared.append(SharedInput(node))
+            edges = range(offset, offset + len(states))
+            states.append(self.node(states, edges, weights))
+            offset += len(edges)
         return x * torch.sigmoid(sum(states[2:]))
+
+    def node(self, states, edges, weights):
+        return sum(self.edges[e](h, weights[e]) for e, h in zip(edges, states))
 
 
 class AttentionSearchResNet(ResNetBody):

@@ -24,6 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 import datasets
+import kernels
 import utils
 import visualize
 from utils import UserError
@@ -92,6 +93,10 @@ def add_common_arguments(parser, **defaults):
     g.add_argument('--data_on_device', action='store_true',
                    help='CIFAR / Fashion-MNIST: keep the training data on the device and crop, flip and cut out '
                         'there (for GPUs: no loader processes to wait for)')
+    g.add_argument('--kernels', choices=kernels.CHOICES, default='auto',
+                   help="the networks' implementation: 'plain' modules, 'fast' hand-written kernels (same "
+                        "parameters and results, less memory), or 'auto': fast on the device types where they "
+                        "were measured faster (today the CPU), plain elsewhere")
     g.add_argument('--compile', action='store_true',
                    help='torch.compile the network (the first steps are slow while it compiles)')
     return parser
@@ -188,9 +193,13 @@ def select_device(name):
 
 
 def place_model(model, args, device):
-    """`model` on `device` in the layout of --channels_last, compiled with --compile.  Only the
-    weights are converted: a convolution gives its output the layout of its weight, so the feature
-    maps are channels-last from the stem on, whatever layout the loader delivers."""
+    """`model` in the implementation of --kernels, on `device` in the layout of --channels_last,
+    compiled with --compile.  Only the weights are converted: a convolution gives its output the
+    layout of its weight, so the feature maps are channels-last from the stem on, whatever layout
+    the loader delivers."""
+    implementation = kernels.resolve(args.kernels, device)
+    logger.info('kernels: %s (--kernels %s on %s)', implementation, args.kernels, device.type)
+    kernels.apply(model, implementation, device)
     layout = torch.channels_last if args.channels_last else torch.contiguous_format
     model.to(device, memory_format=layout)
     if args.compile:

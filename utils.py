@@ -109,38 +109,3 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state['cuda'])
 
 
-def spatial_mean(x):
-    """x.mean((2, 3)) whose backward is a broadcast view of the small gradient: mean's backward
-    materialises a full-size contiguous one, which gives a channels-last network a mixed-layout,
-    several times slower, backward pass from there on."""
-    return x.sum((2, 3)) / (x.shape[2] * x.shape[3])
-
-
-class _DenseGradient(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.layout = memory_layout(x)
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad.contiguous(memory_format=ctx.layout)
-
-
-def global_average_pool(x):
-    """(N, C): `spatial_mean` for a classifier head, whose gradient is materialised once in x's
-    layout; as a broadcast view it would reach every layer of the last cell, each making its own
-    (contiguous) copy."""
-    return spatial_mean(_DenseGradient.apply(x))
-
-
-def running_variance(x, invstd, eps):
-    """The unbiased batch variance that BatchNorm puts into its running average, from the batch
-    invstd of x (N, C, ...) that a training-mode normalisation returned."""
-    count = x.numel() // x.shape[1]
-    return (invstd.pow(-2) - eps) * (count / max(count - 1, 1))
-
-
-def memory_layout(x):
-    """The memory format a 4-d tensor is stored in (channels-last, else contiguous)."""
-    return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format

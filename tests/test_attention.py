@@ -190,7 +190,7 @@ def test_double_attention_zero_final_conv_is_residual():
 
 def test_identity():
     module = ATTENTIONS['Identity'](16, 8, 8)
-    assert isinstance(module, attention.Identity) and isinstance(module, nn.Identity)
+    assert isinstance(module, attention.Identity)
     x = torch.randn(2, 16, 8, 8)
     assert module(x) is x
     assert _count(module) == 0
@@ -204,33 +204,3 @@ def test_bam_batch_of_one_needs_eval_mode():
         module(x)
     module.eval()
     assert module(x).shape == x.shape
-
-
-@pytest.mark.parametrize('residual', [True, False])
-def test_spatial_channel_gate_gradients(residual):
-    """BAM's and CBAM's output product keeps only its factors: first and second derivatives
-    (the exact unrolled gradient differentiates twice) against finite differences."""
-    g = torch.Generator().manual_seed(0)
-    x, mc, ms = (torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
-                 for shape in ((2, 3, 4, 5), (2, 3, 1, 1), (2, 1, 4, 5)))
-    weight = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
-    for w in (weight, None):
-        inputs = (x, mc, ms) + ((w,) if w is not None else ())
-        fn = lambda *t: attention._SpatialChannelGate.apply(*t[:3], t[3] if len(t) > 3 else None, residual)
-        assert torch.autograd.gradcheck(fn, inputs)
-        assert torch.autograd.gradgradcheck(fn, inputs)
-
-
-@pytest.mark.parametrize('name', ['BAM', 'CBAM', 'DoubleAttention'])
-def test_weighted_is_weight_times_forward(name):
-    torch.manual_seed(0)
-    module = ATTENTIONS[name](32, 6, 6).double()
-    x = torch.randn(3, 32, 6, 6, dtype=torch.float64, requires_grad=True)
-    weight = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
-    grad = torch.randn(3, 32, 6, 6, dtype=torch.float64)
-    inputs = [x, weight, *module.parameters()]
-    out = module.weighted(x, weight)
-    expected = weight * module(x)
-    torch.testing.assert_close(out, expected)
-    for a, b in zip(torch.autograd.grad(out, inputs, grad), torch.autograd.grad(expected, inputs, grad)):
-        torch.testing.assert_close(a, b)

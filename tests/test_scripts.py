@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import genotypes
+import registry
 from tests import data_factory
 from tests.helpers import kill_when, run, start
 
@@ -53,7 +54,7 @@ def test_search_writes_genotype_and_is_reproducible(tmp_path, fashion, location)
     genotype = genotypes.load(str(first / 'genotype.json'))
     assert len(genotype.normal) == 4 and genotype.normal_concat == [2, 3]
     if location == 'end':
-        assert genotype.normal_bottleneck in genotypes.ATTENTION_PRIMITIVES
+        assert genotype.normal_bottleneck in registry.ATTENTIONS.names()
     alphas = [json.loads(line) for line in open(first / 'alphas.jsonl')]
     assert len(alphas) == 1 and len(alphas[0]['edges']) == 5
     assert (first / 'genotype.json').read_text() == (second / 'genotype.json').read_text()

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import genotypes
+import registry
 import visualize
 from tests.helpers import ROOT, run as run_script
 
@@ -172,7 +173,7 @@ def make_run_dir(path, epochs=3, bottleneck=False, extra_garbage_line=False, tab
     (`bottleneck`: alphas + gammas instead; `tables`: keep only these, to keep a test fast)."""
     rng = random.Random(0)
     os.makedirs(path, exist_ok=True)
-    ops, attns = genotypes.PRIMITIVES, genotypes.ATTENTION_PRIMITIVES
+    ops, attns = genotypes.PRIMITIVES, registry.ATTENTIONS.names()
     with open(os.path.join(path, 'args.json'), 'w') as f:
         json.dump({'batch_size': 64, 'learning_rate': 0.025, 'epochs': epochs, 'location': 'after_every',
                    'save': str(path), 'note': '<script>alert(1)</script>'}, f)

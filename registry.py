@@ -1,0 +1,63 @@
+"""The registries of the search space: candidate operations and attention modules, by name.
+
+An op is built as `OPS[name](C, stride, affine)`, an attention as `ATTENTIONS[name](C, height,
+width)`; both keep C channels (an op divides the spatial size by `stride`).  The built-in entries
+register themselves where they are defined (`operations.py`, `attention.py`), in the order that
+fixes the columns of the architecture tables.  This module imports neither until a name is looked
+up, so that genotype files can be read without building a network.  Adding an attention:
+
+    @ATTENTIONS.register('MyAttention')
+    class MyAttention(nn.Module):
+        def __init__(self, C, height=None, width=None): ...
+
+Every registered attention is a candidate of the attention layers of the Att-DARTS search space;
+an op is a candidate where a `--primitives` set lists it.  `kernels.py` documents how a candidate
+opts into the fast implementation; without that it runs its plain `forward` in both.
+"""
+import importlib
+
+
+class Registry:
+    """An ordered name -> constructor table whose built-in entries are registered by `defined_in`
+    (a module name) the first time the table is read."""
+
+    def __init__(self, kind, defined_in):
+        self.kind, self._defined_in, self._entries = kind, defined_in, {}
+
+    def register(self, name, constructor=None):
+        """Add `constructor` under `name`; without it, a decorator that does."""
+        def add(constructor):
+            if name in self._entries and self._entries[name] is not constructor:
+                raise ValueError(f"{self.kind} '{name}' is already registered")
+            self._entries[name] = constructor
+            return constructor
+        return add if constructor is None else add(constructor)
+
+    def unregister(self, name):
+        del self._entries[name]
+
+    def _table(self):
+        importlib.import_module(self._defined_in)
+        return self._entries
+
+    def __getitem__(self, name):
+        table = self._table()
+        if name not in table:
+            raise KeyError(f"unknown {self.kind} '{name}'; known: {', '.join(table)}")
+        return table[name]
+
+    def __contains__(self, name):
+        return name in self._table()
+
+    def __iter__(self):
+        return iter(list(self._table()))
+
+    def __len__(self):
+        return len(self._table())
+
+    def names(self):
+        return list(self._table())
+
+
+OPS = Registry('op', 'operations')
+ATTENTIONS = Registry('attention', 'attention')
