@@ -1,53 +1,15 @@
 """Small helpers shared by every script: errors, atomic files, meters, accuracy, seeding."""
-import json
 import os
 import random
-import tempfile
 
 import numpy as np
 import torch
 
-
-class UserError(Exception):
-    """A mistake in the user's input; scripts print `error: <message>` and exit with code 2."""
-
-
-def atomic_write(path, write_fn, mode='wb'):
-    """Write `path` through `write_fn(file)` into a temporary file in the same directory, fsync it
-    and rename it over `path`, so a crash leaves either the old file or the new one, never half."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=directory)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; outputs should be as readable as any file
-    try:
-        with os.fdopen(fd, mode) as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+from userio import UserError, atomic_write, atomic_write_json, atomic_write_text  # noqa: F401 (re-exported)
 
 
 def atomic_torch_save(obj, path):
     atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def atomic_write_text(path, text):
-    atomic_write(path, lambda f: f.write(text), mode='w')
-
-
-def atomic_write_json(path, obj):
-    atomic_write_text(path, json.dumps(obj, indent=2) + '\n')
 
 
 def load_checkpoint_file(path, what='checkpoint'):
