@@ -28,7 +28,7 @@ Differences from the references, all deliberate:
 import torch
 import torch.nn as nn
 
-import nag
+import nag_cells
 from attention import SE
 from genotypes import entry_attention, entry_input, entry_op
 from operations import OPS, FactorizedReduce, ReLUConvBN, StridedPointwiseConv, is_identity, make_candidate
@@ -318,7 +318,7 @@ class NetworkImageNet(_Network):
 # the train scripts' per-epoch one instead of NAO's per-step (step + 1) / steps.
 # --------------------------------------------------------------------------------------------------
 
-NAG_IDENTITY = nag.REFERENCE_NAMES['identity']  # 'skip_connect'
+NAG_IDENTITY = nag_cells.REFERENCE_NAMES['identity']  # 'skip_connect'
 
 
 def nag_stage_cells(layers, flag='--layers'):
@@ -367,7 +367,7 @@ class NAGVertex(nn.Module):
 
 
 class NAGCell(nn.Module):
-    """A NAG DAG cell (`nag.CellSpec`) with C channels per vertex.  The inputs are calibrated as
+    """A NAG DAG cell (`nag_cells.CellSpec`) with C channels per vertex.  The inputs are calibrated as
     NAO's `MaybeCalibrateSize` does: c_{k-2} is halved (ReLU + FactorizedReduce) after a
     reduction cell, else given C channels by a ReLU-1x1 conv-BN if it has other than C; c_{k-1}
     likewise by channels only.  The output concatenates every state feeding the 'output' vertex
@@ -378,7 +378,7 @@ class NAGCell(nn.Module):
         super().__init__()
         self.reduction = reduction
         last = len(spec.ops) - 1
-        read = {p for v in range(2, last + 1) for p in nag.predecessors(spec, v)}
+        read = {p for v in range(2, last + 1) for p in nag_cells.predecessors(spec, v)}
         self.preprocess0 = self.preprocess1 = None
         if 0 in read and reduction_prev:
             self.preprocess0 = FactorizedReduce(C_prev_prev, C)
@@ -386,9 +386,9 @@ class NAGCell(nn.Module):
             self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0)
         if 1 in read and C_prev != C:
             self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0)
-        self.vertices = nn.ModuleList(NAGVertex(spec.ops[t], nag.predecessors(spec, t), C, reduction)
+        self.vertices = nn.ModuleList(NAGVertex(spec.ops[t], nag_cells.predecessors(spec, t), C, reduction)
                                       for t in range(2, last))
-        self.concat = tuple(nag.predecessors(spec, last))
+        self.concat = tuple(nag_cells.predecessors(spec, last))
         self.halve_outputs = nn.ModuleDict({str(p): NAOFactorizedReduce(C, C)
                                             for p in self.concat if reduction and p < 2})
         self.multiplier = len(self.concat)
