@@ -32,21 +32,7 @@ import nag_cells
 from attention import SE
 from genotypes import entry_attention, entry_input, entry_op
 from operations import OPS, FactorizedReduce, ReLUConvBN, StridedPointwiseConv, is_identity, make_candidate
-from utils import UserError, global_average_pool
-
-
-def drop_path(x, drop_prob):
-    """Zero whole samples with probability `drop_prob` and rescale the rest by 1 / keep.
-
-    The per-sample mask is drawn on x's device in x's dtype; the scale is folded into the
-    (N, 1, 1, 1) mask so the full tensor is touched once.  Out of place, so autograd is safe.
-    """
-    if drop_prob <= 0.:
-        return x
-    keep = 1. - drop_prob
-    mask = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), device=x.device, dtype=x.dtype)
-    mask.bernoulli_(keep).div_(keep)
-    return x * mask
+from utils import UserError, drop_path, global_average_pool
 
 
 def halve(size):

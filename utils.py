@@ -1,4 +1,4 @@
-"""Small helpers shared by every script: errors, atomic files, meters, accuracy, seeding."""
+"""Small helpers shared by every script: errors, atomic files, meters, accuracy, drop path, seeding."""
 import os
 import random
 
@@ -48,6 +48,23 @@ def accuracy(logits, target, topk=(1,)):
 def count_parameters_in_MB(model):
     """Parameters in millions, without the auxiliary head (it is dropped at test time)."""
     return sum(p.numel() for name, p in model.named_parameters() if 'auxiliary' not in name) / 1e6
+
+
+def drop_path(x, drop_prob):
+    """Zero whole samples with probability `drop_prob` and rescale the rest by 1 / keep: the drop
+    path of the DARTS cells (quark0/darts `utils.drop_path`), and of NAG, ANAS and SLNAS (whose
+    reference `DropPath_` is the same Bernoulli(keep) per-sample mask and division by keep).
+
+    The mask is drawn on x's device in x's dtype; the scale is folded into the (N, 1, ..., 1) mask
+    so the full tensor is touched once.  Out of place, so autograd is safe.  Callers pass 0 outside
+    training.
+    """
+    if drop_prob <= 0.:
+        return x
+    keep = 1. - drop_prob
+    mask = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), device=x.device, dtype=x.dtype)
+    mask.bernoulli_(keep).div_(keep)
+    return x * mask
 
 
 def seed_everything(seed):

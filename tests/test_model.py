@@ -7,8 +7,8 @@ import genotypes
 import model
 import operations
 from genotypes import Genotype
-from model import Cell, NetworkCIFAR, NetworkImageNet, drop_path
-from utils import count_parameters_in_MB
+from model import Cell, NetworkCIFAR, NetworkImageNet
+from utils import count_parameters_in_MB, drop_path
 
 NAMED = ['NASNet', 'AmoebaNet', 'DARTS_V1', 'DARTS_V2', 'Att_DARTS']
 
