@@ -25,6 +25,8 @@ Differences from the references, all deliberate:
   * The first ReLU of an auxiliary head is not in-place (the reference's modified the cell output
     that the next cells read, harmlessly only because they start with a ReLU).
 """
+import functools
+
 import torch
 import torch.nn as nn
 
@@ -38,6 +40,31 @@ from utils import UserError, drop_path, global_average_pool
 def halve(size):
     """The size after a stride-2 op of this codebase (3x3 pad 1, pools pad 1, FactorizedReduce)."""
     return (size + 1) // 2
+
+
+def build_cell_stack(make_cell, layers, C, C_prev_prev, C_prev, reduction_prev=False, size=None):
+    """The DARTS cell stack (quark0/darts `NetworkCIFAR`): `layers` cells, of which the two at 1/3
+    and 2/3 of the depth are reduction cells that double the channels and halve the feature map.
+
+    `make_cell(C_prev_prev, C_prev, C_curr, reduction, reduction_prev, size)` builds one cell from
+    the channels of its two inputs (the outputs of the two cells before it), its own channel count
+    C_curr and its output size (None when the caller does not track sizes); the cell outputs
+    `cell.multiplier * C_curr` channels.  `C_prev_prev`, `C_prev`, `reduction_prev` and `size`
+    describe the stem outputs the first cell reads.  Returns the cells as an nn.ModuleList and the
+    (channels, size) of every cell's output.
+    """
+    cells, outputs = nn.ModuleList(), []
+    C_curr = C
+    for i in range(layers):
+        reduction = i in (layers // 3, 2 * layers // 3)
+        if reduction:
+            C_curr *= 2
+            size = None if size is None else halve(size)
+        cell = make_cell(C_prev_prev, C_prev, C_curr, reduction, reduction_prev, size)
+        cells.append(cell)
+        C_prev_prev, C_prev, reduction_prev = C_prev, cell.multiplier * C_curr, reduction
+        outputs.append((C_prev, size))
+    return cells, outputs
 
 
 class Cell(nn.Module):
@@ -199,24 +226,14 @@ class _Network(nn.Module):
         return Cell(genotype, C_prev_prev, C_prev, C, reduction, reduction_prev, size, size)
 
     def _build_cells(self, genotype, C, C_prev_prev, C_prev, layers, reduction_prev, size):
+        """The cells; returns the channels of the last one's output and the (channels, size) of the
+        auxiliary head's input."""
         self._layers = layers
         self._aux_index = 2 * layers // 3
         self.drop_path_prob = 0.
-        C_curr = C
-        self.cells = nn.ModuleList()
-        aux = None
-        for i in range(layers):
-            reduction = i in (layers // 3, 2 * layers // 3)
-            if reduction:
-                C_curr *= 2
-                size = halve(size)
-            cell = self._make_cell(genotype, C_prev_prev, C_prev, C_curr, reduction, reduction_prev, size)
-            self.cells.append(cell)
-            reduction_prev = reduction
-            C_prev_prev, C_prev = C_prev, cell.multiplier * C_curr
-            if i == self._aux_index:
-                aux = (C_prev, size)
-        return C_prev, aux
+        self.cells, outputs = build_cell_stack(functools.partial(self._make_cell, genotype), layers, C,
+                                               C_prev_prev, C_prev, reduction_prev, size)
+        return outputs[-1][0], outputs[self._aux_index]
 
     def _cells_forward(self, s0, s1):
         logits_aux = None

@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nag_cells import INPUT0, INPUT1, MAX_VERTICES, NAG_OPS, OUTPUT, VOCAB, DagArch, make_cell, predecessors, repair
+from model import build_cell_stack
 from operations import OPS, FactorizedReduce, ReLUConvBN
 
 
@@ -75,6 +76,8 @@ class OneShotCell(nn.Module):
     per-slot 1x1 convs of the chosen predecessors (= one 1x1 conv over their concat), so it always
     has C channels whatever the cell."""
 
+    multiplier = 1  # output channels per C, as build_cell_stack reads it from a DARTS cell
+
     def __init__(self, C_prev_prev, C_prev, C, reduction, reduction_prev, max_vertices):
         super().__init__()
         self.reduction = reduction
@@ -114,14 +117,12 @@ class OneShotNetwork(nn.Module):
     def __init__(self, C, num_classes, layers, max_vertices=MAX_VERTICES, in_channels=3):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(in_channels, 3 * C, 3, padding=1, bias=False), nn.BatchNorm2d(3 * C))
-        self.cells = nn.ModuleList()
-        C_prev_prev, C_prev, C_curr, reduction_prev = 3 * C, 3 * C, C, False
-        for i in range(layers):
-            reduction = i in (layers // 3, 2 * layers // 3)
-            C_curr *= 2 if reduction else 1
-            self.cells.append(OneShotCell(C_prev_prev, C_prev, C_curr, reduction, reduction_prev, max_vertices))
-            C_prev_prev, C_prev, reduction_prev = C_prev, C_curr, reduction
-        self.classifier = nn.Linear(C_prev, num_classes)
+
+        def make_cell(C_prev_prev, C_prev, C_curr, reduction, reduction_prev, size):
+            return OneShotCell(C_prev_prev, C_prev, C_curr, reduction, reduction_prev, max_vertices)
+
+        self.cells, outputs = build_cell_stack(make_cell, layers, C, 3 * C, 3 * C)
+        self.classifier = nn.Linear(outputs[-1][0], num_classes)
 
     def forward(self, x, arch):
         s0 = s1 = self.stem(x)
