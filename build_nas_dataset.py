@@ -32,6 +32,7 @@ import torch.nn as nn
 
 import datasets
 import nag
+import nag_cells
 import training
 import utils
 from model import NAGNetworkCIFAR, nag_stage_cells
@@ -49,7 +50,7 @@ def build_parser():
     g = parser.add_argument_group('NAS dataset')
     g.add_argument('--num_archs', '--num_sampled_arch', type=int, default=4000,
                    help='architectures to sample and score')
-    g.add_argument('--max_vertices', type=int, default=nag.MAX_VERTICES,
+    g.add_argument('--max_vertices', type=int, default=nag_cells.MAX_VERTICES,
                    help='vertices per cell, inputs and output included')
     g.add_argument('--train_portion', type=float, default=0.9,
                    help='share of the training set that trains the supernet')
@@ -82,9 +83,9 @@ def read_records(path):
 def architecture_pool(run, args):
     pool = read_records(run.path(POOL))
     if len(pool) == args.num_archs:
-        return [nag.arch_from_dict(record, f'{run.path(POOL)} line {i + 1}') for i, record in enumerate(pool)]
-    archs = nag.sample_architectures(args.num_archs, args.seed, args.max_vertices)
-    utils.atomic_write_text(run.path(POOL), ''.join(json.dumps(nag.arch_to_dict(a)) + '\n' for a in archs))
+        return [nag_cells.arch_from_dict(record, f'{run.path(POOL)} line {i + 1}') for i, record in enumerate(pool)]
+    archs = nag_cells.sample_architectures(args.num_archs, args.seed, args.max_vertices)
+    utils.atomic_write_text(run.path(POOL), ''.join(json.dumps(nag_cells.arch_to_dict(a)) + '\n' for a in archs))
     return archs
 
 
@@ -178,7 +179,7 @@ def main(argv=None):
                                   in_channels=info.in_channels, image_size=info.image_size)
         params, flops, _ = training.describe(network, input_shape)
         accuracy = one_shot_accuracy(supernet, arch, batches, device)
-        record = {'index': index, **nag.arch_to_dict(arch), 'accuracy': accuracy, 'params_MB': params, 'flops': flops}
+        record = {'index': index, **nag_cells.arch_to_dict(arch), 'accuracy': accuracy, 'params_MB': params, 'flops': flops}
         run.append_jsonl(ARCHS, record)
         if args.report_freq and index % args.report_freq == 0:
             logger.info('arch %d/%d: one-shot accuracy %.2f%%, %.3f M params', index + 1, len(archs),

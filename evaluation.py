@@ -17,7 +17,7 @@ import torch.nn as nn
 
 import datasets
 import genotypes
-import nag
+import nag_cells
 import training
 import utils
 from model import (RESNET_ATTENTIONS, RESNET_BLOCKS, SE_REDUCTION, NAGNetworkCIFAR, NAGNetworkImageNet, NetworkCIFAR,
@@ -45,7 +45,7 @@ PRESETS['anas'] = dict(dataset='cifar10', batch_size=128, learning_rate=0.1, wei
 def network_config(args, info, genotype):
     if getattr(args, 'net_type', None) is not None:
         return resnet_config(args, info)
-    if isinstance(genotype, nag.DagArch):
+    if isinstance(genotype, nag_cells.DagArch):
         return nag_config(args, info)
     if args.keep_prob is not None:
         raise UserError("--keep_prob is the classifier dropout of NAG networks; DARTS cell networks have none")
@@ -120,7 +120,7 @@ def resolve_genotype(args):
     if isinstance(genotype, genotypes.SeqArch):
         raise UserError(f"{name} is an SLNAS architecture, not a DARTS cell; train it with retrain_slnas.py")
     if attention == 'anas' and not isinstance(genotype, genotypes.AttGenotype):
-        kind = 'a NAG architecture' if isinstance(genotype, nag.DagArch) else 'a DARTS cell'
+        kind = 'a NAG architecture' if isinstance(genotype, nag_cells.DagArch) else 'a DARTS cell'
         raise UserError(f"{name} is {kind}, not an ANAS attention unit")
     return genotype
 

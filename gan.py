@@ -19,6 +19,7 @@ import sys
 import torch
 
 import nag
+import nag_cells
 import training
 import utils
 from training import logger
@@ -37,7 +38,7 @@ def build_parser(objectives, clip_norm):
     g.add_argument('--n_critic', type=int, default=1, help='a generator step every N discriminator steps')
     g.add_argument('--clip_value', type=float, default=clip_norm, help='gradient-norm clip of both nets (0: off)')
     g.add_argument('--latent_dim', type=int, default=100)
-    g.add_argument('--max_step', '--max_vertices', dest='max_vertices', type=int, default=nag.MAX_VERTICES)
+    g.add_argument('--max_step', '--max_vertices', dest='max_vertices', type=int, default=nag_cells.MAX_VERTICES)
     g.add_argument('--g_emb_size', type=int, default=250)
     g.add_argument('--g_hidden_size', type=int, default=56)
     g.add_argument('--g_num_layers', type=int, default=3)
@@ -66,7 +67,7 @@ def load_nas_dataset(path, objectives, classes, max_vertices):
                 continue
             try:
                 record = json.loads(line)
-                archs.append(nag.arch_from_dict(record, f'{path} line {number}'))
+                archs.append(nag_cells.arch_from_dict(record, f'{path} line {number}'))
                 values.append([float(record[o]) for o in objectives])
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
                 raise UserError(f"{path} line {number} is not a NAS-dataset record ({type(exc).__name__}); "

@@ -6,7 +6,7 @@
 
 Jing, Xu and Zhang, "A Neural Architecture Generator for Efficient Search Space", Neurocomputing 2021
 (reference `generate_archs*.py` and `build_nas_dataset/eval_archs.py`, SPEC 6.6-6.7).  Every kept
-architecture is a legal DAG (repaired as in nag.repair, distinct within its class).
+architecture is a legal DAG (repaired as in nag_cells.repair, distinct within its class).
 
 Run directory (--save): class_<label>/archs.jsonl (NAG cells) and class_<label>/arch_<k>.json (the
 architecture's JSON that train_CIFAR10.py --arch_path and visualize.py read), for every class unless
@@ -26,6 +26,7 @@ import sys
 
 import genotypes
 import nag
+import nag_cells
 import training
 import visualize
 from evaluation import train_main
@@ -84,7 +85,7 @@ def main_for(argv, objectives):
         folder = run.path(class_name(labels))
         os.makedirs(folder, exist_ok=True)
         for k, arch in enumerate(archs):
-            run.append_jsonl(os.path.join(class_name(labels), 'archs.jsonl'), nag.arch_to_dict(arch))
+            run.append_jsonl(os.path.join(class_name(labels), 'archs.jsonl'), nag_cells.arch_to_dict(arch))
             genotypes.save(arch, os.path.join(folder, f'arch_{k:03d}.json'))
         generated[tuple(labels)] = archs
         logger.info('%s: %d legal architectures%s', class_name(labels), len(archs),
@@ -106,7 +107,7 @@ def search(run, archs, folder, epochs, train_args):
         training.configure_logging(run.path('log.txt'))  # the training run had taken the logger over
         with open(os.path.join(save, 'metrics.jsonl')) as f:
             accuracy = json.loads(f.read().splitlines()[-1])['valid_acc']
-        run.append_jsonl('search.jsonl', {'arch': arch_path, 'accuracy': accuracy, **nag.arch_to_dict(arch)})
+        run.append_jsonl('search.jsonl', {'arch': arch_path, 'accuracy': accuracy, **nag_cells.arch_to_dict(arch)})
         if best is None or accuracy > best[0]:
             best = (accuracy, arch)
     genotypes.save(best[1], run.path('best.json'))

@@ -14,15 +14,15 @@ The JSON format is the one Att-DARTS writes (`genotype.json`):
     {"normal": [["sep_conv_3x3", 0, "CBAM"], ...], "normal_concat": [2, 3, 4, 5],
      "reduce": [...], "reduce_concat": [...], "normal_bottleneck": "", "reduce_bottleneck": ""}
 The same files may hold the other families' architectures: an ANAS unit ({"att": ...}), an SLNAS
-`SeqArch` ({"normal": [20 ints], ...}) or a NAG `nag.DagArch` ({"normal": {"matrix", "ops"}, ...}).
+`SeqArch` ({"normal": [20 ints], ...}) or a NAG `nag_cells.DagArch` ({"normal": {"matrix", "ops"}, ...}).
 """
 import json
 import os
 from collections import namedtuple
 
-import nag
+import nag_cells
 from registry import ATTENTIONS, OPS
-from utils import UserError, atomic_write_json
+from userio import UserError, atomic_write_json
 
 Genotype = namedtuple('Genotype', 'normal normal_concat reduce reduce_concat normal_bottleneck reduce_bottleneck',
                       defaults=('', ''))
@@ -195,9 +195,9 @@ CNAS_NAMED = {
 NAMED.update(CNAS_NAMED)
 
 # NAG (Jing, Xu and Zhang, "A Neural Architecture Generator for Efficient Search Space",
-# Neurocomputing 2021; SPEC 6.8): the reference's shipped pair of DAG cells, a nag.DagArch that the
-# train scripts build as model.NAGNetworkCIFAR / NAGNetworkImageNet.
-NAMED['NAG'] = nag.REFERENCE_ARCH
+# Neurocomputing 2021; SPEC 6.8): the reference's shipped pair of DAG cells, a nag_cells.DagArch
+# that the train scripts build as model.NAGNetworkCIFAR / NAGNetworkImageNet.
+NAMED['NAG'] = nag_cells.REFERENCE_ARCH
 
 # ANAS (Dang, "Exploring Attention Convolutional Neural Network via Neural Architecture Search",
 # 2019; SPEC 2): one attention unit, shared by every residual block, whose two inputs are both the
@@ -329,8 +329,8 @@ def to_dict(genotype):
         return {'att': [list(entry) for entry in genotype.att]}
     if isinstance(genotype, SeqArch):
         return seq_to_dict(genotype)
-    if isinstance(genotype, nag.DagArch):
-        return nag.arch_to_dict(genotype)
+    if isinstance(genotype, nag_cells.DagArch):
+        return nag_cells.arch_to_dict(genotype)
     record = genotype._asdict()
     for cell in ('normal', 'reduce'):
         record[cell] = [list(entry) for entry in record[cell]]
@@ -348,7 +348,7 @@ def from_dict(record, source='genotype'):
     if isinstance(record, dict) and isinstance(record.get('normal'), dict):
         if 'reduce' not in record:
             raise UserError(f"{source}: missing key reduce of a NAG architecture")
-        return nag.arch_from_dict(record, source)
+        return nag_cells.arch_from_dict(record, source)
     if not isinstance(record, dict):
         raise UserError(f"{source}: expected a JSON object with keys normal, normal_concat, reduce, reduce_concat")
     missing = [k for k in ('normal', 'normal_concat', 'reduce', 'reduce_concat') if k not in record]

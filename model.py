@@ -25,33 +25,46 @@ Differences from the references, all deliberate:
   * The first ReLU of an auxiliary head is not in-place (the reference's modified the cell output
     that the next cells read, harmlessly only because they start with a ReLU).
 """
+import functools
+
 import torch
 import torch.nn as nn
 
-import nag
+import nag_cells
 from attention import SE
 from genotypes import entry_attention, entry_input, entry_op
 from operations import OPS, FactorizedReduce, ReLUConvBN, StridedPointwiseConv, is_identity, make_candidate
-from utils import UserError
-
-
-def drop_path(x, drop_prob):
-    """Zero whole samples with probability `drop_prob` and rescale the rest by 1 / keep.
-
-    The per-sample mask is drawn on x's device in x's dtype; the scale is folded into the
-    (N, 1, 1, 1) mask so the full tensor is touched once.  Out of place, so autograd is safe.
-    """
-    if drop_prob <= 0.:
-        return x
-    keep = 1. - drop_prob
-    mask = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), device=x.device, dtype=x.dtype)
-    mask.bernoulli_(keep).div_(keep)
-    return x * mask
+from utils import UserError, drop_path
 
 
 def halve(size):
     """The size after a stride-2 op of this codebase (3x3 pad 1, pools pad 1, FactorizedReduce)."""
     return (size + 1) // 2
+
+
+def build_cell_stack(make_cell, layers, C, C_prev_prev, C_prev, reduction_prev=False, size=None):
+    """The DARTS cell stack (quark0/darts `NetworkCIFAR`): `layers` cells, of which the two at 1/3
+    and 2/3 of the depth are reduction cells that double the channels and halve the feature map.
+
+    `make_cell(C_prev_prev, C_prev, C_curr, reduction, reduction_prev, size)` builds one cell from
+    the channels of its two inputs (the outputs of the two cells before it), its own channel count
+    C_curr and its output size (None when the caller does not track sizes); the cell outputs
+    `cell.multiplier * C_curr` channels.  `C_prev_prev`, `C_prev`, `reduction_prev` and `size`
+    describe the stem outputs the first cell reads.  Returns the cells as an nn.ModuleList and the
+    (channels, size) of every cell's output.
+    """
+    cells, outputs = nn.ModuleList(), []
+    C_curr = C
+    for i in range(layers):
+        reduction = i in (layers // 3, 2 * layers // 3)
+        if reduction:
+            C_curr *= 2
+            size = None if size is None else halve(size)
+        cell = make_cell(C_prev_prev, C_prev, C_curr, reduction, reduction_prev, size)
+        cells.append(cell)
+        C_prev_prev, C_prev, reduction_prev = C_prev, cell.multiplier * C_curr, reduction
+        outputs.append((C_prev, size))
+    return cells, outputs
 
 
 class Cell(nn.Module):
@@ -213,24 +226,14 @@ class _Network(nn.Module):
         return Cell(genotype, C_prev_prev, C_prev, C, reduction, reduction_prev, size, size)
 
     def _build_cells(self, genotype, C, C_prev_prev, C_prev, layers, reduction_prev, size):
+        """The cells; returns the channels of the last one's output and the (channels, size) of the
+        auxiliary head's input."""
         self._layers = layers
         self._aux_index = 2 * layers // 3
         self.drop_path_prob = 0.
-        C_curr = C
-        self.cells = nn.ModuleList()
-        aux = None
-        for i in range(layers):
-            reduction = i in (layers // 3, 2 * layers // 3)
-            if reduction:
-                C_curr *= 2
-                size = halve(size)
-            cell = self._make_cell(genotype, C_prev_prev, C_prev, C_curr, reduction, reduction_prev, size)
-            self.cells.append(cell)
-            reduction_prev = reduction
-            C_prev_prev, C_prev = C_prev, cell.multiplier * C_curr
-            if i == self._aux_index:
-                aux = (C_prev, size)
-        return C_prev, aux
+        self.cells, outputs = build_cell_stack(functools.partial(self._make_cell, genotype), layers, C,
+                                               C_prev_prev, C_prev, reduction_prev, size)
+        return outputs[-1][0], outputs[self._aux_index]
 
     def _cells_forward(self, s0, s1):
         logits_aux = None
@@ -318,7 +321,7 @@ class NetworkImageNet(_Network):
 # the train scripts' per-epoch one instead of NAO's per-step (step + 1) / steps.
 # --------------------------------------------------------------------------------------------------
 
-NAG_IDENTITY = nag.REFERENCE_NAMES['identity']  # 'skip_connect'
+NAG_IDENTITY = nag_cells.REFERENCE_NAMES['identity']  # 'skip_connect'
 
 
 def nag_stage_cells(layers, flag='--layers'):
@@ -367,7 +370,7 @@ class NAGVertex(nn.Module):
 
 
 class NAGCell(nn.Module):
-    """A NAG DAG cell (`nag.CellSpec`) with C channels per vertex.  The inputs are calibrated as
+    """A NAG DAG cell (`nag_cells.CellSpec`) with C channels per vertex.  The inputs are calibrated as
     NAO's `MaybeCalibrateSize` does: c_{k-2} is halved (ReLU + FactorizedReduce) after a
     reduction cell, else given C channels by a ReLU-1x1 conv-BN if it has other than C; c_{k-1}
     likewise by channels only.  The output concatenates every state feeding the 'output' vertex
@@ -378,7 +381,7 @@ class NAGCell(nn.Module):
         super().__init__()
         self.reduction = reduction
         last = len(spec.ops) - 1
-        read = {p for v in range(2, last + 1) for p in nag.predecessors(spec, v)}
+        read = {p for v in range(2, last + 1) for p in nag_cells.predecessors(spec, v)}
         self.preprocess0 = self.preprocess1 = None
         if 0 in read and reduction_prev:
             self.preprocess0 = FactorizedReduce(C_prev_prev, C)
@@ -386,9 +389,9 @@ class NAGCell(nn.Module):
             self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0)
         if 1 in read and C_prev != C:
             self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0)
-        self.vertices = nn.ModuleList(NAGVertex(spec.ops[t], nag.predecessors(spec, t), C, reduction)
+        self.vertices = nn.ModuleList(NAGVertex(spec.ops[t], nag_cells.predecessors(spec, t), C, reduction)
                                       for t in range(2, last))
-        self.concat = tuple(nag.predecessors(spec, last))
+        self.concat = tuple(nag_cells.predecessors(spec, last))
         self.halve_outputs = nn.ModuleDict({str(p): NAOFactorizedReduce(C, C)
                                             for p in self.concat if reduction and p < 2})
         self.multiplier = len(self.concat)

@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from genotypes import ATT_PRIMITIVES, PRIMITIVE_SETS, AttGenotype, Genotype
-from model import ResNetBody
+from model import ResNetBody, build_cell_stack
 from operations import FactorizedReduce, ReLUConvBN, make_candidate
 from registry import ATTENTIONS
 from utils import UserError
@@ -102,7 +102,7 @@ class SearchCell(nn.Module):
     def __init__(self, lists, steps, multiplier, C_prev_prev, C_prev, C, reduction, reduction_prev,
                  height, width, affine):
         super().__init__()
-        self.steps, self.multiplier = steps, multiplier
+        self.steps, self.multiplier, self.reduction = steps, multiplier, reduction
         self.preprocess0 = (FactorizedReduce(C_prev_prev, C, affine) if reduction_prev
                             else ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine))
         self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine)
@@ -150,26 +150,16 @@ class SearchNetwork(nn.Module):
         self.steps, self.multiplier = steps, multiplier or steps
         self.lists = candidate_lists(location, self.config['primitives'])
 
-        C_curr = stem_multiplier * C
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(C_curr, affine=affine))
-        C_prev_prev, C_prev, C_curr = C_curr, C_curr, C
-        size = image_size
-        self.cells = nn.ModuleList()
-        reduction_prev = False
-        for i in range(layers):
-            reduction = i in (layers // 3, 2 * layers // 3)
-            if reduction:
-                C_curr *= 2
-                size = (size + 1) // 2
-            cell = SearchCell(self.lists, steps, self.multiplier, C_prev_prev, C_prev, C_curr,
-                              reduction, reduction_prev, size, size, affine)
-            cell.reduction = reduction
-            self.cells.append(cell)
-            reduction_prev = reduction
-            C_prev_prev, C_prev = C_prev, self.multiplier * C_curr
+        C_stem = stem_multiplier * C
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(C_stem, affine=affine))
+
+        def make_cell(C_prev_prev, C_prev, C_curr, reduction, reduction_prev, size):
+            return SearchCell(self.lists, steps, self.multiplier, C_prev_prev, C_prev, C_curr, reduction,
+                              reduction_prev, size, size, affine)
+        self.cells, outputs = build_cell_stack(make_cell, layers, C, C_stem, C_stem, size=image_size)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(C_prev, num_classes)
+        self.classifier = nn.Linear(outputs[-1][0], num_classes)
 
         num_edges = sum(2 + i for i in range(steps))
         self.arch = nn.ParameterDict()

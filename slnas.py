@@ -21,8 +21,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from attention import SE
 from genotypes import SEQ_NODES, SEQ_OPS, SeqArch
-from utils import UserError
+from operations import ChannelShuffle
+from utils import UserError, drop_path
 
 NUM_OPS = len(SEQ_OPS)
 SE_REDUCTION = 16
@@ -59,11 +61,6 @@ class BlurPool(nn.Module):
         return F.conv2d(F.pad(x, (1, 1, 1, 1), mode='reflect'), self.kernel, stride=self.stride, groups=x.shape[1])
 
 
-def channel_shuffle(x, groups=2):
-    n, c, h, w = x.shape
-    return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
-
-
 class ShuffleUnit(nn.Module):
     """ShuffleNet-v2 unit with Mish.  Stride 1 keeps half the channels and transforms the other
     half; stride 2 transforms all of them in two branches, downsampling with BlurPool."""
@@ -74,6 +71,7 @@ class ShuffleUnit(nn.Module):
             raise ValueError(f'ShuffleUnit needs an even nout and nin == nout at stride 1, got {nin}->{nout}')
         half = nout // 2
         self.stride = stride
+        self.shuffle = ChannelShuffle(2)
         bn = functools.partial(batch_norm, batch_stats=batch_stats)
         if stride == 1:
             self.branch1 = None
@@ -93,7 +91,7 @@ class ShuffleUnit(nn.Module):
             out = torch.cat([kept, self.branch2(transformed)], dim=1)
         else:
             out = torch.cat([self.branch1(x), self.branch2(x)], dim=1)
-        return channel_shuffle(out)
+        return self.shuffle(out)
 
 
 def make_op(op_id, nin, nout, stride, batch_stats):
@@ -107,28 +105,6 @@ def make_op(op_id, nin, nout, stride, batch_stats):
         layers.append(nn.MaxPool2d(3, stride, padding=1))
     # conv1x1_bn ignores the stride, as in the reference: the reduction block resizes its output.
     return nn.Sequential(*layers, batch_norm(nout, batch_stats))
-
-
-class SELayer(nn.Module):
-    """Squeeze-and-excitation without biases (senet.pytorch), as in the block fusion."""
-
-    def __init__(self, channels, reduction=SE_REDUCTION):
-        super().__init__()
-        hidden = max(channels // reduction, 1)
-        self.fc = nn.Sequential(nn.Linear(channels, hidden, bias=False), nn.ReLU(inplace=True),
-                                nn.Linear(hidden, channels, bias=False), nn.Sigmoid())
-
-    def forward(self, x):
-        return x * self.fc(x.mean((2, 3)))[:, :, None, None]
-
-
-def drop_path(x, prob, training):
-    """Zero whole samples with probability `prob`, rescaling the rest (on any device)."""
-    if not training or prob <= 0:
-        return x
-    keep = 1.0 - prob
-    mask = torch.empty(x.size(0), 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
-    return x / keep * mask
 
 
 def resize_to(x, size):
@@ -152,8 +128,8 @@ class Node(nn.Module):
         x, y = self.x_ops[str(op_x)](x), self.y_ops[str(op_y)](y)
         # A node fed by an already reduced node comes out smaller; bring both to the larger map.
         size = max(x.shape[-2:], y.shape[-2:])
-        return drop_path(resize_to(x, size), drop_prob, self.training) + \
-            drop_path(resize_to(y, size), drop_prob, self.training)
+        drop_prob = drop_prob if self.training else 0.
+        return drop_path(resize_to(x, size), drop_prob) + drop_path(resize_to(y, size), drop_prob)
 
 
 class Block(nn.Module):
@@ -171,7 +147,7 @@ class Block(nn.Module):
             self.nodes.append(Node(nin, nout, stride, choices, batch_stats))
         self.calibrate = conv1x1(nout, nin) if reduction else None
         fused = nin * SEQ_NODES
-        self.fuse = nn.Sequential(batch_norm(fused, batch_stats), nn.Mish(), SELayer(fused), conv1x1(fused, nout))
+        self.fuse = nn.Sequential(batch_norm(fused, batch_stats), nn.Mish(), SE(fused, reduction=SE_REDUCTION), conv1x1(fused, nout))
 
     def forward(self, seq, prev_prev, prev, drop_prob):
         size = prev.shape[-2:]

@@ -1,53 +1,15 @@
-"""Small helpers shared by every script: errors, atomic files, meters, accuracy, seeding."""
-import json
+"""Small helpers shared by every script: errors, atomic files, meters, accuracy, drop path, seeding."""
 import os
 import random
-import tempfile
 
 import numpy as np
 import torch
 
-
-class UserError(Exception):
-    """A mistake in the user's input; scripts print `error: <message>` and exit with code 2."""
-
-
-def atomic_write(path, write_fn, mode='wb'):
-    """Write `path` through `write_fn(file)` into a temporary file in the same directory, fsync it
-    and rename it over `path`, so a crash leaves either the old file or the new one, never half."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=directory)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; outputs should be as readable as any file
-    try:
-        with os.fdopen(fd, mode) as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+from userio import UserError, atomic_write, atomic_write_json, atomic_write_text  # noqa: F401 (re-exported)
 
 
 def atomic_torch_save(obj, path):
     atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def atomic_write_text(path, text):
-    atomic_write(path, lambda f: f.write(text), mode='w')
-
-
-def atomic_write_json(path, obj):
-    atomic_write_text(path, json.dumps(obj, indent=2) + '\n')
 
 
 def load_checkpoint_file(path, what='checkpoint'):
@@ -86,6 +48,23 @@ def accuracy(logits, target, topk=(1,)):
 def count_parameters_in_MB(model):
     """Parameters in millions, without the auxiliary head (it is dropped at test time)."""
     return sum(p.numel() for name, p in model.named_parameters() if 'auxiliary' not in name) / 1e6
+
+
+def drop_path(x, drop_prob):
+    """Zero whole samples with probability `drop_prob` and rescale the rest by 1 / keep: the drop
+    path of the DARTS cells (quark0/darts `utils.drop_path`), and of NAG, ANAS and SLNAS (whose
+    reference `DropPath_` is the same Bernoulli(keep) per-sample mask and division by keep).
+
+    The mask is drawn on x's device in x's dtype; the scale is folded into the (N, 1, ..., 1) mask
+    so the full tensor is touched once.  Out of place, so autograd is safe.  Callers pass 0 outside
+    training.
+    """
+    if drop_prob <= 0.:
+        return x
+    keep = 1. - drop_prob
+    mask = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), device=x.device, dtype=x.dtype)
+    mask.bernoulli_(keep).div_(keep)
+    return x * mask
 
 
 def seed_everything(seed):

@@ -36,8 +36,8 @@ import sys
 import time
 
 import genotypes
-import nag
-from utils import UserError, atomic_write, atomic_write_text
+import nag_cells
+from userio import UserError, atomic_write, atomic_write_text
 
 FORMATS = ('png', 'pdf', 'svg')
 INPUT_COLOR = 'darkseagreen2'
@@ -116,7 +116,7 @@ def genotype_to_dot(genotype, cell, fmt='png'):
     genotype = _as_genotype(genotype)
     if isinstance(genotype, genotypes.SeqArch):
         return seq_cell_to_dot(genotype, cell, fmt)
-    if isinstance(genotype, nag.DagArch):
+    if isinstance(genotype, nag_cells.DagArch):
         return dag_cell_to_dot(getattr(genotype, cell), fmt)
     entries = list(getattr(genotype, cell))
     steps = len(entries) // 2
@@ -133,13 +133,13 @@ def genotype_to_dot(genotype, cell, fmt='png'):
 
 
 def dag_cell_to_dot(spec, fmt='png'):
-    """A NAG DAG cell (nag.CellSpec): vertices labelled with their number and op (the sum of their
+    """A NAG DAG cell (nag_cells.CellSpec): vertices labelled with their number and op (the sum of their
     predecessors goes through it), unlabelled edges, the output vertex concatenating."""
     last = len(spec.ops) - 1
     label = {0: 'c_{k-2}', 1: 'c_{k-1}', **{v: f'{v - 1} {spec.ops[v]}' for v in range(2, last)}}
-    edges = [(label[j], label[v], '', '') for v in range(2, last) for j in nag.predecessors(spec, v)]
+    edges = [(label[j], label[v], '', '') for v in range(2, last) for j in nag_cells.predecessors(spec, v)]
     return cell_digraph(['c_{k-2}', 'c_{k-1}'], [label[v] for v in range(2, last)], edges,
-                        [label[p] for p in nag.predecessors(spec, last)], fmt=fmt)
+                        [label[p] for p in nag_cells.predecessors(spec, last)], fmt=fmt)
 
 
 def attention_unit_to_dot(genotype, fmt='png'):

@@ -7,8 +7,8 @@ import genotypes
 import model
 import operations
 from genotypes import Genotype
-from model import Cell, NetworkCIFAR, NetworkImageNet, drop_path
-from utils import count_parameters_in_MB
+from model import Cell, NetworkCIFAR, NetworkImageNet
+from utils import count_parameters_in_MB, drop_path
 
 NAMED = ['NASNet', 'AmoebaNet', 'DARTS_V1', 'DARTS_V2', 'Att_DARTS']
 
@@ -188,6 +188,27 @@ def test_attention_heights_cifar(size):
     net = NetworkCIFAR(8, 10, 5, False, GE_EVERYWHERE, image_size=size)
     seen = _attention_sizes(net, torch.randn(2, 3, size, size))
     assert seen and all(kernel == got for kernel, got in seen)
+
+
+def test_cell_stack_of_the_darts_search_network():
+    """quark0/darts's 8-cell search network (C = 16, stem 48, multiplier 4) on 32x32 inputs:
+    reductions at cells 2 and 5, each cell reading the two outputs before it."""
+    calls = []
+
+    def make_cell(*args):
+        calls.append(args)
+        cell = nn.Identity()
+        cell.multiplier = 4
+        return cell
+
+    cells, outputs = model.build_cell_stack(make_cell, 8, 16, 48, 48, size=32)
+    assert len(cells) == 8
+    # (C_prev_prev, C_prev, C_curr, reduction, reduction_prev, size) per cell
+    assert calls == [(48, 48, 16, False, False, 32), (48, 64, 16, False, False, 32),
+                     (64, 64, 32, True, False, 16), (64, 128, 32, False, True, 16),
+                     (128, 128, 32, False, False, 16), (128, 128, 64, True, False, 8),
+                     (128, 256, 64, False, True, 8), (256, 256, 64, False, False, 8)]
+    assert outputs[-1] == (256, 8)
 
 
 # ----------------------------------------------------------------------------------------- drop path

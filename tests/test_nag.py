@@ -1,6 +1,6 @@
-"""NAG: the DAG cell space and its JSON form, the evaluation networks in the reference's NAO skeleton,
-the one-shot supernet, the graph GAN, and the build -> GAN -> generate -> train pipeline from the
-command line."""
+"""NAG: the DAG cell space and its JSON form (nag_cells), the evaluation networks in the reference's
+NAO skeleton, the one-shot supernet, the graph GAN (nag), and the build -> GAN -> generate -> train
+pipeline from the command line."""
 import json
 import re
 import signal
@@ -18,6 +18,7 @@ import generate_archs_multiobj
 import genotypes
 import model
 import nag
+import nag_cells
 import nasbench101
 import train_CIFAR10
 import train_ImageNet
@@ -38,7 +39,7 @@ TINY_TRAIN = ['--init_channels', '4', '--layers', '2', '--batch_size', '16', '--
 
 
 def cell(matrix, ops):
-    return nag.make_cell(matrix, ['input0', 'input1', *ops, 'output'])
+    return nag_cells.make_cell(matrix, ['input0', 'input1', *ops, 'output'])
 
 
 def exact_params(net):
@@ -48,15 +49,15 @@ def exact_params(net):
 # ------------------------------------------------------------------------------------ cell space
 
 def test_sampled_architectures_are_legal_and_survive_their_json_form(tmp_path):
-    archs = nag.sample_architectures(150, seed=3)
+    archs = nag_cells.sample_architectures(150, seed=3)
     assert len(set(archs)) == 150
-    assert {len(c.ops) for a in archs for c in a} <= set(range(4, nag.MAX_VERTICES + 1))
+    assert {len(c.ops) for a in archs for c in a} <= set(range(4, nag_cells.MAX_VERTICES + 1))
     for k, arch in enumerate(archs[:20]):
-        assert all(nag.is_valid(c) for c in arch)
+        assert all(nag_cells.is_valid(c) for c in arch)
         genotypes.save(arch, str(tmp_path / f'{k}.json'))
         back = genotypes.load(str(tmp_path / f'{k}.json'))
-        assert isinstance(back, nag.DagArch) and back == arch
-    record = nag.arch_to_dict(archs[0])
+        assert isinstance(back, nag_cells.DagArch) and back == arch
+    record = nag_cells.arch_to_dict(archs[0])
     with pytest.raises(utils.UserError, match='x.json: missing key reduce of a NAG architecture'):
         genotypes.from_dict({'normal': record['normal']}, source='x.json')
 
@@ -73,19 +74,19 @@ def test_sampled_architectures_are_legal_and_survive_their_json_form(tmp_path):
 ])
 def test_illegal_cells_are_refused_with_the_reason(matrix, ops, problem):
     spec = cell(matrix, ops)
-    assert not nag.is_valid(spec)
+    assert not nag_cells.is_valid(spec)
     with pytest.raises(utils.UserError, match=re.escape(problem)):
-        nag.cell_from_dict(nag.cell_to_dict(spec))
+        nag_cells.cell_from_dict(nag_cells.cell_to_dict(spec))
 
 
 def test_repair_drops_unreached_vertices_and_concatenates_dead_ends():
     #   2 reads input0 and feeds nothing; 3 has no input; 4 reads 2 and feeds the output
     spec = cell([[0, 0, 1, 0, 0, 0], [0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 1, 0],
                  [0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]], ['avg_pool_3x3', 'max_pool_3x3', 'sep_conv_5x5'])
-    fixed = nag.repair(spec)
+    fixed = nag_cells.repair(spec)
     assert fixed.ops == ('input0', 'input1', 'avg_pool_3x3', 'sep_conv_5x5', 'output')
     assert fixed.matrix == ((0, 0, 1, 0, 0), (0, 0, 0, 0, 0), (0, 0, 0, 1, 0), (0, 0, 0, 0, 1), (0, 0, 0, 0, 0))
-    assert nag.repair(cell([[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]], ['sep_conv_3x3'])) is None
+    assert nag_cells.repair(cell([[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]], ['sep_conv_3x3'])) is None
 
 
 # ------------------------------------------------------------------------------------ evaluation networks
@@ -136,15 +137,15 @@ NAG_IMAGENET_PARAMS = {48: 6276448, 42: 4971763}
 
 
 def test_shipped_architecture_has_the_reference_parameter_counts():
-    assert genotypes.resolve('NAG', None) is nag.REFERENCE_ARCH
-    cifar = NAGNetworkCIFAR(36, 10, 20, True, nag.REFERENCE_ARCH, keep_prob=0.6)
+    assert genotypes.resolve('NAG', None) is nag_cells.REFERENCE_ARCH
+    cifar = NAGNetworkCIFAR(36, 10, 20, True, nag_cells.REFERENCE_ARCH, keep_prob=0.6)
     assert exact_params(cifar) == reference_params(36, 6, 10) == NAG_CIFAR10_PARAMS
     assert round(utils.count_parameters_in_MB(cifar), 1) == 4.3
     for C, count in NAG_IMAGENET_PARAMS.items():
-        assert exact_params(NAGNetworkImageNet(C, 1000, 14, True, nag.REFERENCE_ARCH)) == count
+        assert exact_params(NAGNetworkImageNet(C, 1000, 14, True, nag_cells.REFERENCE_ARCH)) == count
         assert reference_params(C, 4, 1000, imagenet=True) == count
     for C, cells, classes in ((8, 5, 10), (6, 2, 3)):
-        assert exact_params(NAGNetworkCIFAR(C, classes, cells, False, nag.REFERENCE_ARCH)) == \
+        assert exact_params(NAGNetworkCIFAR(C, classes, cells, False, nag_cells.REFERENCE_ARCH)) == \
             reference_params(C, (cells - 2) // 3, classes)
 
 
@@ -152,11 +153,11 @@ def test_cell_count_must_be_3n_plus_2():
     assert [model.nag_stage_cells(n) for n in (2, 8, 14, 20)] == [0, 2, 4, 6]
     for layers in (1, 3, 19):
         with pytest.raises(utils.UserError, match=rf'--layers {layers}: a NAG network has 3N\+2 cells'):
-            NAGNetworkCIFAR(4, 10, layers, False, nag.REFERENCE_ARCH)
+            NAGNetworkCIFAR(4, 10, layers, False, nag_cells.REFERENCE_ARCH)
 
 
 def test_reduction_cell_strides_sums_of_inputs_and_halves_mixed_ones():
-    normal, reduce = nag.REFERENCE_ARCH
+    normal, reduce = nag_cells.REFERENCE_ARCH
     c = NAGCell(reduce, 24, 24, 8, reduction=True, reduction_prev=False)
     v2, v3, v4 = c.vertices  # preds {0,1}, {0,1,2}, {1}
     assert v2.op[0][1].stride == (2, 2) and len(v2.halve_inputs) == 0
@@ -190,7 +191,7 @@ def test_nao_factorized_reduce_has_no_relu():
                                                         (NAGNetworkImageNet, 64, 3)])
 def test_forward_shapes_with_and_without_the_auxiliary_head(network, size, in_channels):
     torch.manual_seed(0)
-    net = network(4, 7, 5, True, nag.REFERENCE_ARCH, keep_prob=0.6, in_channels=in_channels, image_size=size)
+    net = network(4, 7, 5, True, nag_cells.REFERENCE_ARCH, keep_prob=0.6, in_channels=in_channels, image_size=size)
     net.drop_path_prob = 0.2
     x = torch.randn(2, in_channels, size, size)
     logits, aux = net.train()(x)
@@ -219,7 +220,7 @@ def test_drop_path_spares_identity_vertices_and_grows_with_depth():
     assert torch.allclose(out[kept, 4:], 2 * pooled[kept]) and not out[~kept, 4:].any()
     assert torch.equal(c.eval()(torch.zeros_like(s1), s1, drop_prob=0.5)[:, 4:], pooled)
 
-    net = NAGNetworkCIFAR(4, 10, 5, False, nag.REFERENCE_ARCH)
+    net = NAGNetworkCIFAR(4, 10, 5, False, nag_cells.REFERENCE_ARCH)
     net.drop_path_prob = 0.3
     rates = []
     for k in net.cells:
@@ -230,21 +231,21 @@ def test_drop_path_spares_identity_vertices_and_grows_with_depth():
 
 def test_drawing_shows_the_dag_with_ops_on_vertices(tmp_path, capsys):
     path = tmp_path / 'arch.json'
-    genotypes.save(nag.REFERENCE_ARCH, str(path))
+    genotypes.save(nag_cells.REFERENCE_ARCH, str(path))
     assert visualize.main([str(path)]) == 0
     dot = (tmp_path / 'normal_arch.dot').read_text()
     assert (tmp_path / 'reduce_arch.dot').exists()
     assert '"5 sep_conv_5x5" -> "6 sep_conv_5x5"' in dot and '"c_{k-2}" -> "c_{k}"' in dot
-    assert dot.count('->') == sum(map(sum, nag.REFERENCE_ARCH.normal.matrix))
+    assert dot.count('->') == sum(map(sum, nag_cells.REFERENCE_ARCH.normal.matrix))
 
 
 def test_graph_tensors_encode_the_cell():
-    spec = nag.REFERENCE_ARCH[1]
+    spec = nag_cells.REFERENCE_ARCH[1]
     edges, nodes, n = nag.cell_tensors(spec)
-    assert n == 6 and edges.shape == (10, 10) and nodes.shape == (10, len(nag.VOCAB))
+    assert n == 6 and edges.shape == (10, 10) and nodes.shape == (10, len(nag_cells.VOCAB))
     assert torch.equal(edges.triu(), torch.zeros(10, 10))  # edge j -> i sits at [i][j], i > j
     assert edges[5, 4] == 1 and edges[4, 1] == 1 and edges[4, 0] == 0
-    assert nodes[n:].sum() == 0 and nodes[n - 1, nag.OUTPUT] == 1
+    assert nodes[n:].sum() == 0 and nodes[n - 1, nag_cells.OUTPUT] == 1
     assert nag.cell_from_tensors(edges, nodes, n) == spec
 
 
@@ -260,7 +261,7 @@ def test_one_shot_supernet_runs_both_sampled_cells():
     torch.manual_seed(0)
     supernet = nag.OneShotNetwork(4, 10, 3, max_vertices=6)
     x = torch.randn(4, 3, 16, 16)
-    a, b = nag.sample_architectures(2, seed=1, max_vertices=6)
+    a, b = nag_cells.sample_architectures(2, seed=1, max_vertices=6)
     with torch.no_grad():
         base = supernet(x, a)
         assert base.shape == (4, 10)
@@ -291,12 +292,12 @@ def test_generator_output_is_a_legal_dag_for_every_class(tiny_gan):
         for edges, nodes, n in generator(z, torch.full((16, 1), label)):
             assert torch.equal(edges.triu(), torch.zeros_like(edges))
             assert ((n >= 3) & (n <= 7)).all()
-            assert torch.allclose(nodes[:, :, nag.INPUT0:nag.INPUT1 + 1].sum((1, 2)), torch.full((16,), 2.))
+            assert torch.allclose(nodes[:, :, nag_cells.INPUT0:nag_cells.INPUT1 + 1].sum((1, 2)), torch.full((16,), 2.))
             for b in range(16):
-                assert nodes[b, n[b] - 1].argmax() == nag.OUTPUT and nodes[b, n[b]:].sum() == 0
+                assert nodes[b, n[b] - 1].argmax() == nag_cells.OUTPUT and nodes[b, n[b]:].sum() == 0
         archs = nag.generate(generator, [label], 8, seed=label, batch_size=16)
         assert len(archs) == 8 and len(set(archs)) == 8
-        assert all(nag.is_valid(c, max_vertices=7) for arch in archs for c in arch)
+        assert all(nag_cells.is_valid(c, max_vertices=7) for arch in archs for c in arch)
 
 
 def test_conditioning_changes_what_is_generated(tiny_gan):
@@ -311,7 +312,7 @@ def test_conditioning_changes_what_is_generated(tiny_gan):
 
 def test_discriminator_step_lowers_its_loss_and_generator_step_only_moves_the_generator(tiny_gan):
     generator, discriminator = tiny_gan
-    real = nag.arch_batch(nag.sample_architectures(16, seed=2, max_vertices=7), max_vertices=7)
+    real = nag.arch_batch(nag_cells.sample_architectures(16, seed=2, max_vertices=7), max_vertices=7)
     labels = torch.randint(3, (16, 1))
     torch.manual_seed(5)
     fixed_fake_labels = torch.randint(3, (16, 1))
@@ -372,8 +373,8 @@ def test_killed_dataset_build_resumes_without_redoing_entries(tmp_path, cifar):
     assert records[:len(complete)] == complete  # finished entries kept, not redone
     pool = read_jsonl(save / 'pool.jsonl')
     for record in records:
-        arch = nag.arch_from_dict(record)
-        assert nag.arch_to_dict(arch) == pool[record['index']]
+        arch = nag_cells.arch_from_dict(record)
+        assert nag_cells.arch_to_dict(arch) == pool[record['index']]
         assert 0 <= record['accuracy'] <= 100 and record['params_MB'] > 0 and record['flops'] > 0
     assert len(read_jsonl(save / 'metrics.jsonl')) == 1  # training was not repeated
 
@@ -389,7 +390,7 @@ def test_pipeline_gan_generate_search_and_train(tmp_path, cifar, capsys):
                                    '--save', str(build)]) == 0
     dataset = str(build / 'archs.jsonl')
     record = read_jsonl(dataset)[0]
-    assert record['params_MB'] == exact_params(NAGNetworkCIFAR(4, 10, 2, False, nag.arch_from_dict(record))) / 1e6
+    assert record['params_MB'] == exact_params(NAGNetworkCIFAR(4, 10, 2, False, nag_cells.arch_from_dict(record))) / 1e6
     gan_single, gan_multi = tmp_path / 'gan', tmp_path / 'gan_multi'
     assert gan.main(['--nas_dataset', dataset, '--epochs', '2', '--max_step', '7', *TINY_GAN_FLAGS,
                      '--save', str(gan_single)]) == 0
@@ -410,11 +411,11 @@ def test_pipeline_gan_generate_search_and_train(tmp_path, cifar, capsys):
         '--layers', '2', '--batch_size', '16', '--test_batch_size', '16', '--workers', '0', '--no_progress',
         '--report_freq', '0')
     kept = read_jsonl(gen / 'class_2' / 'archs.jsonl')
-    assert len(kept) == 4 and all(all(nag.is_valid(c, 7) for c in nag.arch_from_dict(r)) for r in kept)
+    assert len(kept) == 4 and all(all(nag_cells.is_valid(c, 7) for c in nag_cells.arch_from_dict(r)) for r in kept)
     searched = read_jsonl(gen / 'search.jsonl')
     assert len(searched) == 2
     best = max(searched, key=lambda r: r['accuracy'])
-    best_arch = nag.arch_from_dict(best)
+    best_arch = nag_cells.arch_from_dict(best)
     assert genotypes.load(str(gen / 'best.json')) == best_arch
     assert (gen / 'normal_best.dot').exists() and (gen / 'reduce_best.dot').exists()
     trained = torch.load(gen / 'search' / 'arch_000' / 'trained.pt', weights_only=False)
@@ -455,16 +456,16 @@ def test_train_scripts_build_the_shipped_architecture_in_the_reference_skeleton(
 
 
 def test_dag_json_trains_and_tests_and_other_architectures_are_refused(tmp_path, cifar):
-    arch = nag.sample_architectures(1, seed=5, max_vertices=6)[0]
-    assert arch != nag.REFERENCE_ARCH
+    arch = nag_cells.sample_architectures(1, seed=5, max_vertices=6)[0]
+    assert arch != nag_cells.REFERENCE_ARCH
     arch_path = tmp_path / 'arch.json'
-    arch_path.write_text(json.dumps(nag.arch_to_dict(arch)))
+    arch_path.write_text(json.dumps(nag_cells.arch_to_dict(arch)))
     save = tmp_path / 'train'
     run('train_CIFAR10.py', '--arch_path', arch_path, '--data', cifar, '--epochs', '1', '--auxiliary', *TINY_TRAIN,
         '--save', save)
     trained = torch.load(save / 'trained.pt', weights_only=False)
     assert trained['network']['type'] == 'nag' and not trained['network']['imagenet']
-    assert trained['network']['keep_prob'] == 0.6 and trained['genotype'] == nag.arch_to_dict(arch)
+    assert trained['network']['keep_prob'] == 0.6 and trained['genotype'] == nag_cells.arch_to_dict(arch)
     result = run('test_CIFAR10.py', '--model_path', save / 'trained.pt', '--arch_path', arch_path, '--data', cifar,
                  '--batch_size', '16', '--workers', '0', '--no_progress')
     scores = json.loads(result.stdout.strip().splitlines()[-1])
