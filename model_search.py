@@ -17,50 +17,17 @@ attention is searched (the locations of the Att-DARTS authors' code):
 The architecture weights are registered parameters (`arch.*`) shared by all normal (resp. all
 reduction) cells; they are in `state_dict` and are kept out of `weight_parameters()`.
 """
-from collections import namedtuple
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from genotypes import ATT_PRIMITIVES, PRIMITIVE_SETS, AttGenotype, Genotype
+from genotypes import ATT_PRIMITIVES, AttGenotype, Genotype
 from model import ResNetBody, build_cell_stack
 from operations import FactorizedReduce, ReLUConvBN, make_candidate
-from registry import ATTENTIONS
-from utils import UserError
+from search_space import LOCATIONS, candidate_lists, resolve_primitives  # noqa: F401 (LOCATIONS re-exported)
 
-# Which candidate lists fill the first layer, second layer and cell-output bottleneck.
-Layout = namedtuple('Layout', 'first second bottleneck')
-LOCATIONS = {
-    'after_every': Layout('ops', 'attentions', None),
-    'end': Layout('ops', None, 'attentions'),
-    'after_every_and_end': Layout('ops', 'attentions', 'attentions'),
-    'mixed_with_operation': Layout('ops+attentions', None, None),
-    'double_mixed': Layout('ops+attentions', 'ops+attentions', None),
-    'no_attention': Layout('ops', None, None),
-}
 # Arch-parameter prefix per layer, as named in the logs and the checkpoint.
 TABLE_PREFIX = {'first': 'alphas', 'second': 'betas', 'bottleneck': 'gammas'}
-
-
-def candidate_lists(location, primitives):
-    """The candidate names of each layer for a `--location`, or None where it has no layer."""
-    if location not in LOCATIONS:
-        raise UserError(f"unknown --location '{location}'; choose from {', '.join(LOCATIONS)}")
-    ops = list(primitives)
-    attentions = ATTENTIONS.names()
-    choices = {'ops': ops, 'attentions': attentions,
-               # Identity would duplicate skip_connect when mixed with ops.
-               'ops+attentions': ops + [a for a in attentions if a != 'Identity']}
-    return {layer: (choices[kind] if kind else None) for layer, kind in LOCATIONS[location]._asdict().items()}
-
-
-def resolve_primitives(primitives):
-    if isinstance(primitives, str):
-        if primitives not in PRIMITIVE_SETS:
-            raise UserError(f"unknown --primitives '{primitives}'; choose from {', '.join(PRIMITIVE_SETS)}")
-        return list(PRIMITIVE_SETS[primitives])
-    return list(primitives)
 
 
 def best_candidate(row, names, allow_none):
