@@ -665,6 +665,69 @@ def write_report(run_dir, out_dir=None, fmt='png'):
 
 
 # --------------------------------------------------------------------------------------------------
+# Comparisons (compare.py)
+# --------------------------------------------------------------------------------------------------
+
+def plot_accuracy_vs_params(rows, path):
+    """Test accuracy against parameters, one point per training run: random architectures grey,
+    the others in colour with their label.  `rows` are compare.py's results per architecture."""
+    fig = _figure(6.4, 4.4)
+    ax = fig.add_subplot(1, 1, 1)
+    random_shown, colour = False, 0
+    for row in rows:
+        if not row['runs']:
+            continue
+        xs = [row['params_M']] * len(row['runs'])
+        ys = [run['top1'] for run in row['runs']]
+        if row['random']:
+            ax.scatter(xs, ys, color='0.6', marker='o', s=22, label=None if random_shown else 'random cells')
+            random_shown = True
+        else:
+            ax.scatter(xs, ys, color=f'C{colour % 10}', marker='D', s=34, label=row['label'], zorder=3)
+            colour += 1
+    ax.set_xlabel('parameters (M)')
+    ax.set_ylabel('test accuracy (%)')
+    ax.set_title('test accuracy against parameters, one point per run')
+    ax.grid(alpha=0.3)
+    if random_shown or colour:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save_figure(fig, path)
+
+
+def write_comparison_report(results, out_dir):
+    """report.html of a comparison (compare.py's results.json): protocol, table and plot."""
+    rows, protocol = results['architectures'], results['protocol']
+    page = _Page(f'Comparison: {os.path.basename(os.path.normpath(os.path.abspath(out_dir)))}')
+    page.para(f'Written {time.strftime("%Y-%m-%d %H:%M:%S")}. Every architecture is trained with the same '
+              f'flags and seeds; test accuracy is the mean and sample standard deviation over the seeds.')
+    page.heading('Protocol')
+    page.table(('setting', 'value'), sorted(protocol.items()))
+    page.heading('Results')
+    header = ('architecture', 'source', 'C', 'params (M)', 'FLOPs (M)', 'latency (ms/image)', 'test acc. mean (%)',
+              'test acc. std', 'runs', 'train time (min)')
+    table = []
+    for row in rows:
+        if row['runs']:
+            table.append((row['label'], row['source'], row['init_channels'], row['params_M'], row['flops_M'],
+                          row['latency_ms'], row['top1_mean'], '' if row['top1_std'] is None else row['top1_std'],
+                          len(row['runs']), row['train_time_s_mean'] / 60))
+        else:
+            table.append((row['label'], row['source'], row['init_channels'], '', '', '', 'not trained', '', 0, ''))
+    page.table(header, table)
+    plot = os.path.join(out_dir, 'accuracy_vs_params.png')
+    if os.path.isfile(plot):
+        page.image(plot, 'test accuracy against parameters, one point per run (random cells grey)')
+    page.heading('Runs')
+    page.table(('architecture', 'seed', 'test top-1 (%)', 'test top-5 (%)', 'train time (min)', 'run directory'),
+               [(row['label'], run['seed'], run['top1'], run['top5'], run['train_time_s'] / 60,
+                 run['run_dir']) for row in rows for run in row['runs']])
+    path = os.path.join(out_dir, 'report.html')
+    atomic_write_text(path, page.html())
+    return _readable(path)
+
+
+# --------------------------------------------------------------------------------------------------
 # TensorBoard
 # --------------------------------------------------------------------------------------------------
 
