@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from genotypes import ATT_PRIMITIVES, AttGenotype, Genotype
+from genotypes import ATT_PRIMITIVES, AttGenotype, Genotype, entry_attention, entry_input, entry_op
 from model import ResNetBody, build_cell_stack
 from operations import FactorizedReduce, ReLUConvBN, make_candidate
 from search_space import LOCATIONS, candidate_lists, resolve_primitives  # noqa: F401 (LOCATIONS re-exported)
@@ -64,6 +64,10 @@ class MixedEdge(nn.Module):
     def forward(self, x, weights):
         return sum(weights[k] * op(x) for k, op in zip(self.active, self.candidates))
 
+    def candidate(self, k):
+        """The module of candidate k (of the names the edge was built from)."""
+        return self.candidates[self.active.index(k)]
+
 
 class SearchCell(nn.Module):
     def __init__(self, lists, steps, multiplier, C_prev_prev, C_prev, C, reduction, reduction_prev,
@@ -102,6 +106,19 @@ class SearchCell(nn.Module):
         if self.second is not None:
             outs = [self.second[e](h, weights['second'][e]) for e, h in zip(edges, outs)]
         return sum(outs)
+
+    def forward_path(self, s0, s1, path):
+        """The cell of one discrete architecture (`SearchNetwork.path`): each node sums only its two
+        chosen edges, each edge computes only its chosen candidates."""
+        nodes, bottleneck = path
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        for edges in nodes:
+            outs = [self.first[row].candidate(first)(states[j]) for row, j, first, _ in edges]
+            if self.second is not None:
+                outs = [self.second[row].candidate(second)(h) for (row, _, _, second), h in zip(edges, outs)]
+            states.append(sum(outs))
+        out = torch.cat(states[-self.multiplier:], dim=1)
+        return out if bottleneck is None else self.bottleneck.candidate(bottleneck)(out)
 
 
 class SearchNetwork(nn.Module):
@@ -156,15 +173,47 @@ class SearchNetwork(nn.Module):
         """{table name: softmax over candidates}, e.g. alphas_normal of shape (edges, candidates)."""
         return {name: F.softmax(p, dim=-1) for name, p in self.arch.items()}
 
-    def forward(self, x):
-        tables = self.softmaxed()
-        weights = {cell_type: {layer: tables.get(f'{TABLE_PREFIX[layer]}_{cell_type}')
-                               for layer in TABLE_PREFIX}
-                   for cell_type in ('normal', 'reduce')}
+    def forward(self, x, genotype=None):
+        """The supernet, every edge a mixture weighted by the softmaxed architecture weights; or,
+        given `genotype` (an architecture of this space), only that architecture's path through the
+        shared weights, the other candidates neither computed nor given gradients: the weight step
+        of random search with weight sharing (Li and Talwalkar, UAI 2019)."""
+        if genotype is None:
+            tables = self.softmaxed()
+            weights = {cell_type: {layer: tables.get(f'{TABLE_PREFIX[layer]}_{cell_type}')
+                                   for layer in TABLE_PREFIX}
+                       for cell_type in ('normal', 'reduce')}
+
+            def apply(cell, s0, s1, cell_type):
+                return cell(s0, s1, weights[cell_type])
+        else:
+            paths = self.path(genotype)
+
+            def apply(cell, s0, s1, cell_type):
+                return cell.forward_path(s0, s1, paths[cell_type])
         s0 = s1 = self.stem(x)
         for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, weights['reduce' if cell.reduction else 'normal'])
+            s0, s1 = s1, apply(cell, s0, s1, 'reduce' if cell.reduction else 'normal')
         return self.classifier(self.global_pooling(s1).flatten(1))
+
+    def path(self, genotype):
+        """{cell type: (nodes, bottleneck)} of a discrete architecture of this space: per node its two
+        (weight-table row, input, first-layer candidate, second-layer candidate or None), and the
+        bottleneck candidate or None."""
+        paths = {}
+        for cell_type in ('normal', 'reduce'):
+            entries = getattr(genotype, cell_type)
+            if len(entries) != 2 * self.steps:
+                raise ValueError(f'{cell_type}: {len(entries)} entries for {self.steps} nodes')
+            nodes = []
+            for node in range(self.steps):
+                offset = node * (node + 3) // 2  # rows of the nodes before: 2 + 3 + ...
+                nodes.append([(offset + entry_input(entry), entry_input(entry), self.lists['first'].index(entry_op(entry)),
+                               self.lists['second'].index(entry_attention(entry)) if self.lists['second'] else None)
+                              for entry in entries[2 * node:2 * node + 2]])
+            bottleneck = getattr(genotype, cell_type + '_bottleneck')
+            paths[cell_type] = (nodes, self.lists['bottleneck'].index(bottleneck) if self.lists['bottleneck'] else None)
+        return paths
 
     def edges(self):
         """(node, input) of every edge, in the row order of the weight tables."""

@@ -15,6 +15,7 @@ import torch.nn as nn
 
 import datasets
 import genotypes
+import rsws
 import training
 import utils
 from architect import HESSIAN_STENCILS, Architect
@@ -34,6 +35,10 @@ def build_parser():
     g.add_argument('--use_sparse', action='store_true',
                    help="CNAS: affine BN in the supernet and a derivation that may keep 'none' edges")
     g.add_argument('--drop_path_prob', type=float, default=0.3, help='unused in search; kept for the seeds\' CLI')
+    g.add_argument('--strategy', choices=('darts', 'rsws'), default='darts',
+                   help='darts: architecture weights by gradient (DARTS); rsws: random search with weight sharing '
+                        '(Li and Talwalkar 2019) on the same supernet')
+    rsws.add_arguments(parser)
     return add_search_arguments(parser)
 
 
@@ -46,7 +51,9 @@ def search_signature(args, info):
     return json.dumps({'kind': 'search', 'location': args.location, 'primitives': args.primitives,
                        'C': args.init_channels, 'layers': args.layers, 'steps': args.num_meta_node,
                        'sparse': args.use_sparse,
-                       'classes': info.num_classes, 'in_channels': info.in_channels})
+                       'classes': info.num_classes, 'in_channels': info.in_channels,
+                       # Only where it is not the default, so that DARTS checkpoints stay resumable.
+                       **({'strategy': args.strategy} if args.strategy != 'darts' else {})})
 
 
 def add_search_arguments(parser):
@@ -79,7 +86,23 @@ def main(argv=None):
                           primitives=args.primitives, steps=args.num_meta_node, affine=args.use_sparse,
                           in_channels=info.in_channels, image_size=info.image_size)
     training.place_model(model, args, device)
+    if args.strategy == 'rsws' and not args.dry_run:
+        return rsws.random_search(args, model, info, device, search_signature(args, info), search_loaders)
     return search(args, model, info, device, search_signature(args, info))
+
+
+def search_loaders(args, device):
+    """The loaders of the two halves of the training split (--train_portion): the weights' and the
+    architecture's, both shuffled and augmented."""
+    train_data = datasets.build_dataset(args.dataset, args.data, train=True, augment=True,
+                                        cutout_length=args.cutout_length if args.cutout else 0)
+    weight_idx, arch_idx = datasets.search_split(train_data, args.train_portion, args.subset)
+    if args.batch_size > min(len(weight_idx), len(arch_idx)):
+        raise utils.UserError(f"--batch_size {args.batch_size} is larger than the search split "
+                              f"({len(weight_idx)} / {len(arch_idx)} images); lower --batch_size")
+    on_device = (args.dataset, True, args.cutout_length if args.cutout else 0) if args.data_on_device else None
+    return [training.make_loader(torch.utils.data.Subset(train_data, idx), args.batch_size, True, args.workers, device,
+                                 drop_last=True, on_device=on_device) for idx in (weight_idx, arch_idx)]
 
 
 def search(args, model, info, device, signature):
@@ -93,16 +116,7 @@ def search(args, model, info, device, signature):
         return 0
 
     run = training.Run(args.save, args, args.resume, kind='search', signature=signature)
-    train_data = datasets.build_dataset(args.dataset, args.data, train=True, augment=True,
-                                        cutout_length=args.cutout_length if args.cutout else 0)
-    weight_idx, arch_idx = datasets.search_split(train_data, args.train_portion, args.subset)
-    if args.batch_size > min(len(weight_idx), len(arch_idx)):
-        raise utils.UserError(f"--batch_size {args.batch_size} is larger than the search split "
-                              f"({len(weight_idx)} / {len(arch_idx)} images); lower --batch_size")
-    on_device = (args.dataset, True, args.cutout_length if args.cutout else 0) if args.data_on_device else None
-    train_loader, valid_loader = (training.make_loader(torch.utils.data.Subset(train_data, idx), args.batch_size, True,
-                                                       args.workers, device, drop_last=True, on_device=on_device)
-                                  for idx in (weight_idx, arch_idx))
+    train_loader, valid_loader = search_loaders(args, device)
 
     params, flops, description = training.describe(model, input_shape)
     logger.info('search on %s: %s', args.dataset, description.replace('\n', ', '))
