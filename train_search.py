@@ -4,7 +4,9 @@
     python train_search.py --dataset fashion-mnist --subset 2000 --epochs 2 --layers 5 --init_channels 8
 
 Writes into the run directory (--save): genotype.json every epoch, alphas.jsonl (softmaxed
-architecture weights per epoch), metrics.jsonl, log.txt, checkpoint.pt (resume with --resume).
+architecture weights per epoch), metrics.jsonl (with the diagnostics of search_diagnostics.py),
+log.txt, checkpoint.pt (resume with --resume).  --strategy rsws: random search with weight sharing
+on the same supernet (rsws.py).
 """
 import hashlib
 import json
@@ -16,6 +18,7 @@ import torch.nn as nn
 import datasets
 import genotypes
 import rsws
+import search_diagnostics
 import training
 import utils
 from architect import HESSIAN_STENCILS, Architect
@@ -168,8 +171,10 @@ def search(args, model, info, device, signature):
         run.tensorboard.log_weights(tables, ctx.epoch)
         run.tensorboard.log_genotype(genotype, ctx.epoch)
         logger.info('genotype = %s', genotype)
+        previous = next((m.get('genotype') for m in run.read_jsonl('metrics.jsonl') if m['epoch'] == ctx.epoch - 1), None)
         return {'lr': lr, 'train_loss': train_loss, 'train_acc': train_acc, 'valid_loss': valid['loss'],
-                'valid_acc': valid['top1'], 'params_MB': params, 'genotype': genotypes.to_dict(genotype)}
+                'valid_acc': valid['top1'], 'params_MB': params, 'genotype': genotypes.to_dict(genotype),
+                **search_diagnostics.epoch_record(tables, genotypes.to_dict(genotype), previous)}
 
     stateful = {'model': model, 'optimizer': optimizer, 'scheduler': scheduler, 'architect': architect.optimizer,
                 'scaler': scaler}

@@ -18,9 +18,9 @@ render them.
 
 Run-directory mode reads the files the search and train scripts write (`args.json`, `metrics.jsonl`,
 `alphas.jsonl`, `genotype.json`; any subset) and writes into `--out` (default RUNDIR/report/) the
-cells, one heat map per weight table for the last epoch, the weights over epochs, loss/accuracy
-curves, the skip_connect count per epoch and a static `report.html` (relative image paths, no external
-assets).  Scripts call `write_report(run_dir)` at the end of a run.
+cells, one heat map per weight table of the last epoch's deviation from uniform, the weights over
+epochs, loss/accuracy curves, the skip_connect count per epoch, the search diagnostics per epoch
+(search_diagnostics.py) and a static `report.html` (relative image paths, no external assets).  Scripts call `write_report(run_dir)` at the end of a run.
 
 `TensorBoardLogger(run_dir)` writes scalars, weight histograms and cell images when tensorboard is
 installed and does nothing otherwise.
@@ -37,6 +37,7 @@ import time
 
 import genotypes
 import nag_cells
+import search_diagnostics
 from userio import UserError, atomic_write, atomic_write_text
 
 FORMATS = ('png', 'pdf', 'svg')
@@ -359,29 +360,71 @@ def _row_labels(table, rows, edges):
 
 
 def plot_heatmap(table, candidates, values, row_labels, epoch, path):
-    """Heat map of one weight table: rows x candidates, annotated, colour bar, row maximum in bold."""
+    """Heat map of one weight table's deviation from uniform, weight - 1/K, on a diverging scale
+    centred at 0 (red above uniform, blue below) and as wide as the largest deviation, so that a
+    small but consistent preference is as visible as a large one; each cell is annotated with its
+    deviation, the row maximum in bold."""
     import numpy as np
 
     data = np.asarray(values, dtype=float)
     rows, cols = data.shape
+    deviation = data - 1.0 / cols
     fig = _figure(2.5 + 0.95 * cols, 1.4 + 0.38 * rows)
     ax = fig.add_subplot(1, 1, 1)
-    finite = data[np.isfinite(data)]
-    top = max(float(finite.max()), 1e-12) if finite.size else 1.0  # a diverged search logs NaN
-    image = ax.imshow(data, cmap='viridis', aspect='auto', vmin=0.0, vmax=top)
+    finite = np.abs(deviation[np.isfinite(deviation)])
+    limit = max(float(finite.max()), 1e-12) if finite.size else 1.0  # a diverged search logs NaN
+    image = ax.imshow(deviation, cmap='RdBu_r', aspect='auto', vmin=-limit, vmax=limit)
     ax.set_xticks(range(cols))
     ax.set_xticklabels(candidates, rotation=40, ha='right')
     ax.set_yticks(range(rows))
     ax.set_yticklabels(row_labels)
-    ax.set_title(f'{table} (epoch {epoch})')
-    threshold = top * 0.6
+    ax.set_title(f'{table} - 1/{cols} (epoch {epoch})')
     for r in range(rows):
         best = int(np.nanargmax(data[r])) if np.isfinite(data[r]).any() else -1
         for c in range(cols):
-            ax.text(c, r, f'{data[r, c]:.3f}', ha='center', va='center', fontsize=8,
-                    color='black' if data[r, c] > threshold else 'white',
+            ax.text(c, r, f'{deviation[r, c]:+.2g}', ha='center', va='center', fontsize=8,
+                    color='white' if abs(deviation[r, c]) > 0.6 * limit else 'black',
                     fontweight='bold' if c == best else 'normal')
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02, label='weight - 1/K')
+    return _save_figure(fig, path)
+
+
+def plot_diagnostics(alphas, metrics, path):
+    """Per epoch: how far the mean entropy of each table's edges lies below the uniform weights' log K
+    (the mean KL divergence from uniform), the mean distance from uniform, the derived genotype's stability and the normal cell's
+    parameter-free op count (search_diagnostics)."""
+    series = [(record['epoch'], search_diagnostics.table_statistics(record.get('weights', {}))) for record in alphas]
+    tables = list(dict.fromkeys(name for _, statistics in series for name in statistics))
+    genotypes_by_epoch = [(m['epoch'], m['genotype']) for m in metrics if isinstance(m.get('genotype'), dict)]
+    stability = [(epoch, search_diagnostics.genotype_stability(before, after))
+                 for (_, before), (epoch, after) in zip(genotypes_by_epoch, genotypes_by_epoch[1:])]
+    free = [(epoch, search_diagnostics.parameter_free_ops(record)) for epoch, record in genotypes_by_epoch]
+    free = [(epoch, count) for epoch, count in free if count is not None]
+    if not tables and not stability and not free:
+        return None
+    fig = _figure(16, 3.6)
+    axes = fig.subplots(1, 4)
+    for c, name in enumerate(tables):
+        points = [(epoch, s[name]) for epoch, s in series if name in s]
+        epochs = [p[0] for p in points]
+        axes[0].plot(epochs, [s['max_entropy'] - s['entropy_mean'] for _, s in points], marker='.',
+                     color=f'C{c % 10}', label=name)
+        axes[1].plot(epochs, [s['uniform_distance_mean'] for _, s in points], marker='.', color=f'C{c % 10}', label=name)
+    axes[0].set_title('log K - mean entropy (0: uniform)')
+    axes[1].set_title('mean distance from uniform (total variation)')
+    axes[2].plot([p[0] for p in stability], [p[1] for p in stability], marker='o', color='black')
+    axes[2].set_ylim(-0.05, 1.05)
+    axes[2].set_title('genotype edges kept from the epoch before')
+    axes[3].plot([p[0] for p in free], [p[1] for p in free], marker='s', color='C3')
+    axes[3].yaxis.get_major_locator().set_params(integer=True)
+    axes[3].set_title('parameter-free ops in the normal cell')
+    for ax in axes:
+        _integer_epochs(ax)
+        ax.set_xlabel('epoch')
+        ax.grid(alpha=0.3)
+    if tables:
+        axes[0].legend(fontsize=7)
+    fig.tight_layout()
     return _save_figure(fig, path)
 
 
@@ -614,7 +657,7 @@ def write_report(run_dir, out_dir=None, fmt='png'):
     if alphas:
         last = alphas[-1]
         edges = last.get('edges') or []
-        page.heading(f"Architecture weights (softmaxed), epoch {last['epoch']}")
+        page.heading(f"Architecture weights (softmaxed) minus uniform, epoch {last['epoch']}")
         for table, content in last.get('weights', {}).items():
             candidates, values = content['candidates'], content['values']
             if not values:
@@ -622,7 +665,8 @@ def write_report(run_dir, out_dir=None, fmt='png'):
             labels = _row_labels(table, len(values), edges)
             page.image(plot_heatmap(table, candidates, values, labels, last['epoch'],
                                     os.path.join(out_dir, f'heatmap_{table}.png')),
-                       f'{table}: weights of the last epoch (row maximum in bold)')
+                       f'{table}: deviation of the last epoch\'s weights from uniform 1/K '
+                       f'(red above, blue below; row maximum in bold)')
         page.heading('Architecture weights over epochs')
         for table, content in last.get('weights', {}).items():
             candidates, shape = content['candidates'], (len(content['values']), len(content['candidates']))
@@ -649,9 +693,17 @@ def write_report(run_dir, out_dir=None, fmt='png'):
         skips = plot_skip_counts(metrics, os.path.join(out_dir, 'skip_connect.png'))
         if skips:
             page.image(skips, 'skip_connect count per epoch in the normal and reduction cells')
+    if alphas or any(isinstance(m.get('genotype'), dict) for m in metrics):
+        diagnostics = plot_diagnostics(alphas, metrics, os.path.join(out_dir, 'diagnostics.png'))
+        if diagnostics:
+            page.heading('Search diagnostics')
+            page.image(diagnostics, 'is the search deciding? Entropy of the architecture weights, their distance '
+                                    'from uniform, genotype stability and parameter-free ops per epoch')
+    if metrics:
         page.heading('Per epoch')
         keys = [k for k in ('epoch', 'lr', 'train_loss', 'train_acc', 'valid_loss', 'valid_acc',
-                            'epoch_time', 'params_MB') if any(k in m for m in metrics)]
+                            'epoch_time', 'params_MB', 'genotype_stability', 'param_free_normal')
+                if any(k in m for m in metrics)]
         rows = [[m.get(k, '') for k in keys] for m in metrics]
         if any(isinstance(m.get('genotype'), dict) for m in metrics):
             keys.append('skip_connect (normal, reduce)')
