@@ -64,27 +64,31 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 RUN_FLAGS = ('--save', '--resume', '--seed', '--arch', '--arch_path', '--device', '--init_channels', '--init_ch')
 
 
+# Protocol flags whose defaults are the trainer's preset (CIFAR's, or ImageNet's for --dataset imagenet).
+PRESET_FLAGS = ('epochs', 'batch_size', 'learning_rate', 'init_channels', 'layers', 'drop_path_prob', 'seed')
+
+
 def build_parser():
-    preset = evaluation.PRESETS['cifar10']
     parser = training.default_parser(__doc__.splitlines()[0])
     parser.add_argument('archs', nargs='+', metavar='ARCH',
                         help='a named genotype, a genotype .json, a search run directory, or random:N')
     g = parser.add_argument_group('protocol (the same for every run)')
-    g.add_argument('--dataset', default=preset['dataset'])
+    g.add_argument('--dataset', default='cifar10')
     g.add_argument('--data', default='data', help='dataset root directory')
     g.add_argument('--subset', type=int, default=None, help='train on the first N training images')
-    g.add_argument('--epochs', type=int, default=preset['epochs'])
-    g.add_argument('--batch_size', type=int, default=preset['batch_size'])
-    g.add_argument('--learning_rate', type=float, default=preset['learning_rate'])
-    g.add_argument('--init_channels', type=int, default=preset['init_channels'])
-    g.add_argument('--layers', type=int, default=preset['layers'])
+    g.add_argument('--epochs', type=int, default=None, help="default: the trainer's (600 on CIFAR)")
+    g.add_argument('--batch_size', type=int, default=None, help="default: the trainer's (96 on CIFAR)")
+    g.add_argument('--learning_rate', type=float, default=None, help="default: the trainer's (0.025 on CIFAR)")
+    g.add_argument('--init_channels', type=int, default=None, help="default: the trainer's (36 on CIFAR)")
+    g.add_argument('--layers', type=int, default=None, help="default: the trainer's (20 on CIFAR)")
     g.add_argument('--param_budget', type=float, default=None,
                    help='millions of parameters: each architecture gets the --init_channels nearest to it')
     g.add_argument('--cutout', action='store_true', help='cutout augmentation')
     g.add_argument('--auxiliary', action='store_true', help='auxiliary head')
-    g.add_argument('--drop_path_prob', type=float, default=preset['drop_path_prob'])
+    g.add_argument('--drop_path_prob', type=float, default=None, help="default: the trainer's (0.2 on CIFAR)")
     g.add_argument('--seeds', type=int, default=2, help='training runs per architecture')
-    g.add_argument('--seed', type=int, default=preset['seed'], help='seed of the first run of each architecture')
+    g.add_argument('--seed', type=int, default=None,
+                   help="seed of the first run of each architecture (default: the trainer's, 2 on CIFAR)")
     g = parser.add_argument_group('random:N')
     g.add_argument('--location', default='after_every', choices=list(search_space.LOCATIONS))
     g.add_argument('--primitives', default='darts', help=f"op set: {', '.join(genotypes.PRIMITIVE_SETS)}")
@@ -233,6 +237,10 @@ def parse_devices(text):
 def make_plan(args, extra):
     """Everything a comparison does, checked before anything is written: the protocol (what must
     match on --resume) and the runs."""
+    preset, script = trainer_of(args.dataset)
+    for name in PRESET_FLAGS:
+        if getattr(args, name) is None:
+            setattr(args, name, evaluation.PRESETS[preset][name])
     for name in ('epochs', 'batch_size', 'layers', 'init_channels', 'seeds', 'jobs', 'latency_batch',
                  'latency_repeats'):
         if getattr(args, name) < 1:
@@ -242,7 +250,6 @@ def make_plan(args, extra):
     check_extra_flags(extra)
     devices = parse_devices(args.devices)
     architectures = resolve_architectures(args.archs, args)
-    preset, script = trainer_of(args.dataset)
     flags = train_flags(args, extra)
     run_args = parse_run_flags(preset, flags + ['--init_channels', str(args.init_channels)])
     info = datasets.dataset_info(args.dataset, args.data)
@@ -260,7 +267,7 @@ def make_plan(args, extra):
     if any(e['random'] for e in entries):
         protocol['random_space'] = {'location': args.location, 'primitives': args.primitives,
                                     'num_meta_node': args.num_meta_node, 'seed': args.random_seed}
-    return protocol, devices, info
+    return protocol, devices
 
 
 class Comparison:
@@ -355,7 +362,7 @@ def execute(comparison, devices, jobs, stop):
             console = comparison.run_dir(label, seed) + '.out'
             os.makedirs(os.path.dirname(console), exist_ok=True)
             with open(console, 'a') as out:
-                process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=environment,
+                process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=environment,
                                            preexec_fn=_die_with_parent(os.getpid()))
             logger.info('%s %s seed %d%s', 'resume' if command[-1] == '--resume' else 'start', label, seed,
                         f' on {device}' if device else '')
@@ -486,7 +493,7 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index('--') + 1:] if '--' in argv else []
     args = build_parser().parse_args(argv[:argv.index('--')] if '--' in argv else argv)
-    protocol, devices, _ = make_plan(args, extra)
+    protocol, devices = make_plan(args, extra)
     comparison = Comparison(args.save, protocol, args.resume)
     training.configure_logging(comparison.path('log.txt'))
     logger.info('comparison %s: %d architectures x %d seeds', comparison.dir, len(protocol['architectures']),

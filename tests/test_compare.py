@@ -127,7 +127,7 @@ def test_bad_input_gives_one_line_exit_2_and_overwrites_nothing(tmp_path, fashio
     # A comparison resumed with another protocol is refused before anything in it changes.
     save = tmp_path / 'other'
     save.mkdir()
-    protocol, _, _ = compare.make_plan(compare.build_parser().parse_args(['DARTS_V2', *base]), [])
+    protocol, _ = compare.make_plan(compare.build_parser().parse_args(['DARTS_V2', *base]), [])
     (save / 'comparison.json').write_text(json.dumps(protocol))
     before = (save / 'comparison.json').read_text()
     result = run('compare.py', 'DARTS_V2', *base, '--epochs', '2', '--save', save, '--resume', check=False)
