@@ -13,7 +13,7 @@ import torch
 import genotypes
 import registry
 from tests import data_factory
-from tests.helpers import kill_when, run, start
+from tests.helpers import assert_top1_in, kill_when, run, start, top1_range
 
 TINY_SEARCH = ['--dataset', 'fashion-mnist', '--init_channels', '4', '--layers', '3', '--batch_size', '8',
                '--workers', '0', '--no_progress', '--num_meta_node', '2', '--report_freq', '0']
@@ -133,8 +133,11 @@ def test_train_then_test_cifar10(tmp_path, cifar):
 
     result = run('test_CIFAR10.py', '--model_path', save / 'trained.pt', '--data', cifar, '--workers', '0',
                  '--no_progress', '--auxiliary')
-    reported = json.loads(result.stdout.strip().splitlines()[-1])
-    assert reported['top1'] == pytest.approx(trained['metrics']['top1'])
+    # Training evaluates channels-last in batches of 16, test_CIFAR10.py in NCHW in batches of 36:
+    # both against a float64 evaluation.
+    bounds = top1_range(save / 'trained.pt', 'cifar10', cifar)
+    assert_top1_in(json.loads(result.stdout.strip().splitlines()[-1])['top1'], bounds)
+    assert_top1_in(trained['metrics']['top1'], bounds)
 
     other = run('test_CIFAR10.py', '--model_path', save / 'trained.pt', '--data', cifar, '--arch', 'DARTS_V2',
                 check=False)
