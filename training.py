@@ -197,9 +197,7 @@ def place_model(model, args, device):
     compiled with --compile.  Only the weights are converted: a convolution gives its output the
     layout of its weight, so the feature maps are channels-last from the stem on, whatever layout
     the loader delivers."""
-    implementation = kernels.resolve(args.kernels, device)
-    logger.info('kernels: %s (--kernels %s on %s)', implementation, args.kernels, device.type)
-    kernels.apply(model, implementation, device)
+    kernels.apply(model, args.kernels, device)
     layout = torch.channels_last if args.channels_last else torch.contiguous_format
     model.to(device, memory_format=layout)
     if args.compile:
@@ -237,7 +235,9 @@ def count_flops(model, input_shape):
 def describe(model, input_shape):
     params = utils.count_parameters_in_MB(model)
     flops = count_flops(model, input_shape)
-    return params, flops, f'params: {params:.6f} M\nflops: {flops / 1e6:.2f} MFLOPs per image'
+    implementation = 'fast' if kernels.is_accelerated(model) else 'plain'
+    return params, flops, (f'params: {params:.6f} M\nflops: {flops / 1e6:.2f} MFLOPs per image\n'
+                           f'kernels: {implementation}')
 
 
 def _differences(stored, wanted):

@@ -166,6 +166,9 @@ def test_dry_run_needs_no_data(tmp_path, script):
     extra = [] if script == 'train_search.py' else ['--arch', 'DARTS_V2', '--auxiliary']
     result = run(script, '--dry_run', '--data', tmp_path / 'nothing-here', *extra)
     assert 'params:' in result.stdout and 'flops:' in result.stdout
+    assert 'kernels: fast' in result.stdout  # --kernels auto on the CPU
+    plain = run(script, '--dry_run', '--data', tmp_path / 'nothing-here', '--kernels', 'plain', *extra)
+    assert 'kernels: plain' in plain.stdout
 
 
 def test_bad_input_gives_one_line_and_exit_2(tmp_path, cifar):
