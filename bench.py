@@ -5,7 +5,8 @@
     python bench.py --device cuda --threads 0
 
 Each measurement runs in its own process (so its peak memory is its own): warm-up steps, then the
-median of `--repeats` timed steps.  Reported per measurement: median and all step times, peak memory
+median of `--repeats` timed steps.  Reported per measurement: median and all step times (wall, and
+the process's CPU time over all its threads, which other load on a shared machine disturbs less), peak memory
 (CPU max RSS, or CUDA max allocated), FLOPs of the timed work (torch.utils.flop_counter: a
 multiply-add counts 2) and the achieved fraction of this machine's fp32 matmul rate, measured in the
 same run on a 2048x2048 matmul.
@@ -112,12 +113,13 @@ def measure(name, args):
     synchronize(device)
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
+    times, cpu_times = [], []
     for _ in range(args.repeats):
-        began = time.perf_counter()
+        began, began_cpu = time.perf_counter(), time.process_time()
         step()
         synchronize(device)
         times.append(time.perf_counter() - began)
+        cpu_times.append(time.process_time() - began_cpu)
     median = statistics.median(times)
     # Read the peak before the FLOP-counting step, which keeps extra tensors alive.
     peak = (torch.cuda.max_memory_allocated(device) if device.type == 'cuda'
@@ -129,7 +131,8 @@ def measure(name, args):
         plain_step()
     flops = counter.get_total_flops()
     rate = matmul_rate(device)
-    return {'measurement': name, 'kernels': kernels.resolve(args.kernels, device), 'batch_size': batch, 'median_s': median, 'times_s': times,
+    return {'measurement': name, 'kernels': kernels.resolve(args.kernels, device), 'batch_size': batch,
+            'median_s': median, 'times_s': times, 'median_cpu_s': statistics.median(cpu_times), 'cpu_times_s': cpu_times,
             'images_per_s': batch / median, 'peak_memory_GB': peak / 1e9,
             'peak_memory_kind': 'cuda_max_allocated' if device.type == 'cuda' else 'cpu_max_rss',
             'flops_per_step': flops, 'achieved_GFLOPs': flops / median / 1e9,

@@ -15,12 +15,12 @@ from torch.utils.flop_counter import FlopCounterMode
 import genotypes
 from model import NetworkCIFAR
 from model_search import SearchNetwork
-from operations import plain_autograd
 from tests.helpers import run
 from training import place_model
 
 RECORD_FIELDS = {'config', 'torch', 'machine', 'processor', 'time', 'results'}
-RESULT_FIELDS = {'measurement', 'batch_size', 'median_s', 'times_s', 'images_per_s', 'peak_memory_GB',
+RESULT_FIELDS = {'measurement', 'kernels', 'batch_size', 'median_s', 'times_s', 'median_cpu_s', 'cpu_times_s',
+                 'images_per_s', 'peak_memory_GB',
                  'peak_memory_kind', 'flops_per_step', 'achieved_GFLOPs', 'matmul_GFLOPs', 'fraction_of_matmul_rate'}
 CHANNELS, LAYERS, NODES, BATCH = 4, 3, 2, 2
 
@@ -28,9 +28,9 @@ CHANNELS, LAYERS, NODES, BATCH = 4, 3, 2, 2
 def flops_of_forward_backward(model, batch, loss):
     """FLOPs (a multiply-add counts 2) of one forward and backward of `model` on a random batch, as
     bench counts them: the plain autograd graph, the layout of the training scripts."""
-    place_model(model, types.SimpleNamespace(channels_last=True, compile=False), torch.device('cpu'))
+    place_model(model, types.SimpleNamespace(channels_last=True, compile=False, kernels='plain'), torch.device('cpu'))
     x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
-    with FlopCounterMode(display=False) as counter, plain_autograd():
+    with FlopCounterMode(display=False) as counter:
         loss(model(x), y).backward()
     return counter.get_total_flops()
 
@@ -58,6 +58,8 @@ def test_bench_record_against_independent_figures(tmp_path):
     for r in results.values():
         assert set(r) == RESULT_FIELDS and r['batch_size'] == BATCH and len(r['times_s']) == 2
         assert r['median_s'] == statistics.median(r['times_s']) and r['images_per_s'] == BATCH / r['median_s']
+        assert r['median_cpu_s'] == statistics.median(r['cpu_times_s']) and len(r['cpu_times_s']) == 2
+        assert r['kernels'] == 'fast'  # --kernels auto on the CPU
         assert r['achieved_GFLOPs'] == r['flops_per_step'] / r['median_s'] / 1e9
         assert r['fraction_of_matmul_rate'] == r['achieved_GFLOPs'] / r['matmul_GFLOPs']
         assert r['peak_memory_kind'] == 'cpu_max_rss' and at_least <= r['peak_memory_GB'] * 1e9 <= physical
