@@ -164,8 +164,10 @@ def search(args, model, info, device, signature):
     if preempted:
         return 0
     if training.distributed():
-        digest = hashlib.sha256(b''.join(p.detach().cpu().numpy().tobytes() for p in model.arch_parameters()))
-        print(f'rank {torch.distributed.get_rank()}: architecture weights sha256 {digest.hexdigest()}', flush=True)
+        arch, weights = (hashlib.sha256(b''.join(p.detach().cpu().numpy().tobytes() for p in params)).hexdigest()
+                         for params in (model.arch_parameters(), model.weight_parameters()))
+        print(f'rank {torch.distributed.get_rank()}: architecture weights sha256 {arch}, '
+              f'network weights sha256 {weights}', flush=True)
     logger.info('search done; genotype written to %s', run.path('genotype.json'))
     print(run.path('genotype.json'))
     return 0

@@ -325,20 +325,27 @@ class Run:
 
 
 class NonFiniteGuard:
-    """Stops a run at the first NaN/inf loss, or skips such batches with `--skip_nonfinite`."""
+    """Stops a run at the first NaN/inf loss, or skips such batches with `--skip_nonfinite`.
+    Under torchrun the processes decide together: a non-finite loss on any of them stops or skips
+    the step on all of them, since one process skipping a step that the others take would leave
+    their collectives unmatched (a hang) and their weights apart."""
 
     def __init__(self, skip):
         self.skip = skip
         self.skipped = 0
 
     def ok(self, loss, where):
-        if torch.isfinite(loss).all():
+        nonfinite = torch.logical_not(torch.isfinite(loss).all()).to(torch.int32)
+        if distributed():
+            dist.all_reduce(nonfinite, op=dist.ReduceOp.MAX)
+        if not nonfinite.item():
             return True
+        here = f'({loss.item()})' if not torch.isfinite(loss).all() else 'on another process'
         if not self.skip:
-            raise UserError(f"non-finite loss ({loss.item()}) at {where}; the last good checkpoint is kept. "
+            raise UserError(f"non-finite loss {here} at {where}; the last good checkpoint is kept. "
                             f"Lower --learning_rate, or pass --skip_nonfinite to skip such batches")
         self.skipped += 1
-        logger.warning('skipping batch with non-finite loss at %s', where)
+        logger.warning('skipping batch with non-finite loss %s at %s', here, where)
         return False
 
 
