@@ -47,7 +47,10 @@ def cli(main):
     return entry
 
 
-def add_common_arguments(parser, **defaults):
+COMPILE_HELP = 'torch.compile the network (the first steps are slow while it compiles)'
+
+
+def add_common_arguments(parser, compile_help=COMPILE_HELP, **defaults):
     """Flags every script shares; `defaults` overrides the per-script values (seed names kept,
     with the Att-DARTS spellings as aliases)."""
     d = dict(dataset='cifar10', data='data', batch_size=64, learning_rate=0.025, learning_rate_min=0.0,
@@ -92,8 +95,7 @@ def add_common_arguments(parser, **defaults):
     g.add_argument('--data_on_device', action='store_true',
                    help='CIFAR / Fashion-MNIST: keep the training data on the device and crop, flip and cut out '
                         'there (for GPUs: no loader processes to wait for)')
-    g.add_argument('--compile', action='store_true',
-                   help='torch.compile the network (the first steps are slow while it compiles)')
+    g.add_argument('--compile', action='store_true', help=compile_help)
     return parser
 
 
@@ -187,13 +189,14 @@ def select_device(name):
     return device
 
 
-def place_model(model, args, device):
-    """`model` on `device` in the layout of --channels_last, compiled with --compile.  Only the
-    weights are converted: a convolution gives its output the layout of its weight, so the feature
-    maps are channels-last from the stem on, whatever layout the loader delivers."""
+def place_model(model, args, device, compiled=True):
+    """`model` on `device` in the layout of --channels_last, compiled with --compile where
+    `compiled`.  Only the weights are converted: a convolution gives its output the layout of its
+    weight, so the feature maps are channels-last from the stem on, whatever layout the loader
+    delivers."""
     layout = torch.channels_last if args.channels_last else torch.contiguous_format
     model.to(device, memory_format=layout)
-    if args.compile:
+    if args.compile and compiled:
         model.compile()
     return model
 
