@@ -47,6 +47,7 @@ def cli(main):
     return entry
 
 
+AMP_DTYPES = ('auto', 'float16', 'bfloat16')
 COMPILE_HELP = 'torch.compile the network (the first steps are slow while it compiles)'
 
 
@@ -87,6 +88,9 @@ def add_common_arguments(parser, compile_help=COMPILE_HELP, **defaults):
                    help='also checkpoint every N steps inside an epoch (0: only at epoch ends)')
     g.add_argument('--amp', action='store_true',
                    help='mixed precision (torch.amp): float16 with loss scaling on a GPU, bfloat16 on the CPU')
+    g.add_argument('--amp_dtype', default='auto', choices=AMP_DTYPES,
+                   help="with --amp: 'auto' is float16 on a GPU and bfloat16 on the CPU; float16 always comes "
+                        "with loss scaling (bfloat16 needs none)")
     g.add_argument('--deterministic', action='store_true',
                    help='deterministic kernels (bit-identical reruns on CPU; slower on GPU)')
     g.add_argument('--channels_last', action=argparse.BooleanOptionalAction, default=True,
@@ -201,18 +205,21 @@ def place_model(model, args, device, compiled=True):
     return model
 
 
-def amp_dtype(device):
-    """float16 (with loss scaling) on a GPU; bfloat16 where float16 autocast is not offered."""
+def amp_dtype(args, device):
+    """--amp_dtype; 'auto': float16 (with loss scaling) on a GPU, bfloat16 on the CPU, where float16
+    kernels are slow or missing."""
+    if args.amp_dtype != 'auto':
+        return getattr(torch, args.amp_dtype)
     return torch.float16 if device.type == 'cuda' else torch.bfloat16
 
 
 def autocast(args, device):
-    return torch.autocast(device.type, dtype=amp_dtype(device), enabled=args.amp)
+    return torch.autocast(device.type, dtype=amp_dtype(args, device), enabled=args.amp)
 
 
 def grad_scaler(args, device):
     """Loss scaling for float16; a pass-through otherwise.  Checkpointed with the optimizer."""
-    return torch.amp.GradScaler(device.type, enabled=args.amp and amp_dtype(device) == torch.float16)
+    return torch.amp.GradScaler(device.type, enabled=args.amp and amp_dtype(args, device) == torch.float16)
 
 
 def count_flops(model, input_shape):
