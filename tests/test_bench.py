@@ -1,6 +1,9 @@
 """bench.py end to end on a tiny configuration: every measurement runs and is recorded."""
 import json
 
+import torch
+
+from architect import fp32_precision_settings
 from tests.helpers import run
 
 
@@ -10,6 +13,8 @@ def test_bench_writes_every_measurement(tmp_path):
         '--train_layers', '3', '--train_batch_size', '2', '--repeats', '2', '--warmup', '0', '--threads', '1',
         '--out', out)
     record = json.loads(out.read_text())
+    assert record['threads'] == 1 and record['torch'] == torch.__version__ and 'cudnn' in record
+    assert record['fp32_precision'] == fp32_precision_settings() and 'gpu' not in record
     results = {r['measurement']: r for r in record['results']}
     assert set(results) == {'search_first', 'search_second', 'search_forward_backward', 'train_step'}
     for r in results.values():
