@@ -165,7 +165,8 @@ def build_parser():
     parser.add_argument('--threads', type=int, default=len(os.sched_getaffinity(0)),
                         help="CPU threads: this process's cores unless given; 0: torch's default")
     parser.add_argument('--cudnn_benchmark', action=argparse.BooleanOptionalAction, default=True,
-                        help='CUDA: let cuDNN time its algorithms for each convolution shape (torch.backends.cudnn.benchmark)')
+                        help='CUDA: let cuDNN time its algorithms for each convolution shape '
+                             '(torch.backends.cudnn.benchmark)')
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--batch_size', type=int, default=32, help='search batch')

@@ -173,7 +173,18 @@ def wrap_distributed(model, device):
 def select_device(name):
     """`--device`: 'auto' takes the visible GPU with the most free memory (as CNAS does, so that
     runs started one after another on a shared machine spread out), or the CPU without one.
-    Under torchrun each process takes the GPU of its LOCAL_RANK."""
+    Under torchrun each process takes the GPU of its LOCAL_RANK.  On a GPU, cuDNN times its
+    algorithms for each convolution shape (cudnn.benchmark, as the DARTS reference code sets it;
+    `fit` turns it off again for --deterministic)."""
+    device = _device(name)
+    if device.type == 'cuda':
+        if device.index is not None:
+            torch.cuda.set_device(device)  # so that anything created on plain 'cuda' lands there too
+        torch.backends.cudnn.benchmark = True
+    return device
+
+
+def _device(name):
     init_distributed()
     if distributed() and name == 'auto' and torch.cuda.is_available():
         return torch.device('cuda', torch.cuda.current_device())
@@ -184,9 +195,7 @@ def select_device(name):
         if count == 1:
             return torch.device('cuda', 0)
         # mem_get_info opens a context on each GPU it asks; with one GPU there is nothing to choose.
-        index = max(range(count), key=lambda i: torch.cuda.mem_get_info(i)[0])
-        torch.cuda.set_device(index)  # so that anything created on plain 'cuda' lands there too
-        return torch.device('cuda', index)
+        return torch.device('cuda', max(range(count), key=lambda i: torch.cuda.mem_get_info(i)[0]))
     device = torch.device(name)
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise UserError(f"--device {name} asked for CUDA but no GPU is visible; use --device cpu")

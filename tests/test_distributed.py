@@ -80,14 +80,19 @@ def test_single_process_scripts_refuse_torchrun(tmp_path, fashion):
     assert not (tmp_path / 'slnas').exists()
 
 
+def search_with_nan_on_rank_1(calls, data, *args):
+    """A one-epoch search whose training criterion calls `calls` return NaN on rank 1 only; a
+    hang (collectives unmatched) fails by the timeout."""
+    return subprocess.run(torchrun('tests/nan_on_one_rank.py', *TINY_SEARCH, '--data', data, '--epochs', '1', *args),
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, 'NAN_CALLS': calls})
+
+
 def test_nonfinite_loss_on_one_rank_is_skipped_by_both(tmp_path, fashion):
     """A NaN in rank 1's architecture loss of step 1 and weight loss of step 2 (criterion calls 3
     and 5 of a first-order search; 4 steps of batch 4): both ranks skip both steps and end with
     the same weights."""
     save = tmp_path / 'nan'
-    result = subprocess.run(torchrun('tests/nan_on_one_rank.py', *TINY_SEARCH, '--data', fashion, '--epochs', '1',
-                                     '--batch_size', '4', '--skip_nonfinite', '--save', save),
-                            cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, 'NAN_CALLS': '3,5'})
+    result = search_with_nan_on_rank_1('3,5', fashion, '--batch_size', '4', '--skip_nonfinite', '--save', save)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     digests = {rank: (arch, weights) for rank, arch, weights in re.findall(
         r'rank (\d): architecture weights sha256 ([0-9a-f]{64}), network weights sha256 ([0-9a-f]{64})', result.stdout)}
@@ -100,9 +105,7 @@ def test_nonfinite_loss_on_one_rank_is_skipped_by_both(tmp_path, fashion):
 
 
 def test_nonfinite_loss_on_one_rank_stops_both(tmp_path, fashion):
-    result = subprocess.run(torchrun('tests/nan_on_one_rank.py', *TINY_SEARCH, '--data', fashion, '--epochs', '1',
-                                     '--save', tmp_path / 'nan'),
-                            cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, 'NAN_CALLS': '3'})
+    result = search_with_nan_on_rank_1('3', fashion, '--save', tmp_path / 'nan')
     assert result.returncode != 0
     assert 'error: non-finite loss (nan) at epoch 0 step 1 (architecture step)' in result.stderr
     assert 'error: non-finite loss on another process at epoch 0 step 1 (architecture step)' in result.stderr
