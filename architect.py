@@ -36,10 +36,14 @@ from operations import architecture_gradients_only
 from utils import UserError
 
 HESSIAN_STENCILS = ('central', 'forward')
-# Where torch keeps the precision of float32 convolutions, matmuls and RNNs, per backend.
-FP32_PRECISION = {'cuda.matmul': torch.backends.cuda.matmul, 'cudnn.conv': torch.backends.cudnn.conv,
-                  'cudnn.rnn': torch.backends.cudnn.rnn, 'mkldnn.matmul': torch.backends.mkldnn.matmul,
-                  'mkldnn.conv': torch.backends.mkldnn.conv, 'mkldnn.rnn': torch.backends.mkldnn.rnn}
+# Where torch keeps the precision of float32 convolutions, matmuls and RNNs, per backend (the
+# fp32_precision API of torch 2.9 and later; before it, only the legacy settings exist).
+FP32_PRECISION = {name: where for name, where in (
+    ('cuda.matmul', torch.backends.cuda.matmul), ('cudnn.conv', getattr(torch.backends.cudnn, 'conv', None)),
+    ('cudnn.rnn', getattr(torch.backends.cudnn, 'rnn', None)),
+    ('mkldnn.matmul', getattr(torch.backends.mkldnn, 'matmul', None)),
+    ('mkldnn.conv', getattr(torch.backends.mkldnn, 'conv', None)),
+    ('mkldnn.rnn', getattr(torch.backends.mkldnn, 'rnn', None))) if hasattr(where, 'fp32_precision')}
 
 
 def _legacy_setting(getter):
