@@ -196,8 +196,9 @@ def main(argv=None):
     passthrough = [a for a in (argv if argv is not None else sys.argv[1:])]
     results = []
     for name in args.only:
-        out = subprocess.run([sys.executable, __file__, *passthrough, '--child', name],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, __file__, *passthrough, '--child', name], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f'the {name} measurement failed (exit {out.returncode}):\n{out.stderr[-4000:]}')
         result = json.loads(out.stdout.strip().splitlines()[-1])
         results.append(result)
         print(f"{name:24s} batch {result['batch_size']:3d}  median {result['median_s']:7.3f} s  "
