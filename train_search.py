@@ -22,10 +22,18 @@ from model_search import LOCATIONS, SearchNetwork
 from training import logger
 
 
+# torch.compile of a supernet with attention candidates breaks its graph in every attention module
+# and recompiles them per module instance until dynamo's limit sends them back to eager, and the
+# architect's passes switch global state (fp32 precision, gradient modes) that compiled graphs guard
+# on: no gain worth the minutes of compiling has been measured, so a search runs eagerly.
+COMPILE_HELP = ('for the training scripts: this search accepts it and runs its supernet eagerly '
+                '(torch.compile gains nothing on the Att-DARTS supernet yet)')
+
+
 def build_parser():
     parser = training.default_parser(__doc__.splitlines()[0])
-    training.add_common_arguments(parser, batch_size=64, learning_rate=0.025, learning_rate_min=0.001,
-                                  epochs=50, init_channels=16, layers=8, seed=2)
+    training.add_common_arguments(parser, compile_help=COMPILE_HELP, batch_size=64, learning_rate=0.025,
+                                  learning_rate_min=0.001, epochs=50, init_channels=16, layers=8, seed=2)
     g = parser.add_argument_group('search')
     g.add_argument('--location', default='after_every', choices=list(LOCATIONS),
                    help='where attention is searched')
@@ -78,13 +86,14 @@ def main(argv=None):
     model = SearchNetwork(args.init_channels, info.num_classes, args.layers, location=args.location,
                           primitives=args.primitives, steps=args.num_meta_node, affine=args.use_sparse,
                           in_channels=info.in_channels, image_size=info.image_size)
-    training.place_model(model, args, device)
-    return search(args, model, info, device, search_signature(args, info))
+    training.place_model(model, args, device, compiled=False)
+    return search(args, model, info, device, search_signature(args, info), compiled=False)
 
 
-def search(args, model, info, device, signature):
+def search(args, model, info, device, signature, compiled=True):
     """The bilevel search loop for any supernet with arch_parameters(), weight_parameters(),
-    named_weight_parameters(), genotype(), edges() and weight_tables()."""
+    named_weight_parameters(), genotype(), edges() and weight_tables().  `compiled`: whether
+    `model` was placed with --compile honoured."""
     if not 0 < args.train_portion < 1:
         raise utils.UserError(f"--train_portion must be between 0 and 1, got {args.train_portion}")
     input_shape = (info.in_channels, info.image_size, info.image_size)
@@ -106,6 +115,8 @@ def search(args, model, info, device, signature):
 
     params, flops, description = training.describe(model, input_shape)
     logger.info('search on %s: %s', args.dataset, description.replace('\n', ', '))
+    if args.compile and not compiled:
+        logger.info('--compile applies to the training scripts only: this search runs its supernet eagerly')
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.weight_parameters(), args.learning_rate, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
@@ -164,8 +175,10 @@ def search(args, model, info, device, signature):
     if preempted:
         return 0
     if training.distributed():
-        digest = hashlib.sha256(b''.join(p.detach().cpu().numpy().tobytes() for p in model.arch_parameters()))
-        print(f'rank {torch.distributed.get_rank()}: architecture weights sha256 {digest.hexdigest()}', flush=True)
+        arch, weights = (hashlib.sha256(b''.join(p.detach().cpu().numpy().tobytes() for p in params)).hexdigest()
+                         for params in (model.arch_parameters(), model.weight_parameters()))
+        print(f'rank {torch.distributed.get_rank()}: architecture weights sha256 {arch}, '
+              f'network weights sha256 {weights}', flush=True)
     logger.info('search done; genotype written to %s', run.path('genotype.json'))
     print(run.path('genotype.json'))
     return 0

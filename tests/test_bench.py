@@ -15,10 +15,13 @@ from torch.utils.flop_counter import FlopCounterMode
 import genotypes
 from model import NetworkCIFAR
 from model_search import SearchNetwork
+
+from architect import fp32_precision_settings
 from tests.helpers import run
 from training import place_model
 
-RECORD_FIELDS = {'config', 'torch', 'machine', 'processor', 'time', 'results'}
+RECORD_FIELDS = {'config', 'torch', 'cuda', 'cudnn', 'threads', 'cudnn_benchmark', 'fp32_precision', 'machine',
+                 'processor', 'cpus', 'time', 'results'}
 RESULT_FIELDS = {'measurement', 'kernels', 'batch_size', 'median_s', 'times_s', 'median_cpu_s', 'cpu_times_s',
                  'images_per_s', 'peak_memory_GB',
                  'peak_memory_kind', 'flops_per_step', 'achieved_GFLOPs', 'matmul_GFLOPs', 'fraction_of_matmul_rate'}
@@ -50,6 +53,8 @@ def test_bench_record_against_independent_figures(tmp_path):
     record = json.loads(out.read_text())
     assert set(record) == RECORD_FIELDS and record['torch'] == torch.__version__
     assert record['config']['init_channels'] == CHANNELS and record['config']['repeats'] == 2
+    assert record['threads'] == 1 and record['torch'] == torch.__version__ and 'cudnn' in record
+    assert record['fp32_precision'] == fp32_precision_settings() and 'gpu' not in record
     results = {r['measurement']: r for r in record['results']}
     assert set(results) == {'search_first', 'search_second', 'search_forward_backward', 'train_step'}
 
@@ -62,7 +67,7 @@ def test_bench_record_against_independent_figures(tmp_path):
         assert r['kernels'] == 'fast'  # --kernels auto on the CPU
         assert r['achieved_GFLOPs'] == r['flops_per_step'] / r['median_s'] / 1e9
         assert r['fraction_of_matmul_rate'] == r['achieved_GFLOPs'] / r['matmul_GFLOPs']
-        assert r['peak_memory_kind'] == 'cpu_max_rss' and at_least <= r['peak_memory_GB'] * 1e9 <= physical
+        assert r['peak_memory_kind'] == 'cpu_max_rss' and at_least <= r['peak_memory_GB'] * 1e9 <= physical, (r, at_least)
 
     criterion = nn.CrossEntropyLoss()
     search = SearchNetwork(CHANNELS, 10, LAYERS, location='after_every', steps=NODES)

@@ -245,9 +245,11 @@ def test_auto_device_takes_the_gpu_with_most_free_memory(monkeypatch):
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     monkeypatch.setattr(torch.cuda, 'device_count', lambda: 3)
     monkeypatch.setattr(torch.cuda, 'mem_get_info', lambda i: (free[i], 16 << 30))
-    monkeypatch.setattr(torch.cuda, 'set_device', chosen.append)
+    monkeypatch.setattr(torch.cuda, 'set_device', lambda device: chosen.append(device.index))
+    monkeypatch.setattr(torch.backends.cudnn, 'benchmark', False)
     assert training.select_device('auto') == torch.device('cuda', 1) and chosen == [1]
-    assert training.select_device('cuda:2') == torch.device('cuda', 2)  # an explicit choice stands
+    assert torch.backends.cudnn.benchmark  # on a GPU cuDNN picks its algorithms per shape
+    assert training.select_device('cuda:2') == torch.device('cuda', 2) and chosen == [1, 2]  # an explicit choice stands
 
     def unexpected(i):
         raise AssertionError('one GPU: nothing to compare')

@@ -71,10 +71,14 @@ def test_search_writes_genotype_and_is_reproducible(tmp_path, fashion, location)
     assert all((first / 'report' / i).is_file() for i in images)
 
 
-def test_second_order_search_runs(tmp_path, fashion):
-    run('train_search.py', *TINY_SEARCH, '--data', fashion, '--epochs', '1', '--unrolled', '--save', tmp_path / 'r')
+def test_second_order_search_runs_and_compile_leaves_it_eager(tmp_path, fashion):
+    """--compile is for the training scripts; a search says so and runs eagerly (compiling this
+    supernet would take minutes)."""
+    run('train_search.py', *TINY_SEARCH, '--data', fashion, '--epochs', '1', '--unrolled', '--compile',
+        '--save', tmp_path / 'r')
     metrics = [json.loads(line) for line in open(tmp_path / 'r' / 'metrics.jsonl')]
     assert metrics[0]['epoch'] == 0 and 0 <= metrics[0]['valid_acc'] <= 100
+    assert '--compile applies to the training scripts only' in (tmp_path / 'r' / 'log.txt').read_text()
 
 
 def test_killed_search_resumes_to_the_uninterrupted_result(tmp_path, fashion):
