@@ -22,10 +22,10 @@ from model_search import LOCATIONS, SearchNetwork
 from training import logger
 
 
-# torch.compile of a supernet with attention candidates breaks its graph in every attention module
-# and recompiles them per module instance until dynamo's limit sends them back to eager, and the
-# architect's passes switch global state (fp32 precision, gradient modes) that compiled graphs guard
-# on: no gain worth the minutes of compiling has been measured, so a search runs eagerly.
+# The plain supernet's forward compiles into one graph, but the architect's passes (substituted
+# weights, gradients to the architecture weights only, full-fp32 switches) each compile anew: a
+# first second-order step of a 3-layer supernet had not finished compiling after 14 minutes on a
+# CPU, so a search runs eagerly (with the fast kernels, which step aside under torch.compile).
 COMPILE_HELP = ('for the training scripts: this search accepts it and runs its supernet eagerly '
                 '(torch.compile gains nothing on the Att-DARTS supernet yet)')
 
