@@ -78,7 +78,7 @@ def test_ge_other_input_size_falls_back_to_global_gather():
         assert module(x).shape == x.shape
 
 
-# Parameter counts for C = 64, height = width = 8, r = 16 (hidden = 4), from the SPEC §3.2 layer lists.
+# Parameter counts for C = 64, height = width = 8, r = 16 (hidden = 4), from Att-DARTS's attentions.py.
 C, H, HID = 64, 8, 64 // 16
 
 EXPECTED_PARAMS = {
