@@ -65,7 +65,7 @@ def add_search_arguments(parser):
     g.add_argument('--unrolled', action='store_true', help='second-order architecture gradient')
     g.add_argument('--hessian', default='central', choices=HESSIAN_STENCILS,
                    help='finite-difference stencil of the second-order Hessian-vector product: central (DARTS) '
-                        'or forward (reuses the unrolling pass: ~15%% faster step, O(eps) error)')
+                        'or forward (reuses the unrolling pass: one pass fewer per step, O(eps) error)')
     g.add_argument('--arch_learning_rate', '--arch_lr', type=float, default=3e-4)
     g.add_argument('--arch_weight_decay', '--arch_wd', type=float, default=1e-3)
     g.add_argument('--arch_grad_clip', type=float, default=None, help='clip the architecture gradient norm')

@@ -95,8 +95,8 @@ def add_common_arguments(parser, compile_help=COMPILE_HELP, **defaults):
     g.add_argument('--deterministic', action='store_true',
                    help='deterministic kernels (bit-identical reruns on CPU; slower on GPU)')
     g.add_argument('--channels_last', action=argparse.BooleanOptionalAction, default=True,
-                   help='channels-last layout of weights and feature maps: convolutions 1.3-1.7x faster on the '
-                        'CPU, tensor-core friendly on a GPU; --no-channels_last keeps NCHW')
+                   help='channels-last layout of weights and feature maps (the faster convolution layout on the '
+                        'CPU, tensor-core friendly on a GPU); --no-channels_last keeps NCHW')
     g.add_argument('--data_on_device', action='store_true',
                    help='CIFAR / Fashion-MNIST: keep the training data on the device and crop, flip and cut out '
                         'there (for GPUs: no loader processes to wait for)')

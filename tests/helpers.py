@@ -1,7 +1,7 @@
 """Running the project's scripts from tests, as a researcher runs them.
 
 Each script runs in a process of its own, forked from tests/script_server.py, which has imported
-torch and torchvision once (they cost ~7 s a process)."""
+torch and torchvision once (seconds of CPU a process)."""
 import atexit
 import json
 import os

@@ -78,7 +78,7 @@ def test_search_unit_has_nine_mixed_edges_of_nine_ops_and_pools_without_bn():
 
 # ------------------------------------------------------------------------------------------ networks
 
-# Oracles, from the reference structure (SPEC 2.3, 2.6, 2.7):
+# Oracles, from the reference structure (anas/res_att_cifar.py, se_resnet_cifar/):
 #  * plain ResNet-20 with the identity (option A) shortcut has the well-known 269,722 parameters
 #    (0.27M; ResNet-56: 853,018 = 0.85M); the ANAS code's option-B shortcut adds conv1x1 + BN at the
 #    two stage changes: 16*32 + 2*32 + 32*64 + 2*64 = 2,752;
@@ -110,7 +110,7 @@ def test_resnet_shapes_depths_and_working_drop_path():
     assert logits.shape == (2, 7) and aux is None
     net = ResNetCIFAR('resnet20', 7, 'anas', ANAS, in_channels=1)
     net.drop_path_prob = 0.5
-    # The reference's drop path was inert (SPEC 7.4); here two training passes differ, eval ones don't.
+    # The reference's drop path was inert; here two training passes differ, eval ones don't.
     assert not torch.equal(net(x)[0], net(x)[0])
     net.eval()
     assert torch.equal(net(x)[0], net(x)[0])

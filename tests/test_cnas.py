@@ -1,4 +1,4 @@
-"""CNAS (Zhou et al., IEEE Access 2019; SPEC section 4): the cweight_com and shuffle_conv_3x3 ops,
+"""CNAS (Zhou et al., IEEE Access 2019; reference code tianbaochou/CNAS): the cweight_com and shuffle_conv_3x3 ops,
 the `cnas` primitive set with every attention location, 3..6 nodes per cell, the sparse derivation
 and the evaluation network that skips 'none' edges, the CNAS genotypes, Tiny-ImageNet end to end,
 the weight heat maps of a real search run, and the choice of the freest GPU."""
@@ -52,7 +52,7 @@ def test_op_shapes_and_gradients(name, stride, size):
 
 
 def test_parameter_counts_against_spec():
-    # SPEC 4.1 counts the search ops, whose BNs are not affine (C = 16).
+    # The reference's counts of its search ops (darts/operations.py), whose BNs are not affine (C = 16).
     assert n_params(OPS['cweight_com'](16, 1, False)) == 49      # Linear(16,1)+Linear(1,16), with biases
     assert n_params(OPS['cweight_com'](16, 2, False)) == 193     # + depthwise 3x3 (144)
     assert n_params(OPS['sep_conv_3x3'](16, 1, False)) == 800
@@ -147,17 +147,17 @@ def test_use_sparse_supernet_is_affine_and_copies_keep_it():
     net = SearchNetwork(4, 3, 2, location='no_attention', primitives='cnas', steps=2, image_size=8, affine=True)
     norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
     # Pool wrappers stay non-affine (DARTS convention); every other BN follows the flag, eps untouched
-    # (the reference put the affine flag into eps, SPEC 7.4).
+    # (the reference put the affine flag into eps).
     assert net.stem[1].affine and net.cells[0].preprocess1[2].affine
     assert all(m.eps == 1e-5 for m in norms) and sum(m.affine for m in norms) > len(norms) // 2
-    # SPEC 7.4: the reference's Network.new() dropped use_sparse; the copy must stay affine.
+    # The reference's Network.new() dropped use_sparse; the copy must stay affine.
     copy = net.new()
     assert [m.affine for m in copy.modules() if isinstance(m, nn.BatchNorm2d)] == [m.affine for m in norms]
     assert torch.equal(copy.arch['alphas_normal'], net.arch['alphas_normal'])
     plain = SearchNetwork(4, 3, 2, location='no_attention', primitives='cnas', steps=2, image_size=8)
     assert n_params(net) > n_params(plain)
     # The second-order step unrolls every weight, the affine BN ones included (the reference's
-    # mismatched copy could not; SPEC 4.3): the validation loss it returns is L(w - eta grad L(w)),
+    # mismatched copy could not: darts/architecture.py): the validation loss it returns is L(w - eta grad L(w)),
     # recomputed here with autograd, and not the loss with the BN weights left where they were.
     # In float64 the two computations of that loss differ by rounding (~1e-15 relative).
     net = net.double()

@@ -93,7 +93,7 @@ def test_repair_drops_unreached_vertices_and_concatenates_dead_ends():
 
 def reference_params(C, stage_cells, num_classes, imagenet=False):
     """The parameter count (auxiliary head excluded) of the shipped architecture in the reference's
-    NASNetworkCIFAR / NASNetworkImageNet, derived by hand from its structure (SPEC 6.2):
+    NASNetworkCIFAR / NASNetworkImageNet, derived by hand from its structure (`build_nas_dataset/model.py`):
       * SepConv(k) on C channels: two (depthwise k x k, pointwise 1x1, BN) = 2 (k^2 C + C^2 + 2C);
         a FactorizedReduce or ReLU-1x1 conv-BN from c to C: c C + 2C; pools have none;
       * normal cell (preds: v2 {0,1}, v3 {1}, v4 {1,3}, v5 {1,3,4}, v6 {0,3,4}, v7 {1,2,5,6};
@@ -131,7 +131,7 @@ def reference_params(C, stage_cells, num_classes, imagenet=False):
 # reproduced outside this repo by a transcription of kunjing96/NAG `build_nas_dataset/model.py`
 # and `base_ops.py` (NASNetworkCIFAR(layers=6, channels=36), NASNetworkImageNet(layers=4,
 # channels=48 and 42)), whose eval-mode outputs also matched these networks' with shared weights.
-# README: 4.3M on CIFAR-10; SPEC 6.8: the ImageNet defaults give 6.3M and C=42 gives 4.97M.
+# NAG's README: 4.3M on CIFAR-10; its train_imagenet.py defaults give 6.3M and C=42 gives 4.97M.
 NAG_CIFAR10_PARAMS = 4274326
 NAG_IMAGENET_PARAMS = {48: 6276448, 42: 4971763}
 
@@ -214,7 +214,7 @@ def test_drop_path_spares_identity_vertices_and_grows_with_depth():
     s1 = torch.rand(16, 4, 6, 6) + 1
     torch.manual_seed(0)
     out = c.train()(torch.zeros_like(s1), s1, drop_prob=0.5)
-    assert torch.equal(out[:, :4], s1)  # never dropped (the reference dropped it: SPEC 7.4)
+    assert torch.equal(out[:, :4], s1)  # never dropped (the reference dropped it)
     pooled = nn.functional.max_pool2d(s1, 3, 1, 1)
     kept = out[:, 4:].flatten(1).any(1)
     assert 0 < kept.sum() < 16
