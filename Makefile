@@ -18,7 +18,8 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 # graphviz draws the cells; dataset-fashion-mnist holds the demo data offline; g++ lets --compile
-# (torch.compile) build its CPU kernels.
+# (torch.compile) build its CPU kernels; chromium lets a test load report.html in a headless browser.
+# chromium is installed on its own: where it cannot be, the rest still is, and that test is skipped.
 system:
 	@if command -v dot >/dev/null 2>&1 && command -v g++ >/dev/null 2>&1 && [ -d /usr/share/datasets/fashion-mnist ]; then :; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
@@ -26,6 +27,10 @@ system:
 	elif command -v apt-get >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
 	  sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz dataset-fashion-mnist g++ >/dev/null; \
 	else echo "note: could not install system packages; run 'sudo apt-get install graphviz dataset-fashion-mnist g++' (cell drawings, offline Fashion-MNIST and --compile need them)"; fi
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && { [ "$$(id -u)" = 0 ] || sudo -n true 2>/dev/null; } \
+	  && $$([ "$$(id -u)" = 0 ] || echo sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; then :; \
+	else echo "note: could not install chromium; run 'sudo apt-get update && sudo apt-get install chromium' (the test that loads report.html in a headless browser needs it)"; fi
 
 demo: setup
 	$(PY) train_search.py --dataset fashion-mnist --data data --subset 2000 --epochs 2 --layers 5 \

@@ -16,6 +16,11 @@ fewer per step, at an O(eps) rather than O(eps^2) error in the Hessian-vector pr
 test's toy network at the DARTS radius the architecture gradient is then 1% off the exact unrolled
 one instead of 0.01% (tests/test_architect.py measures both orders against double backward).
 
+The passes whose results are differenced run in full float32 (`full_fp32`), whatever the global
+TF32 / reduced-precision settings: eps * v is ~1e-4 of a weight, below TF32's 10-bit mantissa, so
+under TF32 (cuDNN's default for convolutions on Ampere and later GPUs) the difference would be
+rounding noise, as it is under bfloat16.
+
 Unlike the reference code, the virtual networks are the supernet itself evaluated with
 `torch.func.functional_call` on substituted weight tensors: nothing is rebuilt or copied per step,
 only weights (not the architecture parameters) are unrolled and perturbed, and the supernet's
@@ -30,6 +35,61 @@ from torch.func import functional_call
 from utils import UserError
 
 HESSIAN_STENCILS = ('central', 'forward')
+# Where torch keeps the precision of float32 convolutions, matmuls and RNNs, per backend (the
+# fp32_precision API of torch 2.9 and later; before it, only the legacy settings exist).
+FP32_PRECISION = {name: where for name, where in (
+    ('cuda.matmul', torch.backends.cuda.matmul), ('cudnn.conv', getattr(torch.backends.cudnn, 'conv', None)),
+    ('cudnn.rnn', getattr(torch.backends.cudnn, 'rnn', None)),
+    ('mkldnn.matmul', getattr(torch.backends.mkldnn, 'matmul', None)),
+    ('mkldnn.conv', getattr(torch.backends.mkldnn, 'conv', None)),
+    ('mkldnn.rnn', getattr(torch.backends.mkldnn, 'rnn', None))) if hasattr(where, 'fp32_precision')}
+
+
+def _legacy_setting(getter):
+    # torch's legacy getters raise when the legacy and the fp32_precision API were mixed.
+    try:
+        return getter()
+    except RuntimeError:
+        return None
+
+
+def fp32_precision_settings():
+    """Every global setting that lets float32 convolutions and matmuls run in reduced precision
+    (TF32 on CUDA, bfloat16 or TF32 in oneDNN on CPUs), as torch's getters read them; a legacy
+    setting that cannot be read (legacy and fp32_precision API mixed) is None."""
+    settings = {name: where.fp32_precision for name, where in FP32_PRECISION.items()}
+    settings['float32_matmul_precision'] = _legacy_setting(torch.get_float32_matmul_precision)
+    settings['cudnn.allow_tf32'] = _legacy_setting(lambda: torch.backends.cudnn.allow_tf32)
+    return settings
+
+
+@contextlib.contextmanager
+def full_fp32():
+    """Run float32 convolutions and matmuls in IEEE float32 (no TF32, no bfloat16) inside, and
+    restore the previous settings on exit, also after an exception; nests.
+
+    Both of torch's APIs are set, consistently, since its legacy getters raise on a mix: the
+    legacy one (set_float32_matmul_precision, cudnn.allow_tf32; left alone where it already reads
+    as mixed) and the per-operator fp32_precision one, which the kernels follow."""
+    before = fp32_precision_settings()
+    try:
+        if before['float32_matmul_precision'] is not None:
+            torch.set_float32_matmul_precision('highest')
+        if before['cudnn.allow_tf32'] is not None:
+            torch.backends.cudnn.allow_tf32 = False
+        for where in FP32_PRECISION.values():
+            where.fp32_precision = 'ieee'
+        yield
+    finally:
+        if before['float32_matmul_precision'] is not None:
+            torch.set_float32_matmul_precision(before['float32_matmul_precision'])
+        if before['cudnn.allow_tf32'] is not None:
+            torch.backends.cudnn.allow_tf32 = before['cudnn.allow_tf32']
+        for name, where in FP32_PRECISION.items():
+            # 'none' inherits from torch.backends.fp32_precision again, where that gave the value.
+            for value in ('none', before[name]):
+                if where.fp32_precision != before[name]:
+                    where.fp32_precision = value
 
 
 class Architect:
@@ -92,7 +152,7 @@ class Architect:
                 p.requires_grad_(True)
 
     def _virtual_loss(self, weights, buffers, x, y):
-        # No tied weights in these networks: skipping the tie check saves ~30 ms per call.
+        # No tied weights in these networks, so functional_call's tie check (a walk over every module) is skipped.
         return self.criterion(functional_call(self.model, {**weights, **buffers}, (x,), tie_weights=False), y)
 
     def virtual_weights(self, x_train, y_train, eta, weight_optimizer, alpha_grad=False):
@@ -125,9 +185,11 @@ class Architect:
         device = x_train.device.type
         central = self.hessian == 'central'
         # The perturbation is ~1e-4 of a weight: under bfloat16/float16 autocast it would vanish in
-        # the cast of the weights, so the passes that difference the gradients always run in float32
-        # (with the forward stencil that includes the unrolling pass, which gives grad L_train(w)).
-        with torch.autocast(device, enabled=torch.is_autocast_enabled(device) and central):
+        # the cast of the weights, under TF32 in the products' rounding, so the passes that difference
+        # the gradients always run in full float32 (with the forward stencil that includes the
+        # unrolling pass, which gives grad L_train(w)).
+        with (torch.autocast(device, enabled=torch.is_autocast_enabled(device) and central),
+              contextlib.nullcontext() if central else full_fp32()):
             w_prime, at_w = self.virtual_weights(x_train, y_train, eta, weight_optimizer, alpha_grad=not central)
         w_prime = {n: w.requires_grad_() for n, w in w_prime.items()}
         loss = self._virtual_loss(w_prime, buffers, x_valid, y_valid)
@@ -140,7 +202,7 @@ class Architect:
         for sign in ((1.0, -1.0) if central else (1.0,)):
             with torch.no_grad():
                 shifted = dict(zip(names, torch._foreach_add(weights, torch._foreach_mul(v, sign * eps))))
-            with torch.autocast(device, enabled=False):
+            with torch.autocast(device, enabled=False), full_fp32():
                 # The shifted weights were made without a graph: this pass computes no weight gradients.
                 differenced.append(self._gradients(self._virtual_loss(shifted, buffers, x_train, y_train), alphas))
         if central:

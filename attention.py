@@ -25,7 +25,7 @@ networks (C < 16) can be built; for C >= 16 this is exactly the reference's `C /
 BatchNorm on pooled (N, C) / (N, C, 1, 1) tensors (BAM's channel gate, GE's gather) cannot run in
 training mode with a batch of one; that holds for the reference too, and eval mode is fine.
 
-`kernels.py` holds faster forms of these modules with the same parameters; this file is the
+`kernels/` holds faster forms of these modules with the same parameters; this file is the
 definition.
 """
 import torch

@@ -2,16 +2,19 @@
 
     python bench.py                                   # the default suite on this machine, JSON to bench.json
     python bench.py --only search_first search_second --batch_size 16 --out bench-b16.json
-    python bench.py --device cuda --threads 0
+    python bench.py --device cuda
 
 Each measurement runs in its own process (so its peak memory is its own): warm-up steps, then the
-median of `--repeats` timed steps.  Reported per measurement: median and all step times, peak memory
+median of `--repeats` timed steps.  Reported per measurement: median and all step times (wall, and
+the process's CPU time over all its threads, which other load on a shared machine disturbs less), peak memory
 (CPU max RSS, or CUDA max allocated), FLOPs of the timed work (torch.utils.flop_counter: a
 multiply-add counts 2) and the achieved fraction of this machine's fp32 matmul rate, measured in the
-same run on a 2048x2048 matmul.
+same run on a 2048x2048 matmul.  The record names the machine: torch, CUDA and cuDNN versions, the GPU,
+the threads, cudnn.benchmark and every fp32 precision (TF32) setting the measurements ran under.
 """
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -25,7 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import genotypes
 import kernels
-from architect import HESSIAN_STENCILS, Architect
+from architect import HESSIAN_STENCILS, Architect, fp32_precision_settings
 from model import NetworkCIFAR
 from model_search import LOCATIONS, SearchNetwork
 from training import place_model
@@ -101,10 +104,30 @@ def make_step(name, args, device):
     return step, batch
 
 
-def measure(name, args):
-    device = torch.device(args.device)
+def configure(args, device):
+    """The process-wide settings a measurement runs under."""
     if args.threads:
         torch.set_num_threads(args.threads)
+    if device.type == 'cuda':
+        torch.backends.cudnn.benchmark = args.cudnn_benchmark
+
+
+def environment(device):
+    """What the figures depend on besides the code: versions, the device, threads, precision."""
+    record = {'torch': torch.__version__, 'cuda': torch.version.cuda,
+              'cudnn': torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+              'threads': torch.get_num_threads(), 'cudnn_benchmark': torch.backends.cudnn.benchmark,
+              'fp32_precision': fp32_precision_settings(),
+              'machine': platform.machine(), 'processor': platform.processor(), 'cpus': os.cpu_count()}
+    if device.type == 'cuda':
+        record['gpu'] = torch.cuda.get_device_name(device)
+        record['gpu_capability'] = '.'.join(map(str, torch.cuda.get_device_capability(device)))
+    return record
+
+
+def measure(name, args):
+    device = torch.device(args.device)
+    configure(args, device)
     torch.manual_seed(0)
     step, batch = make_step(name, args, device)
     for _ in range(args.warmup):
@@ -112,12 +135,13 @@ def measure(name, args):
     synchronize(device)
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
+    times, cpu_times = [], []
     for _ in range(args.repeats):
-        began = time.perf_counter()
+        began, began_cpu = time.perf_counter(), time.process_time()
         step()
         synchronize(device)
         times.append(time.perf_counter() - began)
+        cpu_times.append(time.process_time() - began_cpu)
     median = statistics.median(times)
     # Read the peak before the FLOP-counting step, which keeps extra tensors alive.
     peak = (torch.cuda.max_memory_allocated(device) if device.type == 'cuda'
@@ -129,7 +153,8 @@ def measure(name, args):
         plain_step()
     flops = counter.get_total_flops()
     rate = matmul_rate(device)
-    return {'measurement': name, 'kernels': kernels.resolve(args.kernels, device), 'batch_size': batch, 'median_s': median, 'times_s': times,
+    return {'measurement': name, 'kernels': kernels.resolve(args.kernels, device), 'batch_size': batch,
+            'median_s': median, 'times_s': times, 'median_cpu_s': statistics.median(cpu_times), 'cpu_times_s': cpu_times,
             'images_per_s': batch / median, 'peak_memory_GB': peak / 1e9,
             'peak_memory_kind': 'cuda_max_allocated' if device.type == 'cuda' else 'cpu_max_rss',
             'flops_per_step': flops, 'achieved_GFLOPs': flops / median / 1e9,
@@ -141,7 +166,11 @@ def build_parser():
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--only', nargs='+', choices=MEASUREMENTS, default=list(MEASUREMENTS))
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--threads', type=int, default=2, help='CPU threads (0: torch default)')
+    parser.add_argument('--threads', type=int, default=len(os.sched_getaffinity(0)),
+                        help="CPU threads: this process's cores unless given; 0: torch's default")
+    parser.add_argument('--cudnn_benchmark', action=argparse.BooleanOptionalAction, default=True,
+                        help='CUDA: let cuDNN time its algorithms for each convolution shape '
+                             '(torch.backends.cudnn.benchmark)')
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--batch_size', type=int, default=32, help='search batch')
@@ -172,16 +201,19 @@ def main(argv=None):
     passthrough = [a for a in (argv if argv is not None else sys.argv[1:])]
     results = []
     for name in args.only:
-        out = subprocess.run([sys.executable, __file__, *passthrough, '--child', name],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, __file__, *passthrough, '--child', name], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f'the {name} measurement failed (exit {out.returncode}):\n{out.stderr[-4000:]}')
         result = json.loads(out.stdout.strip().splitlines()[-1])
         results.append(result)
         print(f"{name:24s} batch {result['batch_size']:3d}  median {result['median_s']:7.3f} s  "
               f"{result['images_per_s']:7.1f} img/s  peak {result['peak_memory_GB']:5.2f} GB  "
               f"{result['achieved_GFLOPs']:6.1f} GFLOP/s ({100 * result['fraction_of_matmul_rate']:.0f}% of matmul)")
     config = {k: v for k, v in vars(args).items() if k not in ('child', 'out', 'only')}
-    record = {'config': config, 'torch': torch.__version__, 'machine': platform.machine(),
-              'processor': platform.processor(), 'time': time.strftime('%Y-%m-%dT%H:%M:%S'), 'results': results}
+    device = torch.device(args.device)
+    configure(args, device)
+    record = {'config': config, **environment(device), 'time': time.strftime('%Y-%m-%dT%H:%M:%S'),
+              'results': results}
     atomic_write_json(args.out, record)
     print(f'written {args.out}')
     return 0

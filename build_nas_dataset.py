@@ -4,7 +4,7 @@
     python build_nas_dataset.py --dataset fashion-mnist --num_archs 50 --epochs 2 --subset 500 --layers 5
 
 Jing, Xu and Zhang, "A Neural Architecture Generator for Efficient Search Space", Neurocomputing
-2021 (reference `build_nas_dataset/build_nas_dataset.py`, SPEC 6.3).  The training set is split:
+2021 (reference `build_nas_dataset/build_nas_dataset.py`).  The training set is split:
 the first --train_portion trains the supernet (one uniformly drawn architecture per step, both
 of its cells), the rest scores every architecture with batch statistics.
 

@@ -34,7 +34,7 @@ from utils import UserError, atomic_write
 
 logger = logging.getLogger('attnas')
 
-# SPEC 1.6 (quark0 DARTS) CIFAR-10 constants, and the Att-DARTS / ANAS CIFAR-100 ones.
+# quark0/darts (`utils.py`) CIFAR-10 constants, and the Att-DARTS / ANAS CIFAR-100 ones.
 CIFAR10_MEAN = (0.49139968, 0.48215827, 0.44653124)
 CIFAR10_STD = (0.24703233, 0.24348505, 0.26158768)
 CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
@@ -98,7 +98,7 @@ def _finish(ops, spec, augment, cutout_length):
 
 
 def _small_image_transform(spec, augment, cutout_length, size, pad):
-    """CIFAR / Fashion-MNIST: RandomCrop(size, pad) + flip for training (SPEC 1.6); a resize first
+    """CIFAR / Fashion-MNIST: RandomCrop(size, pad) + flip for training (as DARTS); a resize first
     only when `size` differs from the native resolution."""
     ops = [T.Resize(size)] if size != spec.image_size else []
     if augment:
@@ -116,7 +116,7 @@ def _folder_transform(spec, augment, cutout_length, size):
 
 
 def _imagenet_transform(spec, augment, cutout_length, size):
-    """SPEC 1.6 ImageNet: RandomResizedCrop + flip + ColorJitter(0.4, 0.4, 0.4, 0.2), or Resize(256)
+    """DARTS's ImageNet: RandomResizedCrop + flip + ColorJitter(0.4, 0.4, 0.4, 0.2), or Resize(256)
     + CenterCrop(224) (the resize scales with `size`)."""
     if augment:
         ops = [T.RandomResizedCrop(size), T.RandomHorizontalFlip(),

@@ -7,7 +7,7 @@ A NAG architecture (Jing, Xu and Zhang, Neurocomputing 2021: `--arch NAG` or a D
 in the reference's NAO skeleton (`model.NAGNetworkCIFAR` / `NAGNetworkImageNet`), whose classifier
 dropout `--keep_prob` defaults to the reference's (0.6 on CIFAR, 1.0 on ImageNet).
 
-Fixed with respect to the reference code (SPEC 7.4): ImageNet uses StepLR(decay_period, gamma)
+Fixed with respect to the Att-DARTS code: ImageNet uses StepLR(decay_period, gamma)
 and the label-smoothing loss it declares; resuming needs no missing flag; drop path works on CPU.
 """
 import json
@@ -25,7 +25,7 @@ from model import (RESNET_ATTENTIONS, RESNET_BLOCKS, SE_REDUCTION, NAGNetworkCIF
 from training import logger
 from utils import UserError
 
-# SPEC 1.6 / 3.6 defaults per task; nag_keep_prob is the NAG classifier's (SPEC 6.7 --keep_prob).
+# DARTS / Att-DARTS defaults per task; nag_keep_prob is the NAG classifier's (train_cifar.py --keep_prob).
 PRESETS = {
     'cifar10': dict(dataset='cifar10', batch_size=96, learning_rate=0.025, weight_decay=3e-4, epochs=600,
                     init_channels=36, layers=20, seed=2, drop_path_prob=0.2, scheduler='cosine',
@@ -35,7 +35,7 @@ PRESETS = {
                      label_smooth=0.1, test_batch_size=128, nag_keep_prob=1.0),
 }
 PRESETS['cifar100'] = dict(PRESETS['cifar10'], dataset='cifar100')
-# ANAS train_net.py (SPEC 2.6): CIFAR ResNets with an attention unit; init_channels and layers are
+# ANAS anas/train_net.py: CIFAR ResNets with an attention unit; init_channels and layers are
 # not used by ResNets (--net_type sets the depth) but every preset names them.
 PRESETS['anas'] = dict(dataset='cifar10', batch_size=128, learning_rate=0.1, weight_decay=1e-4, epochs=180,
                        init_channels=16, layers=20, seed=0, drop_path_prob=0.0, scheduler='cosine',

@@ -4,7 +4,7 @@
     python gan_multiobj.py --nas_dataset runs/nasdata-XYZ/archs.jsonl      # accuracy and params classes
 
 Jing, Xu and Zhang, "A Neural Architecture Generator for Efficient Search Space", Neurocomputing
-2021 (reference `gan.py` / `gan_multiobj.py`, SPEC 6.6): least-squares GAN (Mao et al., ICCV 2017)
+2021 (reference `gan.py` / `gan_multiobj.py`): least-squares GAN (Mao et al., ICCV 2017)
 with Adam(2e-4, (0.5, 0.999)); each architecture of archs.jsonl (written by build_nas_dataset.py)
 gets a quantile class per objective (class n-1 = best accuracy / most parameters).
 

@@ -3,7 +3,7 @@
     python gan_multiobj.py --nas_dataset runs/nasdata-XYZ/archs.jsonl --n_perf_classes 3 --n_params_classes 3
 
 Jing, Xu and Zhang, "A Neural Architecture Generator for Efficient Search Space", Neurocomputing 2021
-(reference `gan_multiobj.py`, SPEC 6.6).  The same training as gan.py, with a second label (the
+(reference `gan_multiobj.py`).  The same training as gan.py, with a second label (the
 quantile class of params_MB) and, as in the reference, no gradient clipping (--clip_value 0).
 """
 import sys

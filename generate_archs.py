@@ -5,7 +5,7 @@
     python generate_archs_multiobj.py --generator G --acc_class 2 --params_class 0 --num 100
 
 Jing, Xu and Zhang, "A Neural Architecture Generator for Efficient Search Space", Neurocomputing 2021
-(reference `generate_archs*.py` and `build_nas_dataset/eval_archs.py`, SPEC 6.6-6.7).  Every kept
+(reference `generate_archs*.py` and `build_nas_dataset/eval_archs.py`).  Every kept
 architecture is a legal DAG (repaired as in nag_cells.repair, distinct within its class).
 
 Run directory (--save): class_<label>/archs.jsonl (NAG cells) and class_<label>/arch_<k>.json (the

@@ -3,7 +3,7 @@
     python generate_archs_multiobj.py --generator runs/gan-XYZ/generator.pt --acc_class 2 --params_class 0 --num 100
 
 Jing, Xu and Zhang, "A Neural Architecture Generator for Efficient Search Space", Neurocomputing 2021
-(reference `generate_archs_multiobj.py`, SPEC 6.6).  generate_archs.py with the second label; the
+(reference `generate_archs_multiobj.py`).  generate_archs.py with the second label; the
 output folders are class_<acc>_<params>.
 """
 import sys

@@ -105,7 +105,7 @@ NAMED = {
     'DARTS': DARTS, 'Att_DARTS': Att_DARTS,
 }
 
-# CNAS genotypes (tianbaochou/CNAS `geno_types.py`, SPEC 4.6), searched on CIFAR-10 except _TY2
+# CNAS genotypes (tianbaochou/CNAS `darts/geno_types.py`), searched on CIFAR-10 except _TY2
 # (Tiny-ImageNet).  _V1.._V4 have 3..6 nodes per cell; DARTS_MORE_NONE_* come from the sparse
 # derivation and keep 'none' edges.  The reference's alias DARTS = DARTS_MORE_V1 is not copied:
 # here DARTS stays DARTS_V2.
@@ -195,12 +195,12 @@ CNAS_NAMED = {
 NAMED.update(CNAS_NAMED)
 
 # NAG (Jing, Xu and Zhang, "A Neural Architecture Generator for Efficient Search Space",
-# Neurocomputing 2021; SPEC 6.8): the reference's shipped pair of DAG cells, a nag_cells.DagArch
+# Neurocomputing 2021; its `train_cifar.py`): the reference's shipped pair of DAG cells, a nag_cells.DagArch
 # that the train scripts build as model.NAGNetworkCIFAR / NAGNetworkImageNet.
 NAMED['NAG'] = nag_cells.REFERENCE_ARCH
 
 # ANAS (Dang, "Exploring Attention Convolutional Neural Network via Neural Architecture Search",
-# 2019; SPEC 2): one attention unit, shared by every residual block, whose two inputs are both the
+# 2019; `anas/genotypes.py`): one attention unit, shared by every residual block, whose two inputs are both the
 # block's feature map.  `att` lists two (op, input) entries per node; inputs 0 and 1 are that map,
 # k >= 2 is node k - 2.  JSON: {"att": [["dil_conv_3x3", 1], ...]}.  Kept out of NAMED because
 # these are not cells: the DARTS-cell scripts cannot build them.
@@ -216,7 +216,7 @@ ANAS = AttGenotype(att=[('dil_conv_3x3', 1), ('dil_conv_3x3', 0), ('sep_conv_3x3
 ATT_NAMED = {'ANAS': ANAS, 'ATTENTION': ANAS}
 
 # SLNAS (Chen, "Stage and Lite Search Technology in Convolutional Neural Network Architecture
-# Search"; SPEC 5.1): one integer sequence per block type, [in_x, op_x, in_y, op_y] for each of 5
+# Search"; Yee-Master/SLNAS): one integer sequence per block type, [in_x, op_x, in_y, op_y] for each of 5
 # nodes; input 0/1 are the two previous blocks, 2 + m is node m.  `blocks` is the number of normal
 # blocks per stage (a reduction block follows every stage).
 # JSON: {"normal": [20 ints], "reduce": [20 ints], "blocks": [2, 2]}.

@@ -308,13 +308,13 @@ class NetworkImageNet(_Network):
 # --------------------------------------------------------------------------------------------------
 # NAG: networks of DAG cells in the NASNet/NAO skeleton.
 # Jing, Xu and Zhang, "A Neural Architecture Generator for Efficient Search Space", Neurocomputing
-# 2021 (reference code kunjing96/NAG `build_nas_dataset/model.py` and `base_ops.py`, SPEC 6.2),
+# 2021 (reference code kunjing96/NAG `build_nas_dataset/model.py` and `base_ops.py`),
 # which takes its skeleton from NAO: Luo et al., "Neural Architecture Optimization", NeurIPS 2018
 # (renqianluo/NAO_pytorch).  The DARTS skeleton above is the same stack (3N+2 cells, reductions at
 # N and 2N+1, auxiliary head after the second); what differs is the cell, the per-cell input
 # calibration, a dropout before the classifier, Kaiming initialisation and depth-scaled drop path.
 #
-# Fixed with respect to the reference (SPEC 7.4): identity vertices get no drop path (its test
+# Fixed with respect to the reference: identity vertices get no drop path (its test
 # `self.op != 'identity'` compared a module with a string, so they always did).  Deliberate
 # deviations: a cell input that no vertex and not the output reads is not calibrated (the
 # reference calibrated it anyway; unused weights would break DDP), and the drop-path ramp is
@@ -455,16 +455,16 @@ class NAGNetworkImageNet(_NAGSkeleton, NetworkImageNet):
 # He, Zhang, Ren and Sun, "Deep Residual Learning for Image Recognition", CVPR 2016 (the CIFAR
 # variants, 6n+2 layers); SE: Hu, Shen and Sun, CVPR 2018; the searched unit: Dang, "Exploring
 # Attention Convolutional Neural Network via Neural Architecture Search", 2019 (reference code
-# DangChuong-DC/Attention-Neural-Architecture-Search, `anas/res_att_cifar.py`, SPEC 2.3 and 2.6).
+# DangChuong-DC/Attention-Neural-Architecture-Search, `anas/res_att_cifar.py` and `anas/model.py`).
 #
 # The shortcut is the ANAS code's option B (1x1 conv + BN where the shape changes) for every
 # attention kind, so none / SE / searched differ only in the unit.  The searched unit's drop path
-# works (the reference's was inert, SPEC 7.4).
+# works (the reference's was inert).
 # --------------------------------------------------------------------------------------------------
 
 RESNET_BLOCKS = {'resnet20': 3, 'resnet32': 5, 'resnet44': 7, 'resnet56': 9, 'resnet110': 18}
 RESNET_ATTENTIONS = ('none', 'se', 'anas')
-# se_resnet_cifar's CifarSEBasicBlock default (SPEC 2.7), not the SENet paper's 16.
+# The ANAS code's se_resnet_cifar/ CifarSEBasicBlock default, not the SENet paper's 16.
 SE_REDUCTION = 1
 
 

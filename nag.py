@@ -3,7 +3,7 @@ GAN that generates new ones.
 
 Jing, Xu and Zhang, "A Neural Architecture Generator for Efficient Search Space", Neurocomputing 2021
 (https://www.sciencedirect.com/science/article/pii/S0925231221016994; reference code kunjing96/NAG,
-SPEC 6).  The generator follows DeepGMG (Li et al., "Learning Deep Generative Models of Graphs",
+`gan.py`).  The generator follows DeepGMG (Li et al., "Learning Deep Generative Models of Graphs",
 2018); the discriminator uses graph convolutions (Kipf and Welling, ICLR 2017); the loss is LSGAN
 (Mao et al., ICCV 2017).
 
@@ -14,7 +14,7 @@ runs its op at stride 2 on their sum; everywhere else cell inputs are first halv
 FactorizedReduce.  The one-shot supernet follows the same rule, so the one-shot scores, the
 parameter counts and the final training all see the same function.
 
-Fixed with respect to the reference (SPEC 7.4): the NAS-dataset builder trains and scores the
+Fixed with respect to the reference: the NAS-dataset builder trains and scores the
 sampled reduction cell (the reference used the normal cell twice); parameter counts are of the
 evaluation network in one unit (M); identity vertices get no drop path (model.NAGVertex).
 Deliberate deviation: LSGAN targets are the usual real = 1, fake = 0 (the reference swaps them,
@@ -67,7 +67,7 @@ def quantile_labels(values, num_classes):
 
 
 # --------------------------------------------------------------------------------------------------
-# One-shot supernet (SPEC 6.2, `NASWSNetworkCIFAR`)
+# One-shot supernet (the reference's `NASWSNetworkCIFAR`, build_nas_dataset/model_search.py)
 # --------------------------------------------------------------------------------------------------
 
 class OneShotCell(nn.Module):
@@ -132,7 +132,7 @@ class OneShotNetwork(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------
-# Generator (SPEC 6.4) and discriminator (SPEC 6.5)
+# Generator (the reference's generator.py) and discriminator (discriminator.py)
 # --------------------------------------------------------------------------------------------------
 
 def mlp(*dims):

@@ -2,7 +2,7 @@
 
 Jing, Xu and Zhang, "A Neural Architecture Generator for Efficient Search Space", Neurocomputing 2021
 (https://www.sciencedirect.com/science/article/pii/S0925231221016994; reference code kunjing96/NAG,
-SPEC 6).
+`build_nas_dataset/`).
 
 A cell (`CellSpec`) is a DAG over V vertices: 0 = 'input0' (c_{k-2}), 1 = 'input1' (c_{k-1}), the
 last = 'output', and op vertices in between.  matrix[src][dst] = 1 is an edge; a vertex applies its
@@ -100,7 +100,7 @@ def repair(spec):
 
 
 def sample_cell(rng, max_vertices=MAX_VERTICES):
-    """The reference's random cell (SPEC 6.1): V with weights 2^V, edges floor(U + bias) with
+    """The reference's random cell (`build_nas_dataset/utils.py`): V with weights 2^V, edges floor(U + bias) with
     bias ~ U(0, 1), uniform ops; then `repair`.  Resampled until legal."""
     sizes = list(range(4, max_vertices + 1))
     while True:
@@ -145,7 +145,7 @@ def arch_from_dict(record, source='architecture'):
                    cell_from_dict(record['reduce'], f'{source} reduce'))
 
 
-# The architecture the reference ships (SPEC 6.8, `train_cifar.py`).
+# The architecture the reference ships (`train_cifar.py`).
 REFERENCE_ARCH = DagArch(
     make_cell([[0, 0, 1, 0, 0, 0, 1, 0, 1], [0, 0, 1, 1, 1, 1, 0, 1, 1], [0, 0, 0, 0, 0, 0, 0, 1, 1],
                [0, 0, 0, 0, 1, 1, 1, 0, 1], [0, 0, 0, 0, 0, 1, 1, 0, 1], [0, 0, 0, 0, 0, 0, 0, 1, 0],

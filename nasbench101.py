@@ -1,4 +1,4 @@
-"""The NAS-Bench-101 cell space and its network, which NAG also searches (SPEC 6.9).
+"""The NAS-Bench-101 cell space and its network, which NAG also searches.
 
 Ying et al., "NAS-Bench-101: Towards Reproducible Neural Architecture Search", ICML 2019
 (https://arxiv.org/abs/1902.09635; reference code google-research/nasbench `model_spec.py`,

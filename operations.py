@@ -6,7 +6,7 @@ NASNet/AmoebaNet extras (`sep_conv_7x7`, `conv_7x1_1x7`) needed to rebuild those
 
 Every op registered in `registry.OPS` is built as `OPS[name](C, stride, affine)`; its output has
 C channels and the spatial size divided by `stride`.  Other families register their ops here too.
-`kernels.py` holds faster forms of these modules with the same parameters; this file is the
+`kernels/` holds faster forms of these modules with the same parameters; this file is the
 definition.
 """
 import torch

@@ -11,8 +11,8 @@ up, so that genotype files can be read without building a network.  Adding an at
         def __init__(self, C, height=None, width=None): ...
 
 Every registered attention is a candidate of the attention layers of the Att-DARTS search space;
-an op is a candidate where a `--primitives` set lists it.  `kernels.py` documents how a candidate
-opts into the fast implementation; without that it runs its plain `forward` in both.
+an op is a candidate where a `--primitives` set lists it.  `kernels/__init__.py` documents how a
+candidate opts into the fast implementation; without that it runs its plain `forward` in both.
 """
 import importlib
 

@@ -1,5 +1,5 @@
 """Train an SLNAS architecture from scratch (Chen, "Stage and Lite Search Technology in CNN
-Architecture Search"; the reference's retrainer_cifar.py / retrainer.py, SPEC 5.6).
+Architecture Search"; the reference's retrainer_cifar.py / retrainer.py).
 
     python retrain_slnas.py --save aid_retrain --seed 2 --batch_size 32 --child_out_filters 40 \\
         --dataset imagefolder --data data/AID_50 --epochs 600 --blocks "[2,2]" \\
@@ -12,7 +12,7 @@ last, drop path ramped up over the first --drop_path_ramp of the epochs then hel
 precision with --amp (torch.amp: float16 with loss scaling on a GPU, bfloat16 on the CPU).
 
 Writes metrics.jsonl, log.txt, checkpoint.pt (--resume) and trained.pt into the run directory.
-Fixed with respect to the reference (SPEC 7.4): --drop_prob is a float, label smoothing uses the
+Fixed with respect to the reference: --drop_prob is a float, label smoothing uses the
 real class count, apex is replaced by torch.amp.
 """
 import json
@@ -31,7 +31,7 @@ from train_search_slnas import add_slnas_arguments, parse_blocks
 from training import logger
 from utils import UserError
 
-# The retrainer's default architecture (SPEC 5.1) and stage layout.
+# The default architecture and stage layout of the reference's retrainer_cifar.py.
 DEFAULT_ARCH = '[[0,4,0,1,0,4,1,1,0,1,3,4,1,0,0,3,1,1,0,4],[0,3,0,0,1,0,1,0,1,0,0,0,1,4,1,0,1,1,1,4]]'
 DEFAULT_BLOCKS = [4, 4]
 

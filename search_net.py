@@ -2,7 +2,7 @@
 
 Dang, "Exploring Attention Convolutional Neural Network via Neural Architecture Search", 2019
 (reference code DangChuong-DC/Attention-Neural-Architecture-Search, `anas/search_net.py`,
-SPEC 2.3-2.5); Liu, Simonyan and Yang, "DARTS", ICLR 2019 (https://arxiv.org/abs/1806.09055).
+`anas/model_search.py`); Liu, Simonyan and Yang, "DARTS", ICLR 2019 (https://arxiv.org/abs/1806.09055).
 
     python search_net.py --batch_size 128 --seed 1 --note exp1          # writes runs/anas-exp1/
     python search_net.py --unrolled                                       # second-order architect
@@ -15,7 +15,7 @@ genotype.json ({"att": [...]}, for train_net.py --arch_path) every epoch, alphas
 metrics.jsonl, log.txt and checkpoint.pt (--resume).  Unlike the reference, validation runs every
 epoch, not only in the last ten; CIFAR-100 is `--dataset cifar100`.
 
-The reference's ANAS bugs (SPEC 7.4): the skip-connect dropout (`--dropout_rate`, default 0) never
+The reference's ANAS bugs: the skip-connect dropout (`--dropout_rate`, default 0) never
 ran and is not offered; the evaluation unit's drop path works (model.AttentionUnit); trained models
 are tested by test_CIFAR10.py / test_CIFAR100.py, which read the (logits, None) output; the paper's
 "bottom-up top-down" op is in neither the reference code nor the shipped unit and is left out, so

@@ -1,7 +1,7 @@
 """SLNAS: a lite single-path search space, its weight-sharing supernet and three samplers.
 
 Chen, "Stage and Lite Search Technology in Convolutional Neural Network Architecture Search"
-(reference code Yee-Master/SLNAS; SPEC 5).  "Lite": ShuffleNet-v2 units with anti-aliased BlurPool
+(reference code Yee-Master/SLNAS).  "Lite": ShuffleNet-v2 units with anti-aliased BlurPool
 downsampling (Zhang, ICML 2019) and Mish, 1x1-conv pooling ops, SE + 1x1 fusion at every block
 output.  "Stage": a two-stage controller, a pointer LSTM for the inputs then a bidirectional LSTM
 for the ops, trained with REINFORCE as in ENAS (Pham et al., ICML 2018).  Uniform random sampling
@@ -30,7 +30,7 @@ NUM_OPS = len(SEQ_OPS)
 SE_REDUCTION = 16
 
 
-# ----------------------------------------------------------------------------- ops (SPEC 5.2)
+# ----------------------------------------------------------------------------- ops
 
 def batch_norm(channels, batch_stats):
     """Search BNs normalise with the batch statistics even in eval mode (a sampled path's running
@@ -113,7 +113,7 @@ def resize_to(x, size):
     return F.interpolate(x, size=size, mode='bilinear', align_corners=False)
 
 
-# ----------------------------------------------------------------------------- supernet (SPEC 5.3)
+# ----------------------------------------------------------------------------- supernet
 
 class Node(nn.Module):
     """Two ops, one per input, added.  `choices` are the op ids kept for each side: all of them in
@@ -236,7 +236,7 @@ def inherit(child, supernet):
 
 
 def aux_loss(criterion, aux_logits, target):
-    """Auxiliary heads weighted 0.1 (i + 1), normalised to sum 1 (SPEC 5.5)."""
+    """Auxiliary heads weighted 0.1 (i + 1), normalised to sum 1 (the reference's search and retraining)."""
     if not aux_logits:
         return 0.0
     weights = [0.1 * (i + 1) for i in range(len(aux_logits))]
@@ -245,7 +245,7 @@ def aux_loss(criterion, aux_logits, target):
 
 def no_decay_groups(model, weight_decay):
     """Weight decay on >= 2-D parameters only; the search reference built these groups but handed
-    SGD all parameters with decay (SPEC 7.4), here both scripts use them."""
+    SGD all parameters with decay; here both scripts use them."""
     decay = [p for p in model.parameters() if p.ndim > 1]
     rest = [p for p in model.parameters() if p.ndim <= 1]
     return [{'params': decay, 'weight_decay': weight_decay}, {'params': rest, 'weight_decay': 0.0}]
@@ -270,7 +270,7 @@ def interleave(inputs, ops):
     return [v for pair in zip(inputs, ops) for v in pair]
 
 
-# ----------------------------------------------------------------------------- controller (SPEC 5.4)
+# ----------------------------------------------------------------------------- controller
 
 LSTM_SIZE = 256
 TEMPERATURE = 5.0

@@ -1,4 +1,4 @@
-"""Train a searched cell on CIFAR100 from scratch (DARTS evaluation protocol, SPEC 1.6 / 3.6 defaults).
+"""Train a searched cell on CIFAR100 from scratch (the DARTS evaluation protocol and defaults).
 
     python train_CIFAR100.py --auxiliary --cutout --arch Att_DARTS
     python train_CIFAR100.py --auxiliary --arch_path runs/search-XYZ/genotype.json

@@ -1,4 +1,4 @@
-"""Train a searched cell on ImageNet from scratch (DARTS evaluation protocol, SPEC 1.6 / 3.6 defaults).
+"""Train a searched cell on ImageNet from scratch (the DARTS evaluation protocol and defaults).
 
     python train_ImageNet.py --auxiliary --arch Att_DARTS
     python train_ImageNet.py --auxiliary --arch_path runs/search-XYZ/genotype.json

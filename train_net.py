@@ -1,4 +1,4 @@
-"""Train a CIFAR ResNet with an attention unit in every block (ANAS evaluation, SPEC 2.6), or the
+"""Train a CIFAR ResNet with an attention unit in every block (the ANAS evaluation), or the
 plain and SE-ResNet baselines.
 
 Dang, "Exploring Attention Convolutional Neural Network via Neural Architecture Search", 2019

@@ -26,10 +26,18 @@ from model_search import LOCATIONS, SearchNetwork
 from training import logger
 
 
+# The plain supernet's forward compiles into one graph, but the architect's passes (substituted
+# weights, gradients to the architecture weights only, full-fp32 switches) each compile anew: a
+# first second-order step of a 3-layer supernet had not finished compiling after 14 minutes on a
+# CPU, so a search runs eagerly (with the fast kernels, which step aside under torch.compile).
+COMPILE_HELP = ('for the training scripts: this search accepts it and runs its supernet eagerly '
+                '(torch.compile gains nothing on the Att-DARTS supernet yet)')
+
+
 def build_parser():
     parser = training.default_parser(__doc__.splitlines()[0])
-    training.add_common_arguments(parser, batch_size=64, learning_rate=0.025, learning_rate_min=0.001,
-                                  epochs=50, init_channels=16, layers=8, seed=2)
+    training.add_common_arguments(parser, compile_help=COMPILE_HELP, batch_size=64, learning_rate=0.025,
+                                  learning_rate_min=0.001, epochs=50, init_channels=16, layers=8, seed=2)
     g = parser.add_argument_group('search')
     g.add_argument('--location', default='after_every', choices=list(LOCATIONS),
                    help='where attention is searched')
@@ -67,7 +75,7 @@ def add_search_arguments(parser):
     g.add_argument('--unrolled', action='store_true', help='second-order architecture gradient')
     g.add_argument('--hessian', default='central', choices=HESSIAN_STENCILS,
                    help='finite-difference stencil of the second-order Hessian-vector product: central (DARTS) '
-                        'or forward (reuses the unrolling pass: ~15%% faster step, O(eps) error)')
+                        'or forward (reuses the unrolling pass: one pass fewer per step, O(eps) error)')
     g.add_argument('--arch_learning_rate', '--arch_lr', type=float, default=3e-4)
     g.add_argument('--arch_weight_decay', '--arch_wd', type=float, default=1e-3)
     g.add_argument('--arch_grad_clip', type=float, default=None, help='clip the architecture gradient norm')
@@ -88,10 +96,10 @@ def main(argv=None):
     model = SearchNetwork(args.init_channels, info.num_classes, args.layers, location=args.location,
                           primitives=args.primitives, steps=args.num_meta_node, affine=args.use_sparse,
                           in_channels=info.in_channels, image_size=info.image_size)
-    training.place_model(model, args, device)
+    training.place_model(model, args, device, compiled=False)
     if args.strategy == 'rsws' and not args.dry_run:
         return rsws.random_search(args, model, info, device, search_signature(args, info), search_loaders)
-    return search(args, model, info, device, search_signature(args, info))
+    return search(args, model, info, device, search_signature(args, info), compiled=False)
 
 
 def search_loaders(args, device):
@@ -108,9 +116,10 @@ def search_loaders(args, device):
                                  drop_last=True, on_device=on_device) for idx in (weight_idx, arch_idx)]
 
 
-def search(args, model, info, device, signature):
+def search(args, model, info, device, signature, compiled=True):
     """The bilevel search loop for any supernet with arch_parameters(), weight_parameters(),
-    named_weight_parameters(), genotype(), edges() and weight_tables()."""
+    named_weight_parameters(), genotype(), edges() and weight_tables().  `compiled`: whether
+    `model` was placed with --compile honoured."""
     if not 0 < args.train_portion < 1:
         raise utils.UserError(f"--train_portion must be between 0 and 1, got {args.train_portion}")
     input_shape = (info.in_channels, info.image_size, info.image_size)
@@ -123,6 +132,8 @@ def search(args, model, info, device, signature):
 
     params, flops, description = training.describe(model, input_shape)
     logger.info('search on %s: %s', args.dataset, description.replace('\n', ', '))
+    if args.compile and not compiled:
+        logger.info('--compile applies to the training scripts only: this search runs its supernet eagerly')
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.weight_parameters(), args.learning_rate, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
@@ -183,8 +194,10 @@ def search(args, model, info, device, signature):
     if preempted:
         return 0
     if training.distributed():
-        digest = hashlib.sha256(b''.join(p.detach().cpu().numpy().tobytes() for p in model.arch_parameters()))
-        print(f'rank {torch.distributed.get_rank()}: architecture weights sha256 {digest.hexdigest()}', flush=True)
+        arch, weights = (hashlib.sha256(b''.join(p.detach().cpu().numpy().tobytes() for p in params)).hexdigest()
+                         for params in (model.arch_parameters(), model.weight_parameters()))
+        print(f'rank {torch.distributed.get_rank()}: architecture weights sha256 {arch}, '
+              f'network weights sha256 {weights}', flush=True)
     logger.info('search done; genotype written to %s', run.path('genotype.json'))
     print(run.path('genotype.json'))
     return 0

@@ -1,5 +1,5 @@
 """SLNAS search: a weight-sharing single-path supernet and a sampler, trained in alternation
-(Chen, "Stage and Lite Search Technology in CNN Architecture Search"; ENAS-style, SPEC 5.5).
+(Chen, "Stage and Lite Search Technology in CNN Architecture Search"; ENAS-style; reference train_search_cifar.py).
 
     python train_search_slnas.py --save cifar10_searcher --seed 0 --batch_size 96 --child_out_filters 16 \\
         --dataset cifar10 --epochs 150 --blocks "[2,2]" --weight_decay 3e-4
@@ -15,7 +15,7 @@ Writes into the run directory: archs.jsonl (every scored architecture with its r
 phase), best_arch.json (for retrain_slnas.py --arch_path and visualize.py), metrics.jsonl,
 checkpoint.pt (--resume), log.txt.
 
-Fixed with respect to the reference (SPEC 7.4): --blocks is a flag of the CIFAR search too,
+Fixed with respect to the reference: --blocks is a flag of the CIFAR search too,
 --droppath is a float, SGD gets the no-weight-decay groups for 1-D parameters, and the final
 architecture is chosen by the script instead of by hand from the logs.
 """

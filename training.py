@@ -48,7 +48,11 @@ def cli(main):
     return entry
 
 
-def add_common_arguments(parser, **defaults):
+AMP_DTYPES = ('auto', 'float16', 'bfloat16')
+COMPILE_HELP = 'torch.compile the network (the first steps are slow while it compiles)'
+
+
+def add_common_arguments(parser, compile_help=COMPILE_HELP, **defaults):
     """Flags every script shares; `defaults` overrides the per-script values (seed names kept,
     with the Att-DARTS spellings as aliases)."""
     d = dict(dataset='cifar10', data='data', batch_size=64, learning_rate=0.025, learning_rate_min=0.0,
@@ -85,11 +89,14 @@ def add_common_arguments(parser, **defaults):
                    help='also checkpoint every N steps inside an epoch (0: only at epoch ends)')
     g.add_argument('--amp', action='store_true',
                    help='mixed precision (torch.amp): float16 with loss scaling on a GPU, bfloat16 on the CPU')
+    g.add_argument('--amp_dtype', default='auto', choices=AMP_DTYPES,
+                   help="with --amp: 'auto' is float16 on a GPU and bfloat16 on the CPU; float16 always comes "
+                        "with loss scaling (bfloat16 needs none)")
     g.add_argument('--deterministic', action='store_true',
                    help='deterministic kernels (bit-identical reruns on CPU; slower on GPU)')
     g.add_argument('--channels_last', action=argparse.BooleanOptionalAction, default=True,
-                   help='channels-last layout of weights and feature maps: convolutions 1.3-1.7x faster on the '
-                        'CPU, tensor-core friendly on a GPU; --no-channels_last keeps NCHW')
+                   help='channels-last layout of weights and feature maps (the faster convolution layout on the '
+                        'CPU, tensor-core friendly on a GPU); --no-channels_last keeps NCHW')
     g.add_argument('--data_on_device', action='store_true',
                    help='CIFAR / Fashion-MNIST: keep the training data on the device and crop, flip and cut out '
                         'there (for GPUs: no loader processes to wait for)')
@@ -97,8 +104,7 @@ def add_common_arguments(parser, **defaults):
                    help="the networks' implementation: 'plain' modules, 'fast' hand-written kernels (same "
                         "parameters and results, less memory), or 'auto': fast on the device types where they "
                         "were measured faster (today the CPU), plain elsewhere")
-    g.add_argument('--compile', action='store_true',
-                   help='torch.compile the network (the first steps are slow while it compiles)')
+    g.add_argument('--compile', action='store_true', help=compile_help)
     return parser
 
 
@@ -172,7 +178,18 @@ def wrap_distributed(model, device):
 def select_device(name):
     """`--device`: 'auto' takes the visible GPU with the most free memory (as CNAS does, so that
     runs started one after another on a shared machine spread out), or the CPU without one.
-    Under torchrun each process takes the GPU of its LOCAL_RANK."""
+    Under torchrun each process takes the GPU of its LOCAL_RANK.  On a GPU, cuDNN times its
+    algorithms for each convolution shape (cudnn.benchmark, as the DARTS reference code sets it;
+    `fit` turns it off again for --deterministic)."""
+    device = _device(name)
+    if device.type == 'cuda':
+        if device.index is not None:
+            torch.cuda.set_device(device)  # so that anything created on plain 'cuda' lands there too
+        torch.backends.cudnn.benchmark = True
+    return device
+
+
+def _device(name):
     init_distributed()
     if distributed() and name == 'auto' and torch.cuda.is_available():
         return torch.device('cuda', torch.cuda.current_device())
@@ -183,42 +200,41 @@ def select_device(name):
         if count == 1:
             return torch.device('cuda', 0)
         # mem_get_info opens a context on each GPU it asks; with one GPU there is nothing to choose.
-        index = max(range(count), key=lambda i: torch.cuda.mem_get_info(i)[0])
-        torch.cuda.set_device(index)  # so that anything created on plain 'cuda' lands there too
-        return torch.device('cuda', index)
+        return torch.device('cuda', max(range(count), key=lambda i: torch.cuda.mem_get_info(i)[0]))
     device = torch.device(name)
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise UserError(f"--device {name} asked for CUDA but no GPU is visible; use --device cpu")
     return device
 
 
-def place_model(model, args, device):
+def place_model(model, args, device, compiled=True):
     """`model` in the implementation of --kernels, on `device` in the layout of --channels_last,
-    compiled with --compile.  Only the weights are converted: a convolution gives its output the
-    layout of its weight, so the feature maps are channels-last from the stem on, whatever layout
-    the loader delivers."""
-    implementation = kernels.resolve(args.kernels, device)
-    logger.info('kernels: %s (--kernels %s on %s)', implementation, args.kernels, device.type)
-    kernels.apply(model, implementation, device)
+    compiled with --compile where `compiled`.  Only the weights are converted: a convolution gives
+    its output the layout of its weight, so the feature maps are channels-last from the stem on,
+    whatever layout the loader delivers."""
+    kernels.apply(model, args.kernels, device)
     layout = torch.channels_last if args.channels_last else torch.contiguous_format
     model.to(device, memory_format=layout)
-    if args.compile:
+    if args.compile and compiled:
         model.compile()
     return model
 
 
-def amp_dtype(device):
-    """float16 (with loss scaling) on a GPU; bfloat16 where float16 autocast is not offered."""
+def amp_dtype(args, device):
+    """--amp_dtype; 'auto': float16 (with loss scaling) on a GPU, bfloat16 on the CPU, where float16
+    kernels are slow or missing."""
+    if args.amp_dtype != 'auto':
+        return getattr(torch, args.amp_dtype)
     return torch.float16 if device.type == 'cuda' else torch.bfloat16
 
 
 def autocast(args, device):
-    return torch.autocast(device.type, dtype=amp_dtype(device), enabled=args.amp)
+    return torch.autocast(device.type, dtype=amp_dtype(args, device), enabled=args.amp)
 
 
 def grad_scaler(args, device):
     """Loss scaling for float16; a pass-through otherwise.  Checkpointed with the optimizer."""
-    return torch.amp.GradScaler(device.type, enabled=args.amp and amp_dtype(device) == torch.float16)
+    return torch.amp.GradScaler(device.type, enabled=args.amp and amp_dtype(args, device) == torch.float16)
 
 
 def count_flops(model, input_shape):
@@ -237,7 +253,9 @@ def count_flops(model, input_shape):
 def describe(model, input_shape):
     params = utils.count_parameters_in_MB(model)
     flops = count_flops(model, input_shape)
-    return params, flops, f'params: {params:.6f} M\nflops: {flops / 1e6:.2f} MFLOPs per image'
+    implementation = 'fast' if kernels.is_accelerated(model) else 'plain'
+    return params, flops, (f'params: {params:.6f} M\nflops: {flops / 1e6:.2f} MFLOPs per image\n'
+                           f'kernels: {implementation}')
 
 
 def _differences(stored, wanted):
@@ -334,20 +352,27 @@ class Run:
 
 
 class NonFiniteGuard:
-    """Stops a run at the first NaN/inf loss, or skips such batches with `--skip_nonfinite`."""
+    """Stops a run at the first NaN/inf loss, or skips such batches with `--skip_nonfinite`.
+    Under torchrun the processes decide together: a non-finite loss on any of them stops or skips
+    the step on all of them, since one process skipping a step that the others take would leave
+    their collectives unmatched (a hang) and their weights apart."""
 
     def __init__(self, skip):
         self.skip = skip
         self.skipped = 0
 
     def ok(self, loss, where):
-        if torch.isfinite(loss).all():
+        nonfinite = torch.logical_not(torch.isfinite(loss).all()).to(torch.int32)
+        if distributed():
+            dist.all_reduce(nonfinite, op=dist.ReduceOp.MAX)
+        if not nonfinite.item():
             return True
+        here = f'({loss.item()})' if not torch.isfinite(loss).all() else 'on another process'
         if not self.skip:
-            raise UserError(f"non-finite loss ({loss.item()}) at {where}; the last good checkpoint is kept. "
+            raise UserError(f"non-finite loss {here} at {where}; the last good checkpoint is kept. "
                             f"Lower --learning_rate, or pass --skip_nonfinite to skip such batches")
         self.skipped += 1
-        logger.warning('skipping batch with non-finite loss at %s', where)
+        logger.warning('skipping batch with non-finite loss %s at %s', here, where)
         return False
 
 

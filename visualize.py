@@ -155,7 +155,7 @@ def attention_unit_to_dot(genotype, fmt='png'):
 
 
 def seq_cell_to_dot(arch, cell, fmt='png'):
-    """An SLNAS block (SPEC 5.3): [in_x, op_x, in_y, op_y] per node; every node is concatenated
+    """An SLNAS block: [in_x, op_x, in_y, op_y] per node; every node is concatenated
     and fused by BN, Mish, SE and a 1x1 conv."""
     seq = getattr(arch, cell)
     edges = [(state_name(seq[p]), str(p // 4), genotypes.SEQ_OPS[seq[p + 1]], '') for p in range(0, len(seq), 2)]

@@ -1,5 +1,5 @@
 """The tests work on tiny tensors, where a second OpenMP thread only adds overhead, and on a shared
-machine its spin-waits make a tiny depthwise conv ~1000x slower (measured).  One thread here, and
+machine its spin-waits make a tiny depthwise conv orders of magnitude slower.  One thread here, and
 through the environment for the scripts the tests start."""
 import os
 

@@ -1,7 +1,7 @@
 """Running the project's scripts from tests, as a researcher runs them.
 
 Each script runs in a process of its own, forked from tests/script_server.py, which has imported
-torch and torchvision once (they cost ~7 s a process)."""
+torch and torchvision once (seconds of CPU a process)."""
 import atexit
 import json
 import os
@@ -129,3 +129,38 @@ def kill_when(script, args, save, condition, delay=0.0):
     time.sleep(delay)
     process.kill()
     process.wait()
+
+
+def top1_range(model_path, dataset, data):
+    """The top-1 accuracies (percent, lowest and highest) that an evaluation of a trained.pt on the
+    test split can report, from an evaluation here in float64.
+
+    The scripts evaluate in float32, some in another memory layout or batching (different kernels,
+    different rounding), so a sample whose largest logits are within rounding of each other may be
+    classified either way.  Rounding moves float32 logits by ~1e-6 of their magnitude; classes
+    within 1e-3 * max(1, |largest logit|) of the largest float64 logit count as possible
+    predictions.  Without such near-ties the range is one value, which every correct evaluation
+    reports."""
+    import torch
+
+    import datasets
+    import evaluation
+    model = evaluation.load_trained(model_path)[0].double().eval()
+    test = datasets.build_dataset(dataset, data, train=False, augment=False)
+    sure = possible = 0
+    with torch.no_grad():
+        for x, y in torch.utils.data.DataLoader(test, batch_size=64):
+            out = model(x.double())
+            logits = out[0] if isinstance(out, tuple) else out
+            top = logits.amax(1, keepdim=True)
+            candidates = logits >= top - 1e-3 * top.abs().clamp(min=1)
+            right = candidates[torch.arange(len(y)), y]
+            sure += int((right & (candidates.sum(1) == 1)).sum())
+            possible += int(right.sum())
+    return 100 * sure / len(test), 100 * possible / len(test)
+
+
+def assert_top1_in(reported, bounds):
+    """`reported` (a float32 evaluation's mean of per-batch percentages) lies in `top1_range`'s bounds."""
+    low, high = bounds
+    assert low - 1e-4 <= reported <= high + 1e-4, (reported, bounds)

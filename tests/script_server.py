@@ -1,6 +1,6 @@
 """A fork server that starts the project's scripts for the tests without paying for `import torch`.
 
-Importing torch and torchvision takes ~7 s of CPU here, and the suite starts over a hundred script
+Importing torch and torchvision takes seconds of CPU, and the suite starts over a hundred script
 processes.  This server imports the third-party libraries once; for each request it forks, and the
 child runs the script as `python script args...` would: a process of its own, `__main__`, its own
 argv, working directory, environment and standard streams, and its exit status.  The project's own

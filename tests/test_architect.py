@@ -7,7 +7,7 @@ from torch.func import functional_call
 
 import genotypes
 import kernels
-from architect import Architect
+from architect import FP32_PRECISION, Architect, fp32_precision_settings, full_fp32
 from model import NetworkCIFAR
 from model_search import LOCATIONS, SearchNetwork
 from utils import UserError
@@ -108,9 +108,9 @@ def test_first_order_step_uses_validation_gradient():
     architect = Architect(net, torch.nn.CrossEntropyLoss(), arch_learning_rate=1e-2, arch_weight_decay=0.0)
     architect.step(x_train, y_train, x_valid, y_valid, 0.1, opt)
     for b, p, g in zip(before, net.arch_parameters(), expected):
-        # The first Adam step moves every coordinate by -lr * sign(grad).
-        nonzero = g.abs() > 1e-12
-        torch.testing.assert_close((p.detach() - b)[nonzero], -1e-2 * g.sign()[nonzero], rtol=1e-3, atol=1e-6)
+        # Adam's first step without weight decay: after the bias corrections the moments are g and
+        # g^2, so every coordinate moves by -lr g / (|g| + eps); float64 rounding is ~1e-14 of that.
+        torch.testing.assert_close(p.detach() - b, -1e-2 * g / (g.abs() + 1e-8), rtol=1e-9, atol=1e-15)
     assert all(p.grad is None for p in net.weight_parameters())
 
 
@@ -175,3 +175,74 @@ def test_hessian_stencil_converges_at_its_order(stencil, order, passes):
 def test_unknown_hessian_stencil_is_refused():
     with pytest.raises(UserError, match="unknown Hessian stencil 'backward'"):
         Architect(tiny_supernet(), torch.nn.CrossEntropyLoss(), unrolled=True, hessian='backward')
+
+
+TF32_SETTINGS = {
+    # What a user may have set for speed, through either of torch's APIs.
+    'legacy API': lambda: (torch.set_float32_matmul_precision('medium'),
+                           setattr(torch.backends.cudnn, 'allow_tf32', True)),
+    'fp32_precision API': lambda: (setattr(torch.backends, 'fp32_precision', 'tf32'),
+                                   setattr(torch.backends.mkldnn.matmul, 'fp32_precision', 'bf16')),
+}
+
+
+@pytest.fixture
+def global_precision():
+    """Puts torch's precision settings back to its defaults after the test."""
+    defaults = fp32_precision_settings()
+    yield
+    torch.backends.fp32_precision = 'none'
+    torch.set_float32_matmul_precision('highest')
+    torch.backends.cudnn.allow_tf32 = True
+    for name in ('cuda.matmul', 'mkldnn.matmul', 'mkldnn.conv', 'mkldnn.rnn'):  # cuDNN's: allow_tf32 above
+        FP32_PRECISION[name].fp32_precision = 'none'
+    assert fp32_precision_settings() == defaults
+
+
+FULL_FP32 = {**{name: 'ieee' for name in FP32_PRECISION}, 'float32_matmul_precision': 'highest',
+             'cudnn.allow_tf32': False}
+
+
+@pytest.mark.parametrize('user', list(TF32_SETTINGS))
+@pytest.mark.parametrize('stencil, differenced', [('central', [False, False, True, True]),
+                                                  ('forward', [True, False, True])])
+def test_differenced_passes_run_in_full_fp32_and_the_settings_come_back(global_precision, user, stencil,
+                                                                        differenced):
+    """A TF32 or bfloat16 product rounds away the eps * v perturbation; the passes that are not
+    differenced keep the user's faster setting."""
+    TF32_SETTINGS[user]()
+    users = fp32_precision_settings()
+    assert users != FULL_FP32
+    net = tiny_supernet(dtype=torch.float32)
+    x_train, y_train, x_valid, y_valid = batches(torch.float32)
+    opt = weight_optimizer_with_momentum(net, x_train, y_train)
+    seen = []
+    net.register_forward_pre_hook(lambda *_: seen.append(fp32_precision_settings()))
+    architect = Architect(net, torch.nn.CrossEntropyLoss(), unrolled=True, hessian=stencil)
+    architect.unrolled_gradients(x_train, y_train, x_valid, y_valid, 0.1, opt)
+    assert seen == [FULL_FP32 if full else users for full in differenced]
+    assert fp32_precision_settings() == users
+
+
+def test_full_fp32_restores_the_settings_after_an_exception_and_nests(global_precision):
+    TF32_SETTINGS['legacy API']()
+    users = fp32_precision_settings()
+    net = tiny_supernet(dtype=torch.float32)
+    x_train, y_train, x_valid, y_valid = batches(torch.float32)
+    opt = weight_optimizer_with_momentum(net, x_train, y_train)
+    architect = Architect(net, torch.nn.CrossEntropyLoss(), unrolled=True)
+    calls = []
+
+    def fails_in_the_plus_pass(*_):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError('out of memory')
+    net.register_forward_pre_hook(fails_in_the_plus_pass)
+    with pytest.raises(RuntimeError, match='out of memory'):
+        architect.unrolled_gradients(x_train, y_train, x_valid, y_valid, 0.1, opt)
+    assert fp32_precision_settings() == users
+    with full_fp32():
+        with full_fp32():
+            assert fp32_precision_settings() == FULL_FP32
+        assert fp32_precision_settings() == FULL_FP32
+    assert fp32_precision_settings() == users

@@ -1,19 +1,81 @@
-"""bench.py end to end on a tiny configuration: every measurement runs and is recorded."""
+"""bench.py end to end on a tiny configuration: the record has the documented fields, its derived
+figures follow from the measured ones, the FLOPs are those of one step counted here independently,
+and the peak memory lies between what importing torch alone takes and the machine's memory."""
 import json
+import os
+import statistics
+import subprocess
+import sys
+import types
 
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import genotypes
+from model import NetworkCIFAR
+from model_search import SearchNetwork
+
+from architect import fp32_precision_settings
 from tests.helpers import run
+from training import place_model
+
+RECORD_FIELDS = {'config', 'torch', 'cuda', 'cudnn', 'threads', 'cudnn_benchmark', 'fp32_precision', 'machine',
+                 'processor', 'cpus', 'time', 'results'}
+RESULT_FIELDS = {'measurement', 'kernels', 'batch_size', 'median_s', 'times_s', 'median_cpu_s', 'cpu_times_s',
+                 'images_per_s', 'peak_memory_GB',
+                 'peak_memory_kind', 'flops_per_step', 'achieved_GFLOPs', 'matmul_GFLOPs', 'fraction_of_matmul_rate'}
+CHANNELS, LAYERS, NODES, BATCH = 4, 3, 2, 2
 
 
-def test_bench_writes_every_measurement(tmp_path):
+def flops_of_forward_backward(model, batch, loss):
+    """FLOPs (a multiply-add counts 2) of one forward and backward of `model` on a random batch, as
+    bench counts them: the plain autograd graph, the layout of the training scripts."""
+    place_model(model, types.SimpleNamespace(channels_last=True, compile=False, kernels='plain'), torch.device('cpu'))
+    x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+    with FlopCounterMode(display=False) as counter:
+        loss(model(x), y).backward()
+    return counter.get_total_flops()
+
+
+def start_importing_torch():
+    """A fresh interpreter that only imports torch and prints its peak resident memory in bytes."""
+    probe = 'import resource, torch; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)'
+    return subprocess.Popen([sys.executable, '-c', probe], stdout=subprocess.PIPE, text=True)
+
+
+def test_bench_record_against_independent_figures(tmp_path):
     out = tmp_path / 'bench.json'
-    run('bench.py', '--init_channels', '4', '--layers', '3', '--nodes', '2', '--batch_size', '2', '--train_channels', '4',
-        '--train_layers', '3', '--train_batch_size', '2', '--repeats', '2', '--warmup', '0', '--threads', '1',
-        '--out', out)
+    importing_torch = start_importing_torch()  # meanwhile
+    run('bench.py', '--init_channels', CHANNELS, '--layers', LAYERS, '--nodes', NODES, '--batch_size', BATCH,
+        '--train_channels', CHANNELS, '--train_layers', LAYERS, '--train_batch_size', BATCH, '--repeats', '2',
+        '--warmup', '0', '--threads', '1', '--out', out)
     record = json.loads(out.read_text())
+    assert set(record) == RECORD_FIELDS and record['torch'] == torch.__version__
+    assert record['config']['init_channels'] == CHANNELS and record['config']['repeats'] == 2
+    assert record['threads'] == 1 and record['torch'] == torch.__version__ and 'cudnn' in record
+    assert record['fp32_precision'] == fp32_precision_settings() and 'gpu' not in record
     results = {r['measurement']: r for r in record['results']}
     assert set(results) == {'search_first', 'search_second', 'search_forward_backward', 'train_step'}
+
+    at_least = int(importing_torch.communicate(timeout=300)[0])
+    physical = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
     for r in results.values():
-        assert len(r['times_s']) == 2 and r['median_s'] > 0 and r['peak_memory_GB'] > 0
-        assert r['flops_per_step'] > 0 and 0 < r['fraction_of_matmul_rate']
-    # A second-order step does the work of several first-order ones.
-    assert results['search_second']['flops_per_step'] > 2 * results['search_first']['flops_per_step']
+        assert set(r) == RESULT_FIELDS and r['batch_size'] == BATCH and len(r['times_s']) == 2
+        assert r['median_s'] == statistics.median(r['times_s']) and r['images_per_s'] == BATCH / r['median_s']
+        assert r['median_cpu_s'] == statistics.median(r['cpu_times_s']) and len(r['cpu_times_s']) == 2
+        assert r['kernels'] == 'fast'  # --kernels auto on the CPU
+        assert r['achieved_GFLOPs'] == r['flops_per_step'] / r['median_s'] / 1e9
+        assert r['fraction_of_matmul_rate'] == r['achieved_GFLOPs'] / r['matmul_GFLOPs']
+        assert r['peak_memory_kind'] == 'cpu_max_rss' and at_least <= r['peak_memory_GB'] * 1e9 <= physical, (r, at_least)
+
+    criterion = nn.CrossEntropyLoss()
+    search = SearchNetwork(CHANNELS, 10, LAYERS, location='after_every', steps=NODES)
+    assert results['search_forward_backward']['flops_per_step'] == flops_of_forward_backward(search, BATCH, criterion)
+    train = NetworkCIFAR(CHANNELS, 10, LAYERS, True, genotypes.load('Att_DARTS'))
+    with_auxiliary = lambda out, y: criterion(out[0], y) + 0.4 * criterion(out[1], y)  # noqa: E731
+    assert results['train_step']['flops_per_step'] == flops_of_forward_backward(train, BATCH, with_auxiliary)
+    # A first-order step adds a forward and a backward to the architecture weights to the weight step;
+    # a second-order one also unrolls the weights and differences two more passes.
+    flops = {name: r['flops_per_step'] for name, r in results.items()}
+    assert flops['search_forward_backward'] < flops['search_first'] < flops['search_second'] / 2

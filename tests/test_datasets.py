@@ -78,7 +78,7 @@ def test_cifar10_loads_with_real_reader(tmp_path):
     x, y = train[0]
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and isinstance(y, int)
     assert {y for _, y in test} <= set(range(10)) and len({y for _, y in train}) == 10
-    # augment=False is exactly ToTensor + Normalize with the SPEC 1.6 constants
+    # augment=False is exactly ToTensor + Normalize with quark0/darts's constants
     raw = test.data[0]                       # HWC uint8 as torchvision reads it
     expected = (torch.from_numpy(raw).permute(2, 0, 1).float() / 255 - torch.tensor(CIFAR10_MEAN)[:, None, None]) \
         / torch.tensor(CIFAR10_STD)[:, None, None]

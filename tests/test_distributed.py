@@ -1,5 +1,6 @@
 """Searches and training under torchrun with 2 CPU processes (gloo): every rank holds the same
 architecture weights, only rank 0 writes the run directory, and a killed job resumes exactly."""
+import json
 import os
 import re
 import signal
@@ -77,3 +78,34 @@ def test_single_process_scripts_refuse_torchrun(tmp_path, fashion):
                             timeout=300)
     assert result.returncode != 0 and 'runs in one process' in result.stderr
     assert not (tmp_path / 'slnas').exists()
+
+
+def search_with_nan_on_rank_1(calls, data, *args):
+    """A one-epoch search whose training criterion calls `calls` return NaN on rank 1 only; a
+    hang (collectives unmatched) fails by the timeout."""
+    return subprocess.run(torchrun('tests/nan_on_one_rank.py', *TINY_SEARCH, '--data', data, '--epochs', '1', *args),
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, 'NAN_CALLS': calls})
+
+
+def test_nonfinite_loss_on_one_rank_is_skipped_by_both(tmp_path, fashion):
+    """A NaN in rank 1's architecture loss of step 1 and weight loss of step 2 (criterion calls 3
+    and 5 of a first-order search; 4 steps of batch 4): both ranks skip both steps and end with
+    the same weights."""
+    save = tmp_path / 'nan'
+    result = search_with_nan_on_rank_1('3,5', fashion, '--batch_size', '4', '--skip_nonfinite', '--save', save)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    digests = {rank: (arch, weights) for rank, arch, weights in re.findall(
+        r'rank (\d): architecture weights sha256 ([0-9a-f]{64}), network weights sha256 ([0-9a-f]{64})', result.stdout)}
+    assert set(digests) == {'0', '1'} and digests['0'] == digests['1']
+    metrics = [json.loads(line) for line in (save / 'metrics.jsonl').read_text().splitlines()]
+    assert metrics[0]['skipped_batches'] == 2
+    log = (save / 'log.txt').read_text()
+    assert 'non-finite loss on another process at epoch 0 step 1 (architecture step)' in log
+    assert 'non-finite loss on another process at epoch 0 step 2' in log
+
+
+def test_nonfinite_loss_on_one_rank_stops_both(tmp_path, fashion):
+    result = search_with_nan_on_rank_1('3', fashion, '--save', tmp_path / 'nan')
+    assert result.returncode != 0
+    assert 'error: non-finite loss (nan) at epoch 0 step 1 (architecture step)' in result.stderr
+    assert 'error: non-finite loss on another process at epoch 0 step 1 (architecture step)' in result.stderr

@@ -84,7 +84,7 @@ def test_factorized_reduce_survives_channels_last():
                     reason='torch.compile on the CPU needs a C++ compiler (make test installs g++ where it can)')
 def test_compiled_training_step_matches_eager():
     """--compile (torch.compile via training.place_model) on a tiny evaluation network: same loss
-    and gradients as eager within float32 rounding (inductor reorders reductions)."""
+    and gradients as eager, in float64 (inductor reorders reductions)."""
     import torch._dynamo.utils
 
     import training
@@ -96,20 +96,26 @@ def test_compiled_training_step_matches_eager():
     results = []
     for compiled in (True, False):
         torch.manual_seed(0)
-        model = NetworkCIFAR(4, 10, 2, False, genotypes.DARTS_V2, image_size=8)
+        model = NetworkCIFAR(4, 10, 2, False, genotypes.DARTS_V2, image_size=8).double()
         Flags.compile = compiled
         training.place_model(model, Flags, torch.device('cpu'))
-        x, y = torch.randn(2, 3, 8, 8), torch.randint(0, 10, (2,))
+        x, y = torch.randn(2, 3, 8, 8, dtype=torch.float64), torch.randint(0, 10, (2,))
         logits, _ = model(x)
         loss = F.cross_entropy(logits, y)
         loss.backward()
         results.append([loss.detach()] + [p.grad for p in model.parameters()])
         if compiled:
             assert torch._dynamo.utils.counters['stats']['unique_graphs'] > 0
-    assert max_difference(*results) < 1e-4
+    assert max_difference(*results) < TOLERANCE
 
 
 # --------------------------------------------------------------------------- data on the device
+
+def float32_rounding(x):
+    """A bound for two float32 evaluations of the same few elementwise operations on x: 8 units in
+    the last place of its largest value."""
+    return 8 * torch.finfo(torch.float32).eps * float(x.abs().max())
+
 
 def reference_augment(image, shift, flip, centre, padding, cutout_length, mean, std):
     """One image through torchvision's ops and Cutout's clipping, as build_transform does it."""
@@ -141,7 +147,7 @@ def test_device_augmentation_is_crop_flip_normalise_cutout(channels, padding, cu
     expected = torch.stack([reference_augment(images[i], shift[i], flip[i], centre[i], padding, cutout_length,
                                               mean, std) for i in range(n)])
     assert out.shape == expected.shape
-    assert float((out - expected).abs().max()) < 1e-5
+    assert float((out - expected).abs().max()) <= float32_rounding(expected)
 
 
 def test_device_loader_replays_epochs_and_without_augmentation_equals_the_data_loader(tmp_path):
@@ -156,7 +162,7 @@ def test_device_loader_replays_epochs_and_without_augmentation_equals_the_data_l
     on_device = training.make_loader(subset, 5, False, 0, device, on_device=('cifar10', False, 0))
     assert len(on_device) == len(loader) == 4
     for (x, y), (xd, yd) in zip(loader, on_device):
-        assert torch.equal(y, yd) and float((x - xd).abs().max()) < 1e-6
+        assert torch.equal(y, yd) and float((x - xd).abs().max()) <= float32_rounding(x)
 
     train = datasets.build_dataset('cifar10', root, train=True, augment=True, cutout_length=8)
     augmenting = training.make_loader(train, 8, True, 0, device, drop_last=True, on_device=('cifar10', True, 8))

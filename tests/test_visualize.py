@@ -455,7 +455,13 @@ def _chromium():
     return None
 
 
-@pytest.mark.skipif(_chromium() is None or not HAS_DOT, reason='chromium (and dot) not installed')
+def _browser_test_missing():
+    return [package for package, present in (('chromium', _chromium()), ('graphviz', HAS_DOT)) if not present]
+
+
+@pytest.mark.skipif(bool(_browser_test_missing()),
+                    reason=f"needs the Debian package(s) {' '.join(_browser_test_missing())}: 'sudo apt-get install "
+                           f"{' '.join(_browser_test_missing())}' (make's system step installs them where it can)")
 def test_report_loads_in_headless_chromium(full_report, tmp_path):
     run, result = full_report
     assert result.returncode == 0, result.stderr
