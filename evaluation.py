@@ -10,6 +10,7 @@ dropout `--keep_prob` defaults to the reference's (0.6 on CIFAR, 1.0 on ImageNet
 Fixed with respect to the reference code (SPEC 7.4): ImageNet uses StepLR(decay_period, gamma)
 and the label-smoothing loss it declares; resuming needs no missing flag; drop path works on CPU.
 """
+import argparse
 import json
 
 import torch
@@ -20,8 +21,9 @@ import genotypes
 import nag_cells
 import training
 import utils
-from model import (RESNET_ATTENTIONS, RESNET_BLOCKS, SE_REDUCTION, NAGNetworkCIFAR, NAGNetworkImageNet, NetworkCIFAR,
-                   NetworkImageNet, ResNetCIFAR, check_net_type, nag_stage_cells)
+from model import (REDUCE_LEVELS, RESNET_ATTENTIONS, RESNET_BLOCKS, SE_REDUCTION, NAGNetworkCIFAR, NAGNetworkImageNet,
+                   NetworkCIFAR, NetworkImageNet, ResNetCIFAR, check_net_type, nag_stage_cells)
+from operations import SHUFFLE_GROUP_CHOICES
 from training import logger
 from utils import UserError
 
@@ -49,16 +51,26 @@ def network_config(args, info, genotype):
         return nag_config(args, info)
     if args.keep_prob is not None:
         raise UserError("--keep_prob is the classifier dropout of NAG networks; DARTS cell networks have none")
-    return {'type': 'imagenet' if args.dataset == 'imagenet' else 'cifar', 'C': args.init_channels,
+    imagenet = args.dataset == 'imagenet'
+    if imagenet and args.reduce_level:
+        raise UserError("--reduce_level sets the stem of the CIFAR-style network; the ImageNet network has "
+                        "its own stride-8 stems: drop --reduce_level")
+    pooled_head = info.num_classes > 10 if args.pooled_head is None else args.pooled_head
+    return {'type': 'imagenet' if imagenet else 'cifar', 'C': args.init_channels,
             'num_classes': info.num_classes, 'layers': args.layers, 'auxiliary': args.auxiliary,
-            'in_channels': info.in_channels, 'image_size': info.image_size,
-            'pooled_head': getattr(args, 'pooled_head', False)}
+            'in_channels': info.in_channels, 'image_size': info.image_size, 'pooled_head': pooled_head,
+            'reduce_level': args.reduce_level, 'prune_none': args.prune_none, 'shuffle_groups': args.shuffle_groups}
+
+
+def cnas_options_given(args):
+    return args.reduce_level or args.prune_none or args.shuffle_groups != '1'
 
 
 def resnet_config(args, info):
     check_net_type(args.net_type)
-    if args.auxiliary or args.pooled_head:
-        raise UserError("--auxiliary and --pooled_head belong to DARTS cell networks, not to ResNets")
+    if args.auxiliary or args.pooled_head or cnas_options_given(args):
+        raise UserError("--auxiliary, --pooled_head, --reduce_level, --prune_none and --shuffle_groups belong to "
+                        "DARTS cell networks, not to ResNets")
     return {'type': 'resnet', 'net_type': args.net_type, 'attention': args.attention,
             'se_reduction': args.se_reduction, 'num_classes': info.num_classes,
             'in_channels': info.in_channels, 'image_size': info.image_size}
@@ -66,8 +78,9 @@ def resnet_config(args, info):
 
 def nag_config(args, info):
     """The NAO skeleton of a NAG architecture: CIFAR's, or ImageNet's stems for --dataset imagenet."""
-    if args.pooled_head:
-        raise UserError("--pooled_head belongs to DARTS cell networks, not to NAG cells")
+    if args.pooled_head or cnas_options_given(args):
+        raise UserError("--pooled_head, --reduce_level, --prune_none and --shuffle_groups belong to DARTS cell "
+                        "networks, not to NAG cells")
     nag_stage_cells(args.layers)
     return {'type': 'nag', 'imagenet': args.dataset == 'imagenet', 'C': args.init_channels,
             'num_classes': info.num_classes, 'layers': args.layers, 'auxiliary': args.auxiliary,
@@ -84,12 +97,14 @@ def build_network(config, genotype):
     if config['type'] == 'resnet':
         return ResNetCIFAR(config['net_type'], config['num_classes'], config['attention'], genotype,
                            se_reduction=config['se_reduction'], in_channels=config['in_channels'])
+    cnas_options = dict(prune_none=config.get('prune_none', False), shuffle_groups=config.get('shuffle_groups', '1'))
     if config['type'] == 'imagenet':
         return NetworkImageNet(config['C'], config['num_classes'], config['layers'], config['auxiliary'],
-                               genotype, in_channels=config['in_channels'], image_size=config['image_size'])
+                               genotype, in_channels=config['in_channels'], image_size=config['image_size'],
+                               **cnas_options)
     return NetworkCIFAR(config['C'], config['num_classes'], config['layers'], config['auxiliary'], genotype,
                         in_channels=config['in_channels'], image_size=config['image_size'],
-                        pooled_head=config['pooled_head'])
+                        pooled_head=config['pooled_head'], reduce_level=config.get('reduce_level', 0), **cnas_options)
 
 
 def add_resnet_arguments(parser):
@@ -143,7 +158,18 @@ def train_parser(preset):
     g.add_argument('--auxiliary_weight', type=float, default=0.4)
     g.add_argument('--drop_path_prob', type=float, default=p['drop_path_prob'],
                    help='drop-path rate, ramped linearly from 0 over the epochs')
-    g.add_argument('--pooled_head', action='store_true', help='2x2 pooled classifier head (CNAS, many classes)')
+    g = parser.add_argument_group('CNAS network options')
+    g.add_argument('--pooled_head', action=argparse.BooleanOptionalAction, default=False,
+                   help='2x2 pooled classifier head (CNAS); with neither flag under --preset cnas: on for data '
+                        'sets of more than 10 classes, as the CNAS network')
+    g.add_argument('--reduce_level', type=int, default=0, choices=REDUCE_LEVELS,
+                   help='CIFAR-style network: 1 or 2 halves the image in the stem (CNAS)')
+    g.add_argument('--prune_none', action='store_true',
+                   help="build no 'none' edges and no preprocessing of cell inputs only they read (fewer "
+                        "parameters than the references for some CNAS sparse cells)")
+    g.add_argument('--shuffle_groups', choices=SHUFFLE_GROUP_CHOICES, default='1',
+                   help="shuffle_conv_3x3: 1, the CNAS code's dense unit; auto, ShuffleNet's grouped unit "
+                        "(2-4 groups) with a real channel shuffle")
     if p.get('network') == 'resnet':
         add_resnet_arguments(parser)
     else:

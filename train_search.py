@@ -6,6 +6,7 @@
 Writes into the run directory (--save): genotype.json every epoch, alphas.jsonl (softmaxed
 architecture weights per epoch), metrics.jsonl, log.txt, checkpoint.pt (resume with --resume).
 """
+import argparse
 import hashlib
 import json
 import sys
@@ -18,7 +19,9 @@ import genotypes
 import training
 import utils
 from architect import HESSIAN_STENCILS, Architect
+from model import REDUCE_LEVELS
 from model_search import LOCATIONS, SearchNetwork
+from operations import SHUFFLE_GROUP_CHOICES
 from training import logger
 
 
@@ -33,6 +36,13 @@ def build_parser():
     g.add_argument('--num_meta_node', type=int, default=4, help='intermediate nodes per cell')
     g.add_argument('--use_sparse', action='store_true',
                    help="CNAS: affine BN in the supernet and a derivation that may keep 'none' edges")
+    g.add_argument('--stem_affine', action=argparse.BooleanOptionalAction, default=True,
+                   help="affine stem BatchNorm (DARTS, Att-DARTS); --no-stem_affine: as the cells' BatchNorms, "
+                        "affine only with --use_sparse (CNAS)")
+    g.add_argument('--reduce_level', type=int, default=0, choices=REDUCE_LEVELS,
+                   help='1 or 2: the stem halves the image (CNAS searches data sets larger than CIFAR with 1)')
+    g.add_argument('--shuffle_groups', choices=SHUFFLE_GROUP_CHOICES, default='1',
+                   help="shuffle_conv_3x3: 1, the CNAS code's dense unit; auto, ShuffleNet's grouped unit")
     g.add_argument('--drop_path_prob', type=float, default=0.3, help='unused in search; kept for the seeds\' CLI')
     return add_search_arguments(parser)
 
@@ -45,7 +55,8 @@ def repeat(loader):
 def search_signature(args, info):
     return json.dumps({'kind': 'search', 'location': args.location, 'primitives': args.primitives,
                        'C': args.init_channels, 'layers': args.layers, 'steps': args.num_meta_node,
-                       'sparse': args.use_sparse,
+                       'sparse': args.use_sparse, 'stem_affine': args.stem_affine,
+                       'reduce_level': args.reduce_level, 'shuffle_groups': args.shuffle_groups,
                        'classes': info.num_classes, 'in_channels': info.in_channels})
 
 
@@ -77,7 +88,9 @@ def main(argv=None):
     utils.seed_everything(args.seed)
     model = SearchNetwork(args.init_channels, info.num_classes, args.layers, location=args.location,
                           primitives=args.primitives, steps=args.num_meta_node, affine=args.use_sparse,
-                          in_channels=info.in_channels, image_size=info.image_size)
+                          stem_affine=args.stem_affine, reduce_level=args.reduce_level,
+                          shuffle_groups=args.shuffle_groups, in_channels=info.in_channels,
+                          image_size=info.image_size)
     training.place_model(model, args, device)
     return search(args, model, info, device, search_signature(args, info))
 

@@ -309,13 +309,17 @@ SPARSE = Genotype(
     reduce_concat=[2, 3, 4, 5])
 
 
-def test_sparse_genotype_builds_no_none_modules():
+@pytest.mark.parametrize('prune_none', [False, True])
+def test_sparse_genotype_none_modules(prune_none):
+    # As the references by default ('none' is a Zero op on its edge), none at all with prune_none.
     genotypes.validate(SPARSE)
-    net = NetworkCIFAR(8, 10, 5, True, SPARSE)
-    assert not any(isinstance(m, operations.Zero) for m in net.modules())
+    net = NetworkCIFAR(8, 10, 5, True, SPARSE, prune_none=prune_none)
+    zeros = [m for m in net.modules() if isinstance(m, operations.Zero)]
     for cell in net.cells:
         entries = SPARSE.reduce if cell.reduction else SPARSE.normal
-        assert len(cell._ops) == sum(op != 'none' for op, _ in entries)
+        assert len(cell._ops) == sum(prune_none is False or op != 'none' for op, _ in entries)
+    assert len(zeros) == (0 if prune_none else sum(
+        op == 'none' for cell in net.cells for op, _ in (SPARSE.reduce if cell.reduction else SPARSE.normal)))
     logits, aux = net(torch.randn(2, 3, 32, 32))
     assert logits.shape == (2, 10) and aux.shape == (2, 10)
     (logits.sum() + aux.sum()).backward()
