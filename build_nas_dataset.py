@@ -124,16 +124,14 @@ def main(argv=None):
                             'max_vertices': args.max_vertices, 'num_archs': args.num_archs, 'seed': args.seed})
     run = training.Run(args.save, args, args.resume, kind='nasdata', signature=signature)
     archs = architecture_pool(run, args)
-    train_data = datasets.build_dataset(args.dataset, args.data, train=True, augment=True,
-                                        cutout_length=args.cutout_length if args.cutout else 0)
+    train_data = training.load_split(args, train=True)
     weight_idx, arch_idx = datasets.search_split(train_data, args.train_portion, args.subset)
     weight_loader = training.make_loader(torch.utils.data.Subset(train_data, weight_idx), args.batch_size, True,
                                          args.workers, device, drop_last=True)
     if len(weight_loader) == 0:
         raise UserError(f"--batch_size {args.batch_size} is larger than the supernet's training split "
                         f"({len(weight_idx)} images); lower --batch_size")
-    scoring_data = torch.utils.data.Subset(
-        datasets.build_dataset(args.dataset, args.data, train=True, augment=False), arch_idx)
+    scoring_data = torch.utils.data.Subset(training.load_split(args, train=True, augment=False), arch_idx)
 
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(supernet.parameters(), args.learning_rate, momentum=args.momentum,

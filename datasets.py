@@ -39,6 +39,12 @@ CIFAR10_MEAN = (0.49139968, 0.48215827, 0.44653124)
 CIFAR10_STD = (0.24703233, 0.24348505, 0.26158768)
 CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
 CIFAR100_STD = (0.2675, 0.2565, 0.2761)
+# CNAS (tianbaochou/CNAS `utils.py`) and SLNAS (Yee-Master/SLNAS `data/data.py`) normalise CIFAR-10
+# and CIFAR-100 alike with constants of their own.
+CNAS_CIFAR_MEAN = (0.491, 0.482, 0.44653124)
+CNAS_CIFAR_STD = (0.247, 0.243, 0.261)
+SLNAS_CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+SLNAS_CIFAR_STD = (0.2023, 0.1994, 0.2010)
 FASHION_MNIST_MEAN = (0.2860,)
 FASHION_MNIST_STD = (0.3530,)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -90,6 +96,25 @@ class Cutout:
 
 # ----------------------------------------------------------------------------- transforms
 
+# `--cifar_normalization`: the (mean, std) of CIFAR-10 and CIFAR-100 in each reference.  'darts' is
+# quark0/darts's CIFAR-10 pair and Att-DARTS's and ANAS's CIFAR-100 pair.
+CIFAR_NORMALIZATIONS = {
+    'darts': {'cifar10': (CIFAR10_MEAN, CIFAR10_STD), 'cifar100': (CIFAR100_MEAN, CIFAR100_STD)},
+    'cnas': dict.fromkeys(('cifar10', 'cifar100'), (CNAS_CIFAR_MEAN, CNAS_CIFAR_STD)),
+    'slnas': dict.fromkeys(('cifar10', 'cifar100'), (SLNAS_CIFAR_MEAN, SLNAS_CIFAR_STD)),
+}
+
+
+def normalization(name, cifar_normalization='darts'):
+    """(mean, std) that a data set is normalised with: for CIFAR those of `cifar_normalization`
+    (a key of CIFAR_NORMALIZATIONS), for the others their own."""
+    key, spec = _lookup(name)
+    if cifar_normalization not in CIFAR_NORMALIZATIONS:
+        raise UserError(f"unknown CIFAR normalisation '{cifar_normalization}'; choose from "
+                        f"{', '.join(CIFAR_NORMALIZATIONS)}")
+    return CIFAR_NORMALIZATIONS[cifar_normalization].get(key, (spec.mean, spec.std))
+
+
 def _finish(ops, spec, augment, cutout_length):
     ops = list(ops) + [T.ToTensor(), T.Normalize(spec.mean, spec.std)]
     if augment and cutout_length:
@@ -126,10 +151,12 @@ def _imagenet_transform(spec, augment, cutout_length, size):
     return _finish(ops, spec, augment, cutout_length)
 
 
-def build_transform(name, augment, cutout_length=0, image_size=None):
+def build_transform(name, augment, cutout_length=0, image_size=None, cifar_normalization='darts'):
     """The transform build_dataset uses: training augmentation if `augment`, else the evaluation one.
     Cutout is added only with augment and cutout_length > 0."""
     key, spec = _lookup(name)
+    mean, std = normalization(key, cifar_normalization)
+    spec = spec._replace(mean=mean, std=std)
     size = _check_size(image_size, spec)
     cutout_length = _check_cutout(cutout_length)
     if key in ('cifar10', 'cifar100'):
@@ -516,14 +543,15 @@ def dataset_info(name, root=None, image_size=None, need_data=True):
     return DatasetInfo(num_classes, spec.in_channels, _check_size(image_size, spec), spec.mean, spec.std)
 
 
-def build_dataset(name, root, train, augment, cutout_length=0, image_size=None):
+def build_dataset(name, root, train, augment, cutout_length=0, image_size=None, cifar_normalization='darts'):
     """The train (train=True) or test/val split of a registered data set, yielding (tensor, int).
 
     augment=True gives the training augmentation (and Cutout when cutout_length > 0, after
     normalisation); augment=False gives ToTensor + Normalize (after the resize/crop for folders).
-    image_size defaults to the data set's own (32, 28, 32, 64, 224). root=None means 'data'."""
+    image_size defaults to the data set's own (32, 28, 32, 64, 224). root=None means 'data'.
+    CIFAR is normalised with the constants of `cifar_normalization` (see CIFAR_NORMALIZATIONS)."""
     key, spec = _lookup(name)
-    transform = build_transform(key, augment, cutout_length, image_size)
+    transform = build_transform(key, augment, cutout_length, image_size, cifar_normalization)
     root = os.fspath(root) if root is not None else 'data'
     return spec.builder(spec, root, bool(train), transform)
 
@@ -570,8 +598,10 @@ class DeviceLoader:
     same seed replays the same batches; under torchrun each process takes its shard of the
     order.  Batches come out channels-last, as the crop builds them."""
 
-    def __init__(self, dataset, name, batch_size, shuffle, drop_last, device, augment, cutout_length=0):
-        key, spec = _lookup(name)
+    def __init__(self, dataset, name, batch_size, shuffle, drop_last, device, augment, cutout_length=0,
+                 cifar_normalization='darts'):
+        key, _ = _lookup(name)
+        mean, std = normalization(key, cifar_normalization)
         indices = list(range(len(dataset)))
         while isinstance(dataset, torch.utils.data.Subset):
             indices = [dataset.indices[i] for i in indices]
@@ -580,8 +610,8 @@ class DeviceLoader:
         images = images[:, None] if images.dim() == 3 else images.permute(0, 3, 1, 2)  # N x C x H x W
         self.images = images[indices].to(device)
         self.labels = torch.as_tensor(dataset.targets)[indices].to(device)
-        self.mean = torch.tensor(spec.mean, device=device)[None, :, None, None]
-        self.std = torch.tensor(spec.std, device=device)[None, :, None, None]
+        self.mean = torch.tensor(mean, device=device)[None, :, None, None]
+        self.std = torch.tensor(std, device=device)[None, :, None, None]
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.padding = DEVICE_CROP_PADDING[key] if augment else 0
         self.flip = augment
@@ -647,5 +677,5 @@ def augment_on_device(images, shift, flip, centre, padding, cutout_length, mean,
 
 __all__ = ['DATASETS', 'DeviceLoader', 'augment_on_device', 'DatasetInfo', 'DatasetSpec', 'Cutout', 'build_dataset', 'build_transform',
            'dataset_info', 'search_split', 'CIFAR10_MEAN', 'CIFAR10_STD', 'CIFAR100_MEAN', 'CIFAR100_STD',
-           'FASHION_MNIST_MEAN', 'FASHION_MNIST_STD', 'IMAGENET_MEAN', 'IMAGENET_STD',
+           'CIFAR_NORMALIZATIONS', 'normalization', 'FASHION_MNIST_MEAN', 'FASHION_MNIST_STD', 'IMAGENET_MEAN', 'IMAGENET_STD',
            'FASHION_MNIST_DEBIAN_DIR', 'DOWNLOAD_TIMEOUT', 'OFFLINE_ENV']

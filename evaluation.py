@@ -189,17 +189,15 @@ def train_parser(preset):
 def build_loaders(args, device):
     """(train loader, test loader) of --dataset; --subset keeps the first N training images."""
     def loader(train):
-        data = datasets.build_dataset(args.dataset, args.data, train=train, augment=train,
-                                      cutout_length=args.cutout_length if train and args.cutout else 0)
+        data = training.load_split(args, train)
         if train and args.subset is not None:
             data = torch.utils.data.Subset(data, range(min(args.subset, len(data))))
         batch = args.batch_size if train else (args.test_batch_size or args.batch_size)
         if train and batch > len(data):
             raise UserError(f"--batch_size {batch} is larger than the training set ({len(data)} images); "
                             f"lower --batch_size")
-        cutout_length = args.cutout_length if train and args.cutout else 0
-        on_device = (args.dataset, train, cutout_length) if args.data_on_device else None
-        return training.make_loader(data, batch, train, args.workers, device, drop_last=train, on_device=on_device)
+        return training.make_loader(data, batch, train, args.workers, device, drop_last=train,
+                                    on_device=training.device_augmentation(args, train))
     return loader(True), loader(False)
 
 
@@ -310,7 +308,8 @@ def test_parser(preset):
 
 
 def load_trained(path, expected_genotype=None):
-    """(model, config, genotype) from a trained.pt, refusing files of another architecture."""
+    """(model, config, genotype, training arguments) from a trained.pt, refusing files of another
+    architecture."""
     checkpoint = utils.load_checkpoint_file(path, 'model file')
     if not isinstance(checkpoint, dict) or not {'state_dict', 'network', 'genotype'} <= checkpoint.keys():
         raise UserError(f"{path} is not a trained.pt written by train_*.py (no network/genotype record)")
@@ -323,14 +322,21 @@ def load_trained(path, expected_genotype=None):
         model.load_state_dict(checkpoint['state_dict'])
     except RuntimeError as exc:
         raise UserError(f"{path}: weights do not fit the recorded architecture ({str(exc).splitlines()[0]})") from exc
-    return model, checkpoint['network'], genotype
+    return model, checkpoint['network'], genotype, checkpoint.get('args', {})
+
+
+def test_split(args, trained_args):
+    """The test split of --dataset prepared as the model's training prepared its test split."""
+    preparation = argparse.Namespace(dataset=args.dataset, data=args.data, cutout=False, cutout_length=0,
+                                     cifar_normalization=trained_args.get('cifar_normalization', 'darts'))
+    return training.load_split(preparation, train=False)
 
 
 def test_main(argv, preset):
     args = test_parser(preset).parse_args(argv)
     expected = genotypes.resolve(args.arch, args.arch_path) if (args.arch or args.arch_path) else None
     device = training.select_device(args.device)
-    model, config, genotype = load_trained(args.model_path, expected)
+    model, config, genotype, trained_args = load_trained(args.model_path, expected)
     model.to(device)
     if args.dry_run:
         print(training.describe(model, (config['in_channels'], config['image_size'], config['image_size']))[2])
@@ -340,8 +346,7 @@ def test_main(argv, preset):
         raise UserError(f"{args.model_path} classifies {config['num_classes']} classes but --dataset "
                         f"{args.dataset} has {info.num_classes}; pass the dataset it was trained on")
     utils.seed_everything(args.seed)
-    data = datasets.build_dataset(args.dataset, args.data, train=False, augment=False)
-    loader = training.make_loader(data, args.batch_size, False, args.workers, device)
+    loader = training.make_loader(test_split(args, trained_args), args.batch_size, False, args.workers, device)
     training.configure_logging()
     result = training.evaluate(model, loader, nn.CrossEntropyLoss(), device, desc='test', no_progress=args.no_progress)
     report_test(result)

@@ -39,7 +39,8 @@ DEFAULT_BLOCKS = [4, 4]
 def build_parser():
     parser = training.default_parser(__doc__.splitlines()[0])
     training.add_common_arguments(parser, dataset='cifar10', batch_size=32, learning_rate=0.025,
-                                  learning_rate_min=0.0, epochs=600, seed=2, weight_decay=3e-4, grad_clip=5.0)
+                                  learning_rate_min=0.0, epochs=600, seed=2, weight_decay=3e-4, grad_clip=5.0,
+                                  cifar_normalization='slnas')
     add_slnas_arguments(parser, out_filters=32, blocks=None, drop_path=0.35)
     parser.set_defaults(cutout=True)
     g = parser.add_argument_group('retraining')

@@ -106,13 +106,12 @@ def search(args, model, info, device, signature):
         return 0
 
     run = training.Run(args.save, args, args.resume, kind='search', signature=signature)
-    train_data = datasets.build_dataset(args.dataset, args.data, train=True, augment=True,
-                                        cutout_length=args.cutout_length if args.cutout else 0)
+    train_data = training.load_split(args, train=True)
     weight_idx, arch_idx = datasets.search_split(train_data, args.train_portion, args.subset)
     if args.batch_size > min(len(weight_idx), len(arch_idx)):
         raise utils.UserError(f"--batch_size {args.batch_size} is larger than the search split "
                               f"({len(weight_idx)} / {len(arch_idx)} images); lower --batch_size")
-    on_device = (args.dataset, True, args.cutout_length if args.cutout else 0) if args.data_on_device else None
+    on_device = training.device_augmentation(args, augment=True)
     train_loader, valid_loader = (training.make_loader(torch.utils.data.Subset(train_data, idx), args.batch_size, True,
                                                        args.workers, device, drop_last=True, on_device=on_device)
                                   for idx in (weight_idx, arch_idx))

@@ -60,7 +60,8 @@ def add_slnas_arguments(parser, out_filters, blocks, drop_path):
 def build_parser():
     parser = training.default_parser(__doc__.splitlines()[0])
     training.add_common_arguments(parser, dataset='cifar10', batch_size=96, learning_rate=0.025,
-                                  learning_rate_min=0.0, epochs=150, seed=2, weight_decay=3e-4)
+                                  learning_rate_min=0.0, epochs=150, seed=2, weight_decay=3e-4,
+                                  cifar_normalization='slnas')
     add_slnas_arguments(parser, out_filters=48, blocks='[4,4]', drop_path=0.35)
     g = parser.add_argument_group('sampler')
     g.add_argument('--controller', choices=['lstm', 'random', 'ga'], default='lstm')
@@ -122,9 +123,10 @@ def main(argv=None):
     sampler = make_sampler(args, blocks, device)
     input_shape = (info.in_channels, info.image_size, info.image_size)
     if args.dry_run:
-        # The supernet's FLOPs depend on the path; report the first sampled one.
+        # The supernet's FLOPs depend on the path; report the first sampled one.  Its BatchNorms
+        # normalise over the batch even in eval mode, which one image cannot give.
         model.arch = sampler.sample()
-        print(training.describe(model, input_shape)[2])
+        print(training.describe(model, input_shape, batch=2)[2])
         return 0
 
     signature = json.dumps({'kind': 'slnas-search', 'C': args.child_out_filters, 'blocks': blocks,
@@ -132,8 +134,7 @@ def main(argv=None):
     run = training.Run(args.save, args, args.resume, kind='search-slnas', signature=signature)
     # Records of an epoch cut short by a kill are written again when it is replayed.
     run.truncate_jsonl('archs.jsonl', run.checkpoint['epoch'] if run.checkpoint else 0)
-    train_data = datasets.build_dataset(args.dataset, args.data, train=True, augment=True,
-                                        cutout_length=args.cutout_length if args.cutout else 0)
+    train_data = training.load_split(args, train=True)
     weight_idx, reward_idx = datasets.search_split(train_data, args.train_portion, args.subset)
     if args.batch_size > min(len(weight_idx), len(reward_idx)):
         raise UserError(f"--batch_size {args.batch_size} is larger than the search split "
@@ -142,8 +143,8 @@ def main(argv=None):
                                         True, args.workers, device, drop_last=True)
     reward_loader = training.make_loader(torch.utils.data.Subset(train_data, reward_idx), args.batch_size,
                                          True, args.workers, device, drop_last=True)
-    valid_loader = training.make_loader(datasets.build_dataset(args.dataset, args.data, train=False, augment=False),
-                                        args.batch_size, False, args.workers, device)
+    valid_loader = training.make_loader(training.load_split(args, train=False), args.batch_size, False,
+                                        args.workers, device)
 
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(slnas.no_decay_groups(model, args.weight_decay), args.learning_rate,

@@ -53,7 +53,7 @@ def add_common_arguments(parser, **defaults):
     with the Att-DARTS spellings as aliases)."""
     d = dict(dataset='cifar10', data='data', batch_size=64, learning_rate=0.025, learning_rate_min=0.0,
              momentum=0.9, weight_decay=3e-4, epochs=50, init_channels=16, layers=8, grad_clip=5.0,
-             seed=2, save=None, workers=2, report_freq=50, cutout_length=16)
+             seed=2, save=None, workers=2, report_freq=50, cutout_length=16, cifar_normalization='darts')
     d.update(defaults)
     g = parser.add_argument_group('common')
     g.add_argument('--dataset', default=d['dataset'],
@@ -90,6 +90,10 @@ def add_common_arguments(parser, **defaults):
     g.add_argument('--channels_last', action=argparse.BooleanOptionalAction, default=True,
                    help='channels-last layout of weights and feature maps: convolutions 1.3-1.7x faster on the '
                         'CPU, tensor-core friendly on a GPU; --no-channels_last keeps NCHW')
+    g.add_argument('--cifar_normalization', choices=list(datasets.CIFAR_NORMALIZATIONS),
+                   default=d['cifar_normalization'],
+                   help="CIFAR mean and std: darts (DARTS's CIFAR-10 and Att-DARTS's CIFAR-100 constants), or the "
+                        "one pair CNAS or SLNAS uses for both")
     g.add_argument('--data_on_device', action='store_true',
                    help='CIFAR / Fashion-MNIST: keep the training data on the device and crop, flip and cut out '
                         'there (for GPUs: no loader processes to wait for)')
@@ -221,22 +225,24 @@ def grad_scaler(args, device):
     return torch.amp.GradScaler(device.type, enabled=args.amp and amp_dtype(device) == torch.float16)
 
 
-def count_flops(model, input_shape):
-    """Forward FLOPs of one image (torch.utils.flop_counter), in eval mode."""
+def count_flops(model, input_shape, batch=1):
+    """Forward FLOPs of one image (torch.utils.flop_counter), in eval mode, counted on a batch of
+    `batch` images: a network whose BatchNorms use batch statistics even in eval mode (SLNAS's
+    supernet) needs two, and the counted convolutions and products scale exactly with the batch."""
     was_training = model.training
     model.eval()
     try:
         param = next(model.parameters())
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype))
-        return counter.get_total_flops()
+            model(torch.zeros(batch, *input_shape, device=param.device, dtype=param.dtype))
+        return counter.get_total_flops() // batch
     finally:
         model.train(was_training)
 
 
-def describe(model, input_shape):
+def describe(model, input_shape, batch=1):
     params = utils.count_parameters_in_MB(model)
-    flops = count_flops(model, input_shape)
+    flops = count_flops(model, input_shape, batch)
     return params, flops, f'params: {params:.6f} M\nflops: {flops / 1e6:.2f} MFLOPs per image'
 
 
@@ -537,14 +543,31 @@ def fit(run, args, stateful, run_epoch, loaders=(), device=None):
     return False, record
 
 
+def load_split(args, train, augment=None):
+    """The train or test split of --dataset as the script's flags prepare it: augmented (with
+    Cutout under --cutout) when `augment` (default: for the train split), --cifar_normalization."""
+    augment = train if augment is None else augment
+    return datasets.build_dataset(args.dataset, args.data, train=train, augment=augment,
+                                  cutout_length=args.cutout_length if augment and args.cutout else 0,
+                                  cifar_normalization=args.cifar_normalization)
+
+
+def device_augmentation(args, augment):
+    """`make_loader`'s on_device under --data_on_device (else None): the augmentation of load_split."""
+    if not args.data_on_device:
+        return None
+    return dict(name=args.dataset, augment=augment, cutout_length=args.cutout_length if augment and args.cutout else 0,
+                cifar_normalization=args.cifar_normalization)
+
+
 def make_loader(dataset, batch_size, shuffle, workers, device, drop_last=False, on_device=None):
     """A DataLoader with its own generator, which `fit` re-seeds every epoch; under torchrun each
-    process reads its own shard (batch_size is per process).  `on_device` = (data set name, augment,
-    cutout length), given with --data_on_device, holds the split on `device` and augments it there
+    process reads its own shard (batch_size is per process).  `on_device` (device_augmentation),
+    given with --data_on_device, holds the split on `device` and augments it there
     (datasets.DeviceLoader) instead."""
     if on_device is not None:
-        name, augment, cutout_length = on_device
-        return datasets.DeviceLoader(dataset, name, batch_size, shuffle, drop_last, device, augment, cutout_length)
+        return datasets.DeviceLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+                                     device=device, **on_device)
     sampler = (torch.utils.data.DistributedSampler(dataset, shuffle=shuffle, drop_last=drop_last)
                if distributed() else None)
     return torch.utils.data.DataLoader(
