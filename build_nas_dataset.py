@@ -33,6 +33,7 @@ import torch.nn as nn
 import datasets
 import nag
 import nag_cells
+import presets
 import training
 import utils
 from model import NAGNetworkCIFAR, nag_stage_cells
@@ -60,7 +61,7 @@ def build_parser():
                    help='width of the network whose params/FLOPs are recorded')
     g.add_argument('--eval_layers', type=int, default=20,
                    help='cells (3N+2) of the network whose params/FLOPs are recorded')
-    return parser
+    return presets.add_argument(parser, 'nasdata')
 
 
 def read_records(path):

@@ -507,6 +507,11 @@ def _lookup(name):
     return key, DATASETS[key]
 
 
+def canonical_name(name):
+    """The registry key of a data set name or alias ('CIFAR-100' -> 'cifar100'); UserError if unknown."""
+    return _lookup(name)[0]
+
+
 def _check_size(image_size, spec):
     if image_size is None:
         return spec.image_size

@@ -19,6 +19,7 @@ import torch.nn as nn
 import datasets
 import genotypes
 import nag_cells
+import presets
 import training
 import utils
 from model import (REDUCE_LEVELS, RESNET_ATTENTIONS, RESNET_BLOCKS, SE_REDUCTION, NAGNetworkCIFAR, NAGNetworkImageNet,
@@ -128,6 +129,8 @@ def resolve_genotype(args):
         return None
     if attention == 'anas' and not (args.arch or args.arch_path):
         return genotypes.ANAS
+    if not (args.arch or args.arch_path) and getattr(args, 'preset_arch', None):
+        args.arch = args.preset_arch  # the paper's architecture, under its --preset
     genotype = genotypes.resolve(args.arch, args.arch_path)
     name = args.arch or args.arch_path
     if attention is None and isinstance(genotype, genotypes.AttGenotype):
@@ -178,12 +181,18 @@ def train_parser(preset):
                             f"(default {p['nag_keep_prob']}, the reference's)")
         parser.set_defaults(nag_keep_prob=p['nag_keep_prob'])
     g = parser.add_argument_group('schedule')
-    g.add_argument('--scheduler', choices=['cosine', 'step'], default=p['scheduler'])
-    g.add_argument('--gamma', type=float, default=0.97, help='StepLR decay')
+    g.add_argument('--scheduler', choices=SCHEDULERS, default=p['scheduler'],
+                   help='cosine to --learning_rate_min over the epochs; step: x gamma every --decay_period '
+                        'epochs; multistep: x gamma at each of --milestones; constant')
+    g.add_argument('--gamma', type=float, default=None, help='learning-rate decay (default: 0.97 step, 0.1 multistep)')
     g.add_argument('--decay_period', type=int, default=1, help='StepLR period in epochs')
-    g.add_argument('--label_smooth', type=float, default=p['label_smooth'])
+    g.add_argument('--milestones', type=int, nargs='+', default=[90, 135],
+                   help='multistep: the epochs at which the rate is multiplied by gamma')
+    g.add_argument('--label_smooth', type=float, default=p['label_smooth'],
+                   help='label smoothing (--preset cnas: 0.1 for 50 classes or more, none below, as CNAS)')
     g.add_argument('--test_batch_size', type=int, default=p['test_batch_size'])
-    return parser
+    parser.set_defaults(preset_arch=None)
+    return presets.add_argument(parser, 'anas_train' if p.get('network') == 'resnet' else 'train')
 
 
 def build_loaders(args, device):
@@ -239,6 +248,22 @@ def train_and_test(args, run, model, device, loaders, optimizer, scheduler, loss
     return training.evaluate(model, test_loader, test_criterion, device, desc='test', no_progress=args.no_progress)
 
 
+SCHEDULERS = ('cosine', 'step', 'multistep', 'constant')
+
+
+def make_scheduler(args, optimizer):
+    """The learning-rate schedule of --scheduler, stepped once per epoch."""
+    if args.scheduler == 'cosine':
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs, eta_min=args.learning_rate_min)
+    if args.scheduler == 'step':
+        return torch.optim.lr_scheduler.StepLR(optimizer, args.decay_period,
+                                               gamma=0.97 if args.gamma is None else args.gamma)
+    if args.scheduler == 'multistep':
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, args.milestones,
+                                                    gamma=0.1 if args.gamma is None else args.gamma)
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
 def train_main(argv, preset):
     args = training.parse(train_parser(preset), argv)
     genotype = resolve_genotype(args)
@@ -257,7 +282,10 @@ def train_main(argv, preset):
     loaders = build_loaders(args, device)
     params, _, description = training.describe(model, input_shape)
     logger.info('train %s on %s: %s', args.arch or args.arch_path, args.dataset, description.replace('\n', ', '))
-    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smooth)
+    label_smooth = args.label_smooth
+    if label_smooth is None:  # CNAS: smoothing for many classes only
+        label_smooth = 0.1 if info.num_classes >= 50 else 0.0
+    criterion = nn.CrossEntropyLoss(label_smoothing=label_smooth)
 
     def loss_of(outputs, y):
         logits, logits_aux = outputs
@@ -266,10 +294,7 @@ def train_main(argv, preset):
 
     optimizer = torch.optim.SGD(model.parameters(), args.learning_rate, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
-    if args.scheduler == 'cosine':
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs, eta_min=args.learning_rate_min)
-    else:
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, args.decay_period, gamma=args.gamma)
+    scheduler = make_scheduler(args, optimizer)
     result = train_and_test(args, run, model, device, loaders, optimizer, scheduler, loss_of,
                             lambda epoch: args.drop_path_prob * epoch / args.epochs, params)
     if result is None:

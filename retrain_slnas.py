@@ -24,6 +24,7 @@ import torch.nn as nn
 import datasets
 import evaluation
 import genotypes
+import presets
 import slnas
 import training
 import utils
@@ -52,7 +53,7 @@ def build_parser():
     g.add_argument('--drop_path_ramp', type=float, default=0.7,
                    help='share of the epochs over which drop path grows to --droppath, then held')
     g.add_argument('--test_batch_size', type=int, default=None, help='default: --batch_size')
-    return parser
+    return presets.add_argument(parser, 'slnas_train')
 
 
 def resolve_arch(args):

@@ -26,6 +26,7 @@ import os
 import sys
 
 import datasets
+import presets
 import training
 import utils
 from model import check_net_type
@@ -42,7 +43,7 @@ def build_parser():
     g.add_argument('--note', default='try', help='run name: the run directory is runs/anas-NOTE unless --save')
     add_search_arguments(parser)
     parser.set_defaults(arch_grad_clip=5.0)
-    return parser
+    return presets.add_argument(parser, 'anas_search')
 
 
 @training.cli

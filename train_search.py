@@ -16,6 +16,7 @@ import torch.nn as nn
 
 import datasets
 import genotypes
+import presets
 import training
 import utils
 from architect import HESSIAN_STENCILS, Architect
@@ -44,7 +45,8 @@ def build_parser():
     g.add_argument('--shuffle_groups', choices=SHUFFLE_GROUP_CHOICES, default='1',
                    help="shuffle_conv_3x3: 1, the CNAS code's dense unit; auto, ShuffleNet's grouped unit")
     g.add_argument('--drop_path_prob', type=float, default=0.3, help='unused in search; kept for the seeds\' CLI')
-    return add_search_arguments(parser)
+    add_search_arguments(parser)
+    return presets.add_argument(parser, 'search')
 
 
 def repeat(loader):

@@ -28,6 +28,7 @@ import torch.nn as nn
 
 import datasets
 import genotypes
+import presets
 import slnas
 import training
 import utils
@@ -78,7 +79,7 @@ def build_parser():
                    help='share of the training set for the weights; the rest gives the rewards')
     g.add_argument('--candidates', type=int, default=10, help='architectures scored for best_arch.json per epoch')
     g.add_argument('--candidate_batches', type=int, default=5, help='reward batches scoring each candidate')
-    return parser
+    return presets.add_argument(parser, 'slnas_search')
 
 
 def make_sampler(args, blocks, device):

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 import datasets
 import kernels
+import presets
 import utils
 import visualize
 from utils import UserError
@@ -107,7 +108,11 @@ def add_common_arguments(parser, **defaults):
 
 
 def parse(parser, argv):
+    """Parse `argv` after --preset (presets.py) has replaced the parser's defaults, then check the
+    common flags."""
+    early = presets.apply(parser, argv)
     args = parser.parse_args(argv)
+    presets.check(args, early)
     for name in ('batch_size', 'epochs', 'init_channels', 'layers'):
         if getattr(args, name, 1) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
