@@ -10,7 +10,7 @@ from genotypes import Genotype
 from model import Cell, NetworkCIFAR, NetworkImageNet
 from utils import count_parameters_in_MB, drop_path
 
-NAMED = ['NASNet', 'AmoebaNet', 'DARTS_V1', 'DARTS_V2', 'Att_DARTS']
+NAMED = ['NASNet', 'AmoebaNet', 'DARTS_V1', 'DARTS_V2', 'Att_DARTS', 'MyDARTS']
 
 # Exact parameter counts without the auxiliary head: NetworkCIFAR(36, 10, 20) and
 # NetworkImageNet(48, 1000, 14).  Oracles:
@@ -29,6 +29,9 @@ PARAMS_CIFAR = {
     'DARTS_V1': 3169414,
     'DARTS_V2': 3349342,
     'Att_DARTS': 3231343,
+    # chomin/Att-DARTS@1b273a1 `model.NetworkCIFAR(36, 10, 20, True, MyDARTS)`, its 2-tuples given the
+    # empty third element its model reads (the count without the auxiliary head).
+    'MyDARTS': 1687654,
 }
 PARAMS_IMAGENET = {
     'NASNet': 5564320,
@@ -36,6 +39,7 @@ PARAMS_IMAGENET = {
     'DARTS_V1': 4510432,
     'DARTS_V2': 4718752,
     'Att_DARTS': 4641666,
+    'MyDARTS': 2965792,  # chomin/Att-DARTS@1b273a1 `model.NetworkImageNet(48, 1000, 14, True, ...)`
 }
 
 
