@@ -112,7 +112,7 @@ def main(argv=None):
     nag_stage_cells(args.eval_layers, '--eval_layers')
     device = training.select_device(args.device)
     training.single_process()
-    info = datasets.dataset_info(args.dataset, args.data, need_data=not args.dry_run)
+    info = training.dataset_info(args, need_data=not args.dry_run)
     utils.seed_everything(args.seed)
     supernet = training.place_model(nag.OneShotNetwork(args.init_channels, info.num_classes, args.layers,
                                                        args.max_vertices, info.in_channels), args, device)

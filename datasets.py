@@ -140,6 +140,11 @@ def _folder_transform(spec, augment, cutout_length, size):
     return _finish(ops, spec, augment, cutout_length)
 
 
+def _scaled(size, reference_size, reference_resize):
+    """A reference's resize before its centre crop, scaled to a crop of `size` pixels."""
+    return int(round(size * reference_resize / reference_size))
+
+
 def _imagenet_transform(spec, augment, cutout_length, size):
     """SPEC 1.6 ImageNet: RandomResizedCrop + flip + ColorJitter(0.4, 0.4, 0.4, 0.2), or Resize(256)
     + CenterCrop(224) (the resize scales with `size`)."""
@@ -147,25 +152,76 @@ def _imagenet_transform(spec, augment, cutout_length, size):
         ops = [T.RandomResizedCrop(size), T.RandomHorizontalFlip(),
                T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.2)]
     else:
-        ops = [T.Resize(int(round(size * 256 / 224))), T.CenterCrop(size)]
+        ops = [T.Resize(_scaled(size, 224, 256)), T.CenterCrop(size)]
     return _finish(ops, spec, augment, cutout_length)
 
 
-def build_transform(name, augment, cutout_length=0, image_size=None, cifar_normalization='darts'):
+def _cnas_imagenet_transform(spec, augment, cutout_length, size):
+    """CNAS's ImageNet pipeline (`utils.data_transforms_imagenet`, 128 px): as DARTS's, but the
+    evaluation resize is Resize(256) before CenterCrop(128) (twice the crop)."""
+    if augment:
+        return _imagenet_transform(spec, augment, cutout_length, size)
+    return _finish([T.Resize(_scaled(size, 128, 256)), T.CenterCrop(size)], spec, augment, cutout_length)
+
+
+def _cnas_food101_transform(spec, augment, cutout_length, size):
+    """CNAS's Food-101 pipeline (`utils.data_transforms_food101`, 128 px): RandomResizedCrop + flip
+    + ColorJitter(0.2, 0.2, 0.2, 0.2), or Resize + CenterCrop at the crop size."""
+    if augment:
+        ops = [T.RandomResizedCrop(size), T.RandomHorizontalFlip(),
+               T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.2)]
+    else:
+        ops = [T.Resize(size), T.CenterCrop(size)]
+    return _finish(ops, spec, augment, cutout_length)
+
+
+def _slnas_transform(spec, augment, cutout_length, size):
+    """SLNAS's image-folder pipeline (`data.get_retrain_loaders`, 224 px, antialiased resizes): a
+    random degradation (resize to 256, 128, 64 or 32 px with probabilities 0.55, 0.15, 0.15, 0.15),
+    back to 256 x 256, ColorJitter(0.4, 0.4, 0.4, 0.1), RandomGrayscale(0.2), flip, RandomResizedCrop;
+    for evaluation Resize to 256 x 256 and CenterCrop.  256 is scaled with `size`."""
+    lanczos = T.InterpolationMode.LANCZOS
+    full = _scaled(size, 224, 256)
+    if augment:
+        scales = [T.Resize((_scaled(full, 256, side),) * 2, interpolation=lanczos) for side in (256, 128, 64, 32)]
+        ops = [T.RandomChoice(scales, p=[0.55, 0.15, 0.15, 0.15]), T.Resize((full, full), interpolation=lanczos),
+               T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1), T.RandomGrayscale(0.2),
+               T.RandomHorizontalFlip(), T.RandomResizedCrop(size, interpolation=lanczos)]
+    else:
+        ops = [T.Resize((full, full), interpolation=lanczos), T.CenterCrop(size)]
+    return _finish(ops, spec, augment, cutout_length)
+
+
+# `--pipeline` of the folder data sets: 'crop' (resize, pad-4 random crop, flip: small images),
+# 'imagenet' (DARTS), and the references' own.  'auto' is 'imagenet' for ImageNet, else 'crop'.
+FOLDER_PIPELINES = {'crop': _folder_transform, 'imagenet': _imagenet_transform,
+                    'cnas-imagenet': _cnas_imagenet_transform, 'cnas-food101': _cnas_food101_transform,
+                    'slnas': _slnas_transform}
+PIPELINES = ('auto',) + tuple(FOLDER_PIPELINES)
+FOLDER_DATASETS = ('imagefolder', 'tiny-imagenet', 'imagenet')
+
+
+def build_transform(name, augment, cutout_length=0, image_size=None, cifar_normalization='darts', pipeline='auto'):
     """The transform build_dataset uses: training augmentation if `augment`, else the evaluation one.
-    Cutout is added only with augment and cutout_length > 0."""
+    Cutout is added only with augment and cutout_length > 0.  `pipeline` chooses a folder data
+    set's (FOLDER_PIPELINES); CIFAR and Fashion-MNIST have their one."""
     key, spec = _lookup(name)
     mean, std = normalization(key, cifar_normalization)
     spec = spec._replace(mean=mean, std=std)
     size = _check_size(image_size, spec)
     cutout_length = _check_cutout(cutout_length)
+    if pipeline not in PIPELINES:
+        raise UserError(f"unknown --pipeline '{pipeline}'; choose from {', '.join(PIPELINES)}")
+    if pipeline != 'auto' and key not in FOLDER_DATASETS:
+        raise UserError(f"--pipeline {pipeline} is for image folders ({', '.join(FOLDER_DATASETS)}); {spec.title} "
+                        f"has its own augmentation: drop --pipeline")
     if key in ('cifar10', 'cifar100'):
         return _small_image_transform(spec, augment, cutout_length, size, pad=4)
     if key == 'fashion-mnist':
         return _small_image_transform(spec, augment, cutout_length, size, pad=2)
-    if key == 'imagenet':
-        return _imagenet_transform(spec, augment, cutout_length, size)
-    return _folder_transform(spec, augment, cutout_length, size)
+    if pipeline == 'auto':
+        pipeline = 'imagenet' if key == 'imagenet' else 'crop'
+    return FOLDER_PIPELINES[pipeline](spec, augment, cutout_length, size)
 
 
 # ----------------------------------------------------------------------------- downloads
@@ -548,15 +604,17 @@ def dataset_info(name, root=None, image_size=None, need_data=True):
     return DatasetInfo(num_classes, spec.in_channels, _check_size(image_size, spec), spec.mean, spec.std)
 
 
-def build_dataset(name, root, train, augment, cutout_length=0, image_size=None, cifar_normalization='darts'):
+def build_dataset(name, root, train, augment, cutout_length=0, image_size=None, cifar_normalization='darts',
+                  pipeline='auto'):
     """The train (train=True) or test/val split of a registered data set, yielding (tensor, int).
 
     augment=True gives the training augmentation (and Cutout when cutout_length > 0, after
     normalisation); augment=False gives ToTensor + Normalize (after the resize/crop for folders).
     image_size defaults to the data set's own (32, 28, 32, 64, 224). root=None means 'data'.
-    CIFAR is normalised with the constants of `cifar_normalization` (see CIFAR_NORMALIZATIONS)."""
+    CIFAR is normalised with the constants of `cifar_normalization` (see CIFAR_NORMALIZATIONS);
+    folder data sets are prepared by `pipeline` (FOLDER_PIPELINES)."""
     key, spec = _lookup(name)
-    transform = build_transform(key, augment, cutout_length, image_size, cifar_normalization)
+    transform = build_transform(key, augment, cutout_length, image_size, cifar_normalization, pipeline)
     root = os.fspath(root) if root is not None else 'data'
     return spec.builder(spec, root, bool(train), transform)
 
@@ -682,5 +740,5 @@ def augment_on_device(images, shift, flip, centre, padding, cutout_length, mean,
 
 __all__ = ['DATASETS', 'DeviceLoader', 'augment_on_device', 'DatasetInfo', 'DatasetSpec', 'Cutout', 'build_dataset', 'build_transform',
            'dataset_info', 'search_split', 'CIFAR10_MEAN', 'CIFAR10_STD', 'CIFAR100_MEAN', 'CIFAR100_STD',
-           'CIFAR_NORMALIZATIONS', 'normalization', 'FASHION_MNIST_MEAN', 'FASHION_MNIST_STD', 'IMAGENET_MEAN', 'IMAGENET_STD',
+           'CIFAR_NORMALIZATIONS', 'normalization', 'PIPELINES', 'FOLDER_PIPELINES', 'canonical_name', 'FASHION_MNIST_MEAN', 'FASHION_MNIST_STD', 'IMAGENET_MEAN', 'IMAGENET_STD',
            'FASHION_MNIST_DEBIAN_DIR', 'DOWNLOAD_TIMEOUT', 'OFFLINE_ENV']

@@ -52,15 +52,20 @@ def network_config(args, info, genotype):
         return nag_config(args, info)
     if args.keep_prob is not None:
         raise UserError("--keep_prob is the classifier dropout of NAG networks; DARTS cell networks have none")
-    imagenet = args.dataset == 'imagenet'
+    imagenet = imagenet_skeleton(args)
     if imagenet and args.reduce_level:
         raise UserError("--reduce_level sets the stem of the CIFAR-style network; the ImageNet network has "
-                        "its own stride-8 stems: drop --reduce_level")
+                        "its own stride-8 stems: drop --reduce_level or pass --network cifar")
     pooled_head = info.num_classes > 10 if args.pooled_head is None else args.pooled_head
     return {'type': 'imagenet' if imagenet else 'cifar', 'C': args.init_channels,
             'num_classes': info.num_classes, 'layers': args.layers, 'auxiliary': args.auxiliary,
             'in_channels': info.in_channels, 'image_size': info.image_size, 'pooled_head': pooled_head,
             'reduce_level': args.reduce_level, 'prune_none': args.prune_none, 'shuffle_groups': args.shuffle_groups}
+
+
+def imagenet_skeleton(args):
+    """Whether --network (auto: for --dataset imagenet) asks for the ImageNet skeleton."""
+    return args.network == 'imagenet' or (args.network == 'auto' and datasets.canonical_name(args.dataset) == 'imagenet')
 
 
 def cnas_options_given(args):
@@ -83,7 +88,8 @@ def nag_config(args, info):
         raise UserError("--pooled_head, --reduce_level, --prune_none and --shuffle_groups belong to DARTS cell "
                         "networks, not to NAG cells")
     nag_stage_cells(args.layers)
-    return {'type': 'nag', 'imagenet': args.dataset == 'imagenet', 'C': args.init_channels,
+    imagenet = imagenet_skeleton(args)
+    return {'type': 'nag', 'imagenet': imagenet, 'C': args.init_channels,
             'num_classes': info.num_classes, 'layers': args.layers, 'auxiliary': args.auxiliary,
             'keep_prob': args.nag_keep_prob if args.keep_prob is None else args.keep_prob,
             'in_channels': info.in_channels, 'image_size': info.image_size}
@@ -161,6 +167,10 @@ def train_parser(preset):
     g.add_argument('--auxiliary_weight', type=float, default=0.4)
     g.add_argument('--drop_path_prob', type=float, default=p['drop_path_prob'],
                    help='drop-path rate, ramped linearly from 0 over the epochs')
+    g.add_argument('--network', choices=('auto', 'cifar', 'imagenet'), default='auto',
+                   help="cell networks' skeleton: cifar (full-resolution stem; with --reduce_level a strided one) "
+                        "or imagenet (DARTS's stride-8 stems, for large images); auto: imagenet for --dataset "
+                        "imagenet, cifar otherwise")
     g = parser.add_argument_group('CNAS network options')
     g.add_argument('--pooled_head', action=argparse.BooleanOptionalAction, default=False,
                    help='2x2 pooled classifier head (CNAS); with neither flag under --preset cnas: on for data '
@@ -268,7 +278,7 @@ def train_main(argv, preset):
     args = training.parse(train_parser(preset), argv)
     genotype = resolve_genotype(args)
     device = training.select_device(args.device)
-    info = datasets.dataset_info(args.dataset, args.data, need_data=not args.dry_run)
+    info = training.dataset_info(args, need_data=not args.dry_run)
     config = network_config(args, info, genotype)
     utils.seed_everything(args.seed)
     model = training.place_model(build_network(config, genotype), args, device)
@@ -350,9 +360,10 @@ def load_trained(path, expected_genotype=None):
     return model, checkpoint['network'], genotype, checkpoint.get('args', {})
 
 
-def test_split(args, trained_args):
+def test_split(args, config, trained_args):
     """The test split of --dataset prepared as the model's training prepared its test split."""
     preparation = argparse.Namespace(dataset=args.dataset, data=args.data, cutout=False, cutout_length=0,
+                                     image_size=config['image_size'], pipeline=trained_args.get('pipeline', 'auto'),
                                      cifar_normalization=trained_args.get('cifar_normalization', 'darts'))
     return training.load_split(preparation, train=False)
 
@@ -371,7 +382,8 @@ def test_main(argv, preset):
         raise UserError(f"{args.model_path} classifies {config['num_classes']} classes but --dataset "
                         f"{args.dataset} has {info.num_classes}; pass the dataset it was trained on")
     utils.seed_everything(args.seed)
-    loader = training.make_loader(test_split(args, trained_args), args.batch_size, False, args.workers, device)
+    loader = training.make_loader(test_split(args, config, trained_args), args.batch_size, False, args.workers,
+                                  device)
     training.configure_logging()
     result = training.evaluate(model, loader, nn.CrossEntropyLoss(), device, desc='test', no_progress=args.no_progress)
     report_test(result)

@@ -64,9 +64,10 @@ PRESETS = {
                                    weight_decay=3e-4, epochs=150, seed=2, child_out_filters=48, blocks='[4,4]',
                                    droppath=0.35, controller='lstm', controller_lr=3.5e-5, entropy_weight=1e-4,
                                    bl_dec=0.95, controller_steps=150, train_portion=0.8, stride4_stem=True,
-                                   cifar_normalization='slnas'),
+                                   initialize_weights=True, cifar_normalization='slnas'),
                   'when': [('dataset', 'imagefolder', dict(batch_size=32, learning_rate_min=1e-4, child_out_filters=16,
-                                                           blocks='[1,1]', controller_lr=3.5e-4))]},
+                                                           blocks='[1,1]', controller_lr=3.5e-4, image_size=224,
+                                                           pipeline='slnas'))]},
     },
     # build_nas_dataset.py
     'nasdata': {
@@ -90,7 +91,8 @@ PRESETS = {
                                   pooled_head=None, shuffle_groups='1', cifar_normalization='cnas'),
                  'when': [('dataset', 'cifar10', dict(scheduler='cosine')),
                           ('dataset', 'cifar100', dict(scheduler='cosine')),
-                          ('dataset', 'imagenet', dict(weight_decay=3e-5, init_channels=50, drop_path_prob=0.0))]},
+                          ('dataset', 'imagenet', dict(weight_decay=3e-5, init_channels=50, drop_path_prob=0.0,
+                                                       network='cifar', image_size=128, pipeline='cnas-imagenet'))]},
         # NAG `train_cifar.py` / `train_imagenet.py`.
         'nag': {'defaults': dict(preset_arch='NAG', batch_size=96, test_batch_size=500, epochs=600, init_channels=36,
                                  layers=20, seed=0, grad_clip=5.0, cutout=True, cutout_length=16, auxiliary=True,
@@ -114,9 +116,12 @@ PRESETS = {
         # SLNAS `retrainer_cifar.py`; `retrainer.py` for image folders.
         'slnas': {'defaults': dict(batch_size=32, learning_rate=0.025, momentum=0.9, weight_decay=3e-4, epochs=600,
                                    seed=2, grad_clip=5.0, child_out_filters=32, droppath=0.35, cutout=True,
-                                   label_smooth=0.1, cifar_normalization='slnas'),
+                                   label_smooth=0.1, stride4_stem=False, blurpool_stem=False,
+                                   initialize_weights=False, cifar_normalization='slnas'),
                   'when': [('dataset', 'imagefolder', dict(droppath=0.5, seed=1, report_freq=10, blocks='[2,2]',
-                                                           cutout=False))]},
+                                                           cutout=False, stride4_stem=True, blurpool_stem=True,
+                                                           initialize_weights=True, image_size=224,
+                                                           pipeline='slnas'))]},
     },
 }
 

@@ -52,7 +52,7 @@ def main(argv=None):
     check_net_type(args.net_type)
     args.save = args.save or os.path.join('runs', f'anas-{args.note}')
     device = training.select_device(args.device)
-    info = datasets.dataset_info(args.dataset, args.data, need_data=not args.dry_run)
+    info = training.dataset_info(args, need_data=not args.dry_run)
     utils.seed_everything(args.seed)
     model = training.place_model(AttentionSearchResNet(args.net_type, info.num_classes, in_channels=info.in_channels),
                                  args, device)

@@ -91,6 +91,13 @@ def add_common_arguments(parser, **defaults):
     g.add_argument('--channels_last', action=argparse.BooleanOptionalAction, default=True,
                    help='channels-last layout of weights and feature maps: convolutions 1.3-1.7x faster on the '
                         'CPU, tensor-core friendly on a GPU; --no-channels_last keeps NCHW')
+    g.add_argument('--image_size', type=int, default=d.get('image_size'),
+                   help="side of the square images the network sees (default: the data set's own: 32 CIFAR, "
+                        "28 Fashion-MNIST, 32 imagefolder, 64 Tiny-ImageNet, 224 ImageNet)")
+    g.add_argument('--pipeline', choices=datasets.PIPELINES, default=d.get('pipeline', 'auto'),
+                   help="image folders' preparation: crop (resize, pad-4 random crop, flip), imagenet (DARTS: "
+                        "RandomResizedCrop, flip, colour jitter), cnas-imagenet, cnas-food101 or slnas (those "
+                        "references' own); auto: imagenet for ImageNet, crop for the others")
     g.add_argument('--cifar_normalization', choices=list(datasets.CIFAR_NORMALIZATIONS),
                    default=d['cifar_normalization'],
                    help="CIFAR mean and std: darts (DARTS's CIFAR-10 and Att-DARTS's CIFAR-100 constants), or the "
@@ -121,6 +128,9 @@ def parse(parser, argv):
     if args.data_on_device and args.dataset not in datasets.DEVICE_CROP_PADDING:
         raise UserError(f"--data_on_device holds only {', '.join(datasets.DEVICE_CROP_PADDING)} on the device, "
                         f"not {args.dataset}; drop --data_on_device")
+    if args.data_on_device and args.image_size not in (None, datasets.dataset_info(args.dataset).image_size):
+        raise UserError("--data_on_device augments the images at their own size; drop --image_size or "
+                        "--data_on_device")
     return args
 
 
@@ -548,13 +558,20 @@ def fit(run, args, stateful, run_epoch, loaders=(), device=None):
     return False, record
 
 
+def dataset_info(args, need_data=True):
+    """datasets.dataset_info of --dataset at --image_size."""
+    return datasets.dataset_info(args.dataset, args.data, image_size=args.image_size, need_data=need_data)
+
+
 def load_split(args, train, augment=None):
     """The train or test split of --dataset as the script's flags prepare it: augmented (with
-    Cutout under --cutout) when `augment` (default: for the train split), --cifar_normalization."""
+    Cutout under --cutout) when `augment` (default: for the train split), --image_size,
+    --pipeline, --cifar_normalization."""
     augment = train if augment is None else augment
     return datasets.build_dataset(args.dataset, args.data, train=train, augment=augment,
                                   cutout_length=args.cutout_length if augment and args.cutout else 0,
-                                  cifar_normalization=args.cifar_normalization)
+                                  image_size=args.image_size, cifar_normalization=args.cifar_normalization,
+                                  pipeline=args.pipeline)
 
 
 def device_augmentation(args, augment):

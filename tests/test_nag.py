@@ -444,7 +444,8 @@ def test_train_scripts_build_the_shipped_architecture_in_the_reference_skeleton(
     assert f'params: {NAG_IMAGENET_PARAMS[42] / 1e6:.6f} M' in capsys.readouterr().out
     cases = [
         (['--arch', 'NAG', '--layers', '19'], '--layers 19: a NAG network has 3N+2 cells'),
-        (['--arch', 'NAG', '--pooled_head'], '--pooled_head belongs to DARTS cell networks'),
+        (['--arch', 'NAG', '--pooled_head'], 'belong to DARTS cell networks, not to NAG cells'),
+        (['--arch', 'NAG', '--shuffle_groups', 'auto'], 'belong to DARTS cell networks, not to NAG cells'),
         (['--arch', 'DARTS', '--keep_prob', '0.5'], '--keep_prob is the classifier dropout of NAG networks'),
         (['--arch', 'NAG', '--keep_prob', '0'], '--keep_prob 0.0: the classifier keeps a share'),
     ]
