@@ -11,6 +11,8 @@ Fixed with respect to the reference code (SPEC 7.4): ImageNet uses StepLR(decay_
 and the label-smoothing loss it declares; resuming needs no missing flag; drop path works on CPU.
 """
 import argparse
+import contextlib
+import io
 import json
 
 import torch
@@ -190,7 +192,12 @@ def train_parser(preset):
                        help=f"NAG networks only: share of the pooled features the classifier's dropout keeps "
                             f"(default {p['nag_keep_prob']}, the reference's)")
         parser.set_defaults(nag_keep_prob=p['nag_keep_prob'])
-    g = parser.add_argument_group('schedule')
+    g = parser.add_argument_group('optimizer and schedule')
+    g.add_argument('--optimizer', choices=OPTIMIZERS, default='sgd',
+                   help='sgd (with --momentum) or adabelief (NAG: --preset nag on CIFAR-10 and ImageNet)')
+    g.add_argument('--adabelief_eps', type=float, default=1e-8, help="AdaBelief's epsilon (NAG's 1e-8)")
+    g.add_argument('--weight_decouple', action='store_true',
+                   help="AdaBelief: decoupled weight decay (NAG's ImageNet training) instead of L2 in the gradient")
     g.add_argument('--scheduler', choices=SCHEDULERS, default=p['scheduler'],
                    help='cosine to --learning_rate_min over the epochs; step: x gamma every --decay_period '
                         'epochs; multistep: x gamma at each of --milestones; constant')
@@ -259,6 +266,25 @@ def train_and_test(args, run, model, device, loaders, optimizer, scheduler, loss
 
 
 SCHEDULERS = ('cosine', 'step', 'multistep', 'constant')
+OPTIMIZERS = ('sgd', 'adabelief')
+
+
+def make_optimizer(args, parameters):
+    """--optimizer: SGD with --momentum, or AdaBelief (Zhuang et al., NeurIPS 2020; the authors'
+    package adabelief-pytorch, as NAG's final training uses it) with betas (0.9, 0.999), eps
+    --adabelief_eps, no rectification, and weight decay added to the gradient, or decoupled from it
+    with --weight_decouple."""
+    if args.optimizer == 'sgd':
+        return torch.optim.SGD(parameters, args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay)
+    try:
+        from adabelief_pytorch import AdaBelief
+    except ImportError as exc:
+        raise UserError("--optimizer adabelief needs the package adabelief-pytorch: pip install -r requirements.txt "
+                        "(or pass --optimizer sgd)") from exc
+    with contextlib.redirect_stdout(io.StringIO()):  # its notes on the version's defaults
+        return AdaBelief(parameters, lr=args.learning_rate, betas=(0.9, 0.999), eps=args.adabelief_eps,
+                         weight_decay=args.weight_decay, weight_decouple=args.weight_decouple, rectify=False,
+                         print_change_log=False)
 
 
 def make_scheduler(args, optimizer):
@@ -302,8 +328,7 @@ def train_main(argv, preset):
         loss = criterion(logits, y)
         return loss if logits_aux is None else loss + args.auxiliary_weight * criterion(logits_aux, y)
 
-    optimizer = torch.optim.SGD(model.parameters(), args.learning_rate, momentum=args.momentum,
-                                weight_decay=args.weight_decay)
+    optimizer = make_optimizer(args, model.parameters())
     scheduler = make_scheduler(args, optimizer)
     result = train_and_test(args, run, model, device, loaders, optimizer, scheduler, loss_of,
                             lambda epoch: args.drop_path_prob * epoch / args.epochs, params)

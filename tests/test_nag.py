@@ -541,3 +541,48 @@ def test_the_graph_generator_builds_nasbench101_cells():
         assert nasbench101.spec_problem(s) is None and sum(map(sum, s.matrix)) <= nasbench101.MAX_EDGES
         net = nasbench101.Network(s, stem_channels=4, stacks=1, cells_per_stack=1)
         assert net(torch.randn(1, 3, 8, 8)).shape == (1, 10)
+
+
+@pytest.mark.parametrize('decouple', [False, True])
+def test_adabelief_takes_the_papers_steps(decouple):
+    """Zhuang et al. (NeurIPS 2020), Algorithm 2 with bias correction, as NAG configures it: three
+    steps recomputed in float64 from the formula (rounding ~1e-16 per operation; the bound is 1e-12)."""
+    import argparse
+
+    import evaluation
+    args = argparse.Namespace(optimizer='adabelief', learning_rate=1e-3, adabelief_eps=1e-8, weight_decay=5e-4,
+                              weight_decouple=decouple, momentum=0.9)
+    g = torch.Generator().manual_seed(0)
+    p = torch.randn(7, dtype=torch.float64, generator=g).requires_grad_()
+    optimizer = evaluation.make_optimizer(args, [p])
+    lr, (beta1, beta2), eps, wd = 1e-3, (0.9, 0.999), 1e-8, 5e-4
+    theta, m, s = p.detach().clone(), torch.zeros(7, dtype=torch.float64), torch.zeros(7, dtype=torch.float64)
+    for t in (1, 2, 3):
+        grad = torch.randn(7, dtype=torch.float64, generator=g)
+        p.grad = grad.clone()
+        optimizer.step()
+        if decouple:
+            theta = theta * (1 - lr * wd)
+        else:
+            grad = grad + wd * theta
+        m = beta1 * m + (1 - beta1) * grad
+        s = beta2 * s + (1 - beta2) * (grad - m) ** 2 + eps
+        theta = theta - lr / (1 - beta1 ** t) * m / ((s / (1 - beta2 ** t)).sqrt() + eps)
+        assert float((p.detach() - theta).abs().max()) < 1e-12, t
+
+
+def test_nag_preset_trains_with_adabelief_at_a_constant_rate():
+    import evaluation
+    import training
+    parser = evaluation.train_parser('cifar10')
+    args = training.parse(parser, ['--preset', 'nag'])
+    assert (args.optimizer, args.learning_rate, args.weight_decay, args.scheduler) == ('adabelief', 1e-3, 5e-4, 'constant')
+    optimizer = evaluation.make_optimizer(args, [torch.zeros(2, requires_grad=True)])
+    assert type(optimizer).__name__ == 'AdaBelief' and optimizer.defaults['eps'] == 1e-8
+    scheduler = evaluation.make_scheduler(args, optimizer)
+    for _ in range(3):
+        optimizer.step()
+        scheduler.step()
+    assert scheduler.get_last_lr() == [1e-3]
+    cifar100 = training.parse(evaluation.train_parser('cifar100'), ['--preset', 'nag'])
+    assert (cifar100.optimizer, cifar100.learning_rate) == ('sgd', 0.025)
