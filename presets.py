@@ -75,7 +75,8 @@ PRESETS = {
         'nag': {'defaults': dict(batch_size=128, learning_rate=0.025, learning_rate_min=0.001, momentum=0.9,
                                  weight_decay=3e-4, epochs=150, init_channels=20, layers=11, seed=0, grad_clip=5.0,
                                  cutout=True, cutout_length=16, train_portion=0.9, eval_batch_size=500,
-                                 num_archs=4000)},
+                                 num_archs=4000, max_vertices=10, auxiliary=True, auxiliary_weight=0.4,
+                                 drop_path_prob=0.1, score_epochs=10, dead_ends='prune')},
     },
     # train_CIFAR10.py, train_CIFAR100.py, train_ImageNet.py
     'train': {

@@ -259,20 +259,68 @@ def test_quantile_labels_follow_the_reference_split_points():
 
 def test_one_shot_supernet_runs_both_sampled_cells():
     torch.manual_seed(0)
-    supernet = nag.OneShotNetwork(4, 10, 3, max_vertices=6)
+    supernet = nag.OneShotNetwork(4, 10, 5, max_vertices=6, image_size=16)
     x = torch.randn(4, 3, 16, 16)
     a, b = nag_cells.sample_architectures(2, seed=1, max_vertices=6)
+    supernet.eval()
     with torch.no_grad():
-        base = supernet(x, a)
-        assert base.shape == (4, 10)
-        assert not torch.allclose(base, supernet(x, (a[0], b[1])))  # the reduction cell is used
-        assert not torch.allclose(base, supernet(x, (b[0], a[1])))  # and so is the normal cell
+        base, aux = supernet(x, a)
+        assert base.shape == (4, 10) and aux is None
+        assert not torch.allclose(base, supernet(x, (a[0], b[1]))[0])  # the reduction cell is used
+        assert not torch.allclose(base, supernet(x, (b[0], a[1]))[0])  # and so is the normal cell
+    supernet.train()
     small = cell([[0, 0, 1, 0], [0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]], ['sep_conv_3x3'])
-    supernet(x, (small, small)).sum().backward()
+    logits, aux = supernet(x, (small, small))
+    assert aux.shape == (4, 10)
+    logits.sum().backward()
     normal = supernet.cells[0]
-    assert all(p.grad is not None for p in normal.ops[0]['sep_conv_3x3'].parameters())
-    assert all(p.grad is None for p in normal.ops[0]['sep_conv_5x5'].parameters())
-    assert all(p.grad is None for p in normal.ops[1:].parameters())  # weights are shared, not all trained
+    assert all(p.grad is not None for p in normal.vertices[0].sep_convs['sep_conv_3x3'].parameters())
+    assert all(p.grad is None for p in normal.vertices[0].sep_convs['sep_conv_5x5'].parameters())
+    assert all(p.grad is None for p in normal.vertices[1:].parameters())  # weights are shared, not all trained
+
+
+# kunjing96/NAG @ e8dbeb4e6a27f9a55670a7bbb3065f31dd84b157, `build_nas_dataset/model_search.py`:
+# NASWSNetworkCIFAR(args, 10, layers=3, max_num_vertices=10, channels=20, keep_prob=1.0,
+# drop_path_keep_prob=0.9, use_aux_head, steps), its build_nas_dataset.py defaults, on the CPU.
+REFERENCE_ONE_SHOT_PARAMS = {False: 1_725_270, True: 2_138_208}
+
+
+@pytest.mark.parametrize('auxiliary', [False, True])
+def test_one_shot_supernet_has_the_reference_codes_parameter_count(auxiliary):
+    supernet = nag.OneShotNetwork(20, 10, 11, max_vertices=10, auxiliary=auxiliary)
+    assert sum(p.numel() for p in supernet.parameters()) == REFERENCE_ONE_SHOT_PARAMS[auxiliary]
+
+
+def test_one_shot_strided_vertex_shares_the_stride_one_weights():
+    torch.manual_seed(0)
+    vertex = nag.OneShotVertex(6, reduction=True).eval()
+    x = torch.randn(2, 6, 8, 8)
+    with torch.no_grad():
+        for op in ('sep_conv_3x3', 'sep_conv_5x5'):
+            sep = vertex.sep_convs[op]
+            strided = type(sep)(6, 6, 3 if op == 'sep_conv_3x3' else 5, 2, 1 if op == 'sep_conv_3x3' else 2).eval()
+            strided.load_state_dict(sep.state_dict())
+            assert torch.equal(vertex(x, op, 2, 0.), strided(x))
+        assert torch.equal(vertex(x, 'avg_pool_3x3', 2, 0.), torch.nn.functional.avg_pool2d(x, 3, 2, 1, count_include_pad=False))
+        assert vertex(x, 'skip_connect', 2, 0.).shape == (2, 6, 4, 4)
+        assert vertex(x, 'skip_connect', 1, 0.) is x
+
+
+def test_sampled_cells_prune_dead_ends_as_the_reference():
+    # Vertex 2 feeds only vertex 3, which feeds nothing: both are dead ends; vertex 4 stays.
+    spec = nag_cells.make_cell([[0, 0, 1, 0, 1, 0], [0, 0, 0, 0, 0, 0], [0, 0, 0, 1, 0, 0], [0, 0, 0, 0, 0, 0],
+                                [0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0]],
+                               ['input0', 'input1', 'sep_conv_3x3', 'max_pool_3x3', 'avg_pool_3x3', 'output'])
+    pruned = nag_cells.prune(spec)
+    assert pruned.ops == ('input0', 'input1', 'avg_pool_3x3', 'output')
+    assert pruned.matrix == ((0, 0, 1, 0), (0, 0, 0, 0), (0, 0, 0, 1), (0, 0, 0, 0))
+    joined = nag_cells.repair(spec)
+    assert joined.ops == spec.ops and joined.matrix[3][5] == 1  # the dead end concatenated instead
+    archs = nag_cells.sample_architectures(40, seed=3)
+    assert archs != nag_cells.sample_architectures(40, seed=3, dead_ends='join')
+    for arch in archs:
+        for c in arch:
+            assert nag_cells.prune(c) == c  # nothing left to prune
 
 
 # ------------------------------------------------------------------------------------ generator and discriminator
@@ -586,3 +634,17 @@ def test_nag_preset_trains_with_adabelief_at_a_constant_rate():
     assert scheduler.get_last_lr() == [1e-3]
     cifar100 = training.parse(evaluation.train_parser('cifar100'), ['--preset', 'nag'])
     assert (cifar100.optimizer, cifar100.learning_rate) == ('sgd', 0.025)
+
+
+def test_dataset_accuracy_is_the_mean_of_the_last_scoring_epochs(tmp_path, cifar):
+    save = tmp_path / 'scored'
+    assert build_nas_dataset.main([*TINY_BUILD, '--data', cifar, '--num_archs', '5', '--max_vertices', '6',
+                                   '--epochs', '3', '--score_epochs', '2', '--save', str(save)]) == 0
+    epochs = read_jsonl(save / 'scores.jsonl')
+    assert [e['epoch'] for e in epochs] == [1, 2] and all(len(e['scores']) == 5 for e in epochs)
+    for record in read_jsonl(save / 'archs.jsonl'):
+        assert record['accuracy'] == (epochs[0]['scores'][record['index']] + epochs[1]['scores'][record['index']]) / 2
+    once = tmp_path / 'once'
+    assert build_nas_dataset.main([*TINY_BUILD, '--data', cifar, '--num_archs', '5', '--max_vertices', '6',
+                                   '--score_epochs', '0', '--no-auxiliary', '--save', str(once)]) == 0
+    assert not (once / 'scores.jsonl').exists() and len(read_jsonl(once / 'archs.jsonl')) == 5
