@@ -202,6 +202,9 @@ def train_parser(preset):
                    help='cosine to --learning_rate_min over the epochs; step: x gamma every --decay_period '
                         'epochs; multistep: x gamma at each of --milestones; constant')
     g.add_argument('--gamma', type=float, default=None, help='learning-rate decay (default: 0.97 step, 0.1 multistep)')
+    g.add_argument('--schedule_epochs', type=int, default=None,
+                   help='epochs the cosine schedule and the drop-path ramp span, of which --epochs are trained '
+                        "(default --epochs; NAG's random search trains 50 of a 600-epoch schedule)")
     g.add_argument('--decay_period', type=int, default=1, help='StepLR period in epochs')
     g.add_argument('--milestones', type=int, nargs='+', default=[90, 135],
                    help='multistep: the epochs at which the rate is multiplied by gamma')
@@ -287,10 +290,18 @@ def make_optimizer(args, parameters):
                          print_change_log=False)
 
 
+def schedule_epochs(args):
+    span = getattr(args, 'schedule_epochs', None) or args.epochs
+    if span < args.epochs:
+        raise UserError(f"--schedule_epochs {span} is shorter than --epochs {args.epochs}; the schedule must span "
+                        f"the training")
+    return span
+
+
 def make_scheduler(args, optimizer):
     """The learning-rate schedule of --scheduler, stepped once per epoch."""
     if args.scheduler == 'cosine':
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs, eta_min=args.learning_rate_min)
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, schedule_epochs(args), eta_min=args.learning_rate_min)
     if args.scheduler == 'step':
         return torch.optim.lr_scheduler.StepLR(optimizer, args.decay_period,
                                                gamma=0.97 if args.gamma is None else args.gamma)
@@ -331,7 +342,7 @@ def train_main(argv, preset):
     optimizer = make_optimizer(args, model.parameters())
     scheduler = make_scheduler(args, optimizer)
     result = train_and_test(args, run, model, device, loaders, optimizer, scheduler, loss_of,
-                            lambda epoch: args.drop_path_prob * epoch / args.epochs, params)
+                            lambda epoch: args.drop_path_prob * epoch / schedule_epochs(args), params)
     if result is None:
         return 0
     if training.is_main():

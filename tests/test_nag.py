@@ -468,6 +468,9 @@ def test_pipeline_gan_generate_search_and_train(tmp_path, cifar, capsys):
     assert (gen / 'normal_best.dot').exists() and (gen / 'reduce_best.dot').exists()
     trained = torch.load(gen / 'search' / 'arch_000' / 'trained.pt', weights_only=False)
     assert trained['network']['type'] == 'nag' and trained['genotype'] == kept[0]
+    # The reference's eval_archs.py settings, under the flags given after `--`.
+    assert trained['network']['auxiliary'] and trained['args']['cutout'] and trained['args']['schedule_epochs'] == 600
+    assert trained['args']['batch_size'] == 16 and trained['args']['drop_path_prob'] == 0.2
     result = run('train_CIFAR10.py', '--arch_path', gen / 'best.json', '--dry_run', '--init_channels', '4',
                  '--layers', '2')
     assert f'params: {exact_params(NAGNetworkCIFAR(4, 10, 2, False, best_arch)) / 1e6:.6f} M' in result.stdout

@@ -109,6 +109,19 @@ def test_cnas_label_smoothing_and_head_follow_the_class_count(capsys):
     assert parse('train', '--preset', 'cnas', '--no-pooled_head').pooled_head is False
 
 
+def test_a_schedule_longer_than_the_training_is_cut_as_nags_random_search_cuts_it():
+    import math
+    args = parse('train', '--epochs', '50', '--schedule_epochs', '600', '--learning_rate', '0.025')
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.025)
+    scheduler = evaluation.make_scheduler(args, optimizer)
+    for _ in range(50):
+        optimizer.step()
+        scheduler.step()
+    assert scheduler.get_last_lr()[0] == pytest.approx(0.025 * (1 + math.cos(math.pi * 50 / 600)) / 2, rel=1e-12)
+    with pytest.raises(UserError, match='must span the training'):
+        evaluation.make_scheduler(parse('train', '--epochs', '50', '--schedule_epochs', '10'), optimizer)
+
+
 def test_anas_preset_trains_the_se_resnet_baseline_with_its_multistep_schedule():
     args = parse('anas_train', '--preset', 'anas', '--attention', 'se')
     assert (args.scheduler, args.milestones, args.gamma, args.se_reduction) == ('multistep', [90, 135], 0.1, 1)
