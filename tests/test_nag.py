@@ -651,3 +651,41 @@ def test_dataset_accuracy_is_the_mean_of_the_last_scoring_epochs(tmp_path, cifar
     assert build_nas_dataset.main([*TINY_BUILD, '--data', cifar, '--num_archs', '5', '--max_vertices', '6',
                                    '--score_epochs', '0', '--no-auxiliary', '--save', str(once)]) == 0
     assert not (once / 'scores.jsonl').exists() and len(read_jsonl(once / 'archs.jsonl')) == 5
+
+
+# kunjing96/NAG @ e8dbeb4e6a27f9a55670a7bbb3065f31dd84b157, `build_nas_dataset/graph_util.hash_module`
+# (NAS-Bench-101's), run on these graphs (random, seed 7) on the CPU.
+NB101_HASHES = [
+    ([[0, 0, 1, 1, 0], [0, 0, 1, 0, 0], [0, 0, 0, 1, 1], [0, 0, 0, 0, 1], [0, 0, 0, 0, 0]], [-1, 0, 0, 2, -2],
+     '948e927aa106887b2aa502bd7e9ecfe4'),
+    ([[0, 1, 0, 0, 0, 0], [0, 0, 1, 0, 1, 1], [0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0],
+      [0, 0, 0, 0, 0, 0]], [-1, 2, 0, 0, 2, -2], '344a50c49f76d2f36db4edeb043bf165'),
+    ([[0, 1, 1, 0, 1, 1, 1], [0, 0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0, 1],
+      [0, 0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0]], [-1, 2, 2, 2, 1, 1, -2],
+     '3ad49ce274b74961db29bd80897da4cf'),
+    ([[0, 1, 1, 0, 0, 0], [0, 0, 0, 1, 1, 1], [0, 0, 0, 1, 0, 1], [0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 1],
+      [0, 0, 0, 0, 0, 0]], [-1, 0, 1, 2, 1, -2], '8ff52ddaa9fa48c6e9610de579f5baec'),
+    ([[0, 1, 1, 0, 0, 1, 0], [0, 0, 1, 0, 0, 0, 0], [0, 0, 0, 1, 1, 1, 0], [0, 0, 0, 0, 0, 0, 1],
+      [0, 0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0]], [-1, 0, 0, 1, 2, 0, -2],
+     '2b16d85552d899024881ee375eed3525'),
+    ([[0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 0, 1], [0, 0, 0, 0]], [-1, 2, 2, -2], '6799886eeaf54b1a7051b0f7562f14d5'),
+]
+
+
+@pytest.mark.parametrize('matrix, labels, expected', NB101_HASHES)
+def test_nasbench101_graph_hash_is_the_references(matrix, labels, expected):
+    assert nasbench101.graph_hash(matrix, labels) == expected
+
+
+def test_nasbench101_spec_hash_identifies_isomorphic_cells():
+    ops = nasbench101.OPS
+    spec = nasbench101.make_spec([[0, 1, 1, 0], [0, 0, 0, 1], [0, 0, 0, 1], [0, 0, 0, 0]],
+                                 ['input', ops[0], ops[2], 'output'])
+    swapped = nasbench101.make_spec(spec.matrix, ['input', ops[2], ops[0], 'output'])  # vertices 1 and 2 relabelled
+    other = nasbench101.make_spec(spec.matrix, ['input', ops[1], ops[2], 'output'])
+    # A vertex off every path is pruned before hashing, as NAS-Bench-101's ModelSpec does.
+    padded = nasbench101.make_spec([[0, 1, 1, 0, 0], [0, 0, 0, 0, 1], [0, 0, 0, 0, 1], [0, 0, 0, 0, 0],
+                                    [0, 0, 0, 0, 0]], ['input', ops[0], ops[2], ops[1], 'output'])
+    assert nasbench101.spec_hash(spec) == nasbench101.spec_hash(swapped) == nasbench101.spec_hash(padded)
+    assert nasbench101.spec_hash(other) != nasbench101.spec_hash(spec)
+    assert nasbench101.unique_specs([spec, other, swapped, padded]) == [spec, other]
