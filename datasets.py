@@ -9,13 +9,15 @@ readers (CIFAR pickle batches, Fashion-MNIST idx files, ImageFolder); mistakes t
 or empty folders, no data offline, an unknown name) raise `utils.UserError` with a one-line message.
 
 Folder data sets (imagefolder, tiny-imagenet, imagenet) count their classes from the sub-folders of
-ROOT/train (sorted; hidden folders ignored); val/ is labelled with the train/ class indices. An
+ROOT/train (sorted; hidden folders ignored); val/ is labelled with the train/ class indices. Food-101
+is read from its archive's layout (ROOT/food-101/images and meta/{train,test}.json). An
 unreadable image is reported once (a warning on the 'attnas' logger) and replaced by the next readable
 one, so one bad file does not stop a training run.
 """
 import collections
 import contextlib
 import gzip
+import json
 import logging
 import math
 import os
@@ -193,12 +195,12 @@ def _slnas_transform(spec, augment, cutout_length, size):
 
 
 # `--pipeline` of the folder data sets: 'crop' (resize, pad-4 random crop, flip: small images),
-# 'imagenet' (DARTS), and the references' own.  'auto' is 'imagenet' for ImageNet, else 'crop'.
+# 'imagenet' (DARTS), and the references' own.  'auto' is 'imagenet' for ImageNet and Food-101, else 'crop'.
 FOLDER_PIPELINES = {'crop': _folder_transform, 'imagenet': _imagenet_transform,
                     'cnas-imagenet': _cnas_imagenet_transform, 'cnas-food101': _cnas_food101_transform,
                     'slnas': _slnas_transform}
 PIPELINES = ('auto',) + tuple(FOLDER_PIPELINES)
-FOLDER_DATASETS = ('imagefolder', 'tiny-imagenet', 'imagenet')
+FOLDER_DATASETS = ('imagefolder', 'tiny-imagenet', 'imagenet', 'food101')
 
 
 def build_transform(name, augment, cutout_length=0, image_size=None, cifar_normalization='darts', pipeline='auto'):
@@ -220,7 +222,7 @@ def build_transform(name, augment, cutout_length=0, image_size=None, cifar_norma
     if key == 'fashion-mnist':
         return _small_image_transform(spec, augment, cutout_length, size, pad=2)
     if pipeline == 'auto':
-        pipeline = 'imagenet' if key == 'imagenet' else 'crop'
+        pipeline = 'imagenet' if key in ('imagenet', 'food101') else 'crop'
     return FOLDER_PIPELINES[pipeline](spec, augment, cutout_length, size)
 
 
@@ -538,6 +540,49 @@ def _build_imagenet(spec, root, train, transform):
     return _folder_split(root, train, transform)
 
 
+def _food101_base(root):
+    """ROOT/food-101 (or ROOT itself when --data points at it): images/<class>/<id>.jpg and
+    meta/{train,test}.json listing '<class>/<id>' per class, as the archive unpacks."""
+    root = os.path.abspath(os.fspath(root))
+    return root if os.path.basename(root.rstrip(os.sep)) == 'food-101' else os.path.join(root, 'food-101')
+
+
+def _food101_split(base, split):
+    path = os.path.join(base, 'meta', f'{split}.json')
+    try:
+        with open(path) as f:
+            listing = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path} is missing or not JSON [{_one_line(exc)}]: restore food-101/meta from the "
+                        f"Food-101 archive or pass --data DIR") from exc
+    if not isinstance(listing, dict) or not listing:
+        raise UserError(f"{path} should map each class to its images; restore it from the Food-101 archive")
+    return listing
+
+
+def _build_food101(spec, root, train, transform):
+    """Food-101 (Bossard et al., ECCV 2014), read as torchvision's `Food101` does: the classes are
+    the keys of meta/train.json, a split's images those its JSON lists."""
+    base = _food101_base(root)
+    if not os.path.isdir(os.path.join(base, 'meta')):
+        try:
+            with _download_guard(tv_datasets.Food101._URL, creates=[os.path.dirname(base)]):
+                tv_datasets.Food101(os.path.dirname(base), download=True)
+        except Exception as exc:
+            raise UserError(f"Food-101 not found in {base} and could not be downloaded (offline?) "
+                            f"[{_one_line(exc)}]: unpack food-101.tar.gz there or pass --data DIR") from exc
+    classes = sorted(_food101_split(base, 'train'))
+    listing = _food101_split(base, 'train' if train else 'test')
+    unknown = sorted(set(listing) - set(classes))
+    if unknown:
+        raise UserError(f"{base}/meta/test.json names classes that train.json lacks ({', '.join(unknown[:5])}); "
+                        f"restore meta/ from the Food-101 archive")
+    index = {c: i for i, c in enumerate(classes)}
+    samples = [(os.path.join(base, 'images', *f'{name}.jpg'.split('/')), index[c])
+               for c in sorted(listing) for name in listing[c]]
+    return _ImageList(os.path.join(base, 'images'), samples, classes, transform)
+
+
 # ----------------------------------------------------------------------------- registry
 
 DATASETS = collections.OrderedDict([
@@ -549,10 +594,11 @@ DATASETS = collections.OrderedDict([
     ('imagefolder', DatasetSpec('image folder', None, 3, 32, IMAGENET_MEAN, IMAGENET_STD, _build_image_folder)),
     ('tiny-imagenet', DatasetSpec('Tiny-ImageNet', None, 3, 64, IMAGENET_MEAN, IMAGENET_STD, _build_tiny_imagenet)),
     ('imagenet', DatasetSpec('ImageNet', None, 3, 224, IMAGENET_MEAN, IMAGENET_STD, _build_imagenet)),
+    ('food101', DatasetSpec('Food-101', None, 3, 224, IMAGENET_MEAN, IMAGENET_STD, _build_food101)),
 ])
 
 _ALIASES = {'cifar-10': 'cifar10', 'cifar-100': 'cifar100', 'fashionmnist': 'fashion-mnist',
-            'image-folder': 'imagefolder', 'tinyimagenet': 'tiny-imagenet'}
+            'image-folder': 'imagefolder', 'tinyimagenet': 'tiny-imagenet', 'food-101': 'food101'}
 
 
 def _lookup(name):
@@ -585,7 +631,7 @@ def _check_cutout(cutout_length):
 
 
 # Class counts of the standard folder data sets, for a --dry_run without the data on disk.
-NOMINAL_CLASSES = {'imagenet': 1000, 'tiny-imagenet': 200}
+NOMINAL_CLASSES = {'imagenet': 1000, 'tiny-imagenet': 200, 'food101': 101}
 
 
 def dataset_info(name, root=None, image_size=None, need_data=True):
@@ -594,6 +640,10 @@ def dataset_info(name, root=None, image_size=None, need_data=True):
     with need_data=False, ImageNet and Tiny-ImageNet fall back to their standard class counts."""
     key, spec = _lookup(name)
     num_classes = spec.num_classes
+    if key == 'food101':
+        on_disk = root is not None and os.path.isdir(os.path.join(_food101_base(root), 'meta'))
+        if on_disk or need_data:
+            num_classes = len(_food101_split(_food101_base(root if root is not None else 'data'), 'train'))
     if num_classes is None and not need_data and key in NOMINAL_CLASSES:
         if root is None or not os.path.isdir(os.path.join(os.fspath(root), 'train')):
             num_classes = NOMINAL_CLASSES[key]

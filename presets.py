@@ -22,7 +22,7 @@ import datasets
 from utils import UserError
 
 NAMES = ('attdarts', 'anas', 'cnas', 'slnas', 'nag')
-LARGER_THAN_CIFAR = ('imagefolder', 'tiny-imagenet', 'imagenet')
+LARGER_THAN_CIFAR = ('imagefolder', 'tiny-imagenet', 'imagenet', 'food101')
 
 # Where each family's protocol runs, by step, for the one-line answer to a preset on another script.
 SCRIPTS = {
@@ -47,7 +47,8 @@ PRESETS = {
                                   weight_decay=3e-4, epochs=60, init_channels=16, layers=6, seed=2, grad_clip=5.0,
                                   train_portion=0.5, arch_learning_rate=3e-4, arch_weight_decay=1e-3,
                                   stem_affine=False, cifar_normalization='cnas'),
-                 'when': [('dataset', 'cifar100', dict(epochs=50, init_channels=24))]
+                 'when': [('dataset', 'cifar100', dict(epochs=50, init_channels=24)),
+                          ('dataset', 'food101', dict(image_size=128, pipeline='cnas-food101'))]
                  + [('dataset', name, dict(reduce_level=1)) for name in LARGER_THAN_CIFAR]},
     },
     # search_net.py
@@ -93,7 +94,9 @@ PRESETS = {
                  'when': [('dataset', 'cifar10', dict(scheduler='cosine')),
                           ('dataset', 'cifar100', dict(scheduler='cosine')),
                           ('dataset', 'imagenet', dict(weight_decay=3e-5, init_channels=50, drop_path_prob=0.0,
-                                                       network='cifar', image_size=128, pipeline='cnas-imagenet'))]},
+                                                       network='cifar', image_size=128, pipeline='cnas-imagenet')),
+                          ('dataset', 'food101', dict(init_channels=48, network='cifar', image_size=128,
+                                                      pipeline='cnas-food101'))]},
         # NAG `train_cifar.py` / `train_imagenet.py`: AdaBelief on CIFAR-10 and ImageNet (SGD, its commented-out
         # choice, on CIFAR-100), at a constant rate (the cosine schedule is built but never stepped).
         'nag': {'defaults': dict(preset_arch='NAG', batch_size=96, test_batch_size=500, epochs=600, init_channels=36,

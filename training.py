@@ -58,7 +58,7 @@ def add_common_arguments(parser, **defaults):
     d.update(defaults)
     g = parser.add_argument_group('common')
     g.add_argument('--dataset', default=d['dataset'],
-                   help='cifar10, cifar100, fashion-mnist, imagefolder, tiny-imagenet or imagenet')
+                   help='cifar10, cifar100, fashion-mnist, imagefolder, tiny-imagenet, imagenet or food101')
     g.add_argument('--data', default=d['data'], help='dataset root directory')
     g.add_argument('--subset', type=int, default=None, help='use only the first N training images')
     g.add_argument('--batch_size', '--batchsz', type=int, default=d['batch_size'], help='batch size (per process)')
@@ -97,7 +97,7 @@ def add_common_arguments(parser, **defaults):
     g.add_argument('--pipeline', choices=datasets.PIPELINES, default=d.get('pipeline', 'auto'),
                    help="image folders' preparation: crop (resize, pad-4 random crop, flip), imagenet (DARTS: "
                         "RandomResizedCrop, flip, colour jitter), cnas-imagenet, cnas-food101 or slnas (those "
-                        "references' own); auto: imagenet for ImageNet, crop for the others")
+                        "references' own); auto: imagenet for ImageNet and Food-101, crop for the others")
     g.add_argument('--cifar_normalization', choices=list(datasets.CIFAR_NORMALIZATIONS),
                    default=d['cifar_normalization'],
                    help="CIFAR mean and std: darts (DARTS's CIFAR-10 and Att-DARTS's CIFAR-100 constants), or the "

@@ -117,3 +117,22 @@ def test_slnas_preset_retrains_an_image_folder_at_224(tmp_path, folder):
     trained = torch.load(tmp_path / 'slnas' / 'trained.pt', weights_only=False)
     assert trained['args']['image_size'] == 224 and trained['args']['pipeline'] == 'slnas'
     assert trained['network']['stride4'] and trained['network']['blurpool_stem']
+
+
+def test_food101_reads_the_archive_layout_and_trains_as_cnas_does(tmp_path):
+    root = data_factory.make_food101(str(tmp_path / 'data'), classes=3, per_class=4, test_per_class=2)
+    info = datasets.dataset_info('food101', root, image_size=128)
+    assert info.num_classes == 3 and info.image_size == 128
+    assert datasets.dataset_info('food-101', tmp_path / 'absent', need_data=False).num_classes == 101
+    train = datasets.build_dataset('food101', root, train=True, augment=True, image_size=128, pipeline='cnas-food101')
+    test = datasets.build_dataset('food101', str(tmp_path / 'data' / 'food-101'), train=False, augment=False,
+                                  image_size=128, pipeline='cnas-food101')
+    assert (len(train), len(test)) == (12, 6) and sorted(set(test.targets)) == [0, 1, 2]
+    assert train[0][0].shape == test[5][0].shape == (3, 128, 128)
+    with pytest.raises(UserError, match='not found'):
+        datasets.build_dataset('food101', tmp_path / 'missing', train=True, augment=False)
+    run('train_CIFAR10.py', *TINY, '--preset', 'cnas', '--dataset', 'food101', '--data', root, '--init_channels', '4',
+        '--layers', '3', '--save', tmp_path / 'cnas')
+    trained = torch.load(tmp_path / 'cnas' / 'trained.pt', weights_only=False)
+    assert trained['network']['type'] == 'cifar' and trained['network']['image_size'] == 128
+    assert trained['args']['pipeline'] == 'cnas-food101' and trained['args']['scheduler'] == 'step'
