@@ -48,7 +48,8 @@ def no_network(monkeypatch):
 
 
 def test_registry_names():
-    assert list(DATASETS) == ['cifar10', 'cifar100', 'fashion-mnist', 'imagefolder', 'tiny-imagenet', 'imagenet']
+    assert list(DATASETS) == ['cifar10', 'cifar100', 'fashion-mnist', 'imagefolder', 'tiny-imagenet', 'imagenet',
+                             'food101']
 
 
 # ----------------------------------------------------------------------------- CIFAR
