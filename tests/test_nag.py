@@ -689,3 +689,31 @@ def test_nasbench101_spec_hash_identifies_isomorphic_cells():
     assert nasbench101.spec_hash(spec) == nasbench101.spec_hash(swapped) == nasbench101.spec_hash(padded)
     assert nasbench101.spec_hash(other) != nasbench101.spec_hash(spec)
     assert nasbench101.unique_specs([spec, other, swapped, padded]) == [spec, other]
+
+
+def test_ensemble_voting_on_hand_made_logits():
+    import test_ensemble
+    target = torch.tensor([0, 1, 2])
+    # Three members, three samples, four classes.
+    members = [torch.tensor([[9., 5, 0, 0], [0, 9, 5, 0], [5, 9, 0, 0]]),
+               torch.tensor([[9., 0, 5, 0], [9, 5, 0, 0], [0, 9, 5, 0]]),
+               torch.tensor([[0., 9, 5, 0], [0, 9, 0, 5], [0, 0, 9, 5]])]
+    # Hard: rank-0 votes (0, 0, 1) -> 0; (1, 0, 1) -> 1; (1, 1, 2) -> 1: samples 0 and 1 right.
+    assert test_ensemble.ensemble_accuracy(members, target, 'hard', topk=(1,)) == [200 / 3]
+    # Rank-1 votes of sample 2: (0, 2, 3) -> a tie, the smaller class 0; label 2 is not in the top 2.
+    assert test_ensemble.ensemble_accuracy(members, target, 'hard', topk=(2,)) == [200 / 3]
+    # Soft: the mean logits rank 0 first for sample 0, 1 for sample 1 and 1 for sample 2 (6 > 14/3).
+    assert test_ensemble.ensemble_accuracy(members, target, 'soft', topk=(1, 2)) == [200 / 3, 100.0]
+
+
+def test_ensemble_of_one_model_thrice_is_that_model(tmp_path, cifar):
+    save = tmp_path / 'member'
+    run('train_CIFAR10.py', *TINY_TRAIN, '--data', cifar, '--arch', 'NAG', '--epochs', '1', '--save', save)
+    # The same batches as the single test, so each member's logits are those of test_CIFAR10.py.
+    single = json.loads(run('test_CIFAR10.py', '--data', cifar, '--model_path', save / 'trained.pt', '--workers', '0',
+                            '--batch_size', '16', '--no_progress').stdout.splitlines()[-1])
+    for voting in ('hard', 'soft'):
+        result = json.loads(run('test_ensemble.py', '--data', cifar, '--model_paths', *[save / 'trained.pt'] * 3,
+                                '--voting', voting, '--workers', '0', '--batch_size', '16').stdout.splitlines()[-1])
+        # Accuracies are counts over the 32 test images: equal predictions give equal numbers.
+        assert result['members'] == 3 and result['top1'] == pytest.approx(single['top1'], abs=1e-4)
