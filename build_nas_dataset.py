@@ -8,20 +8,25 @@ Jing, Xu and Zhang, "A Neural Architecture Generator for Efficient Search Space"
 the first --train_portion trains the supernet (one uniformly drawn architecture per step, both
 of its cells), the rest scores every architecture with batch statistics.
 
+As the reference by default: the cells are sampled with their dead ends pruned (`--dead_ends join`
+joins them to the output instead), the supernet (nag.OneShotNetwork, 1,725,270 parameters at the
+defaults) trains with its auxiliary head (`--no-auxiliary`), depth-scaled drop path
+(`--drop_path_prob`, 0 for none) and Cutout (`--no_cutout`), and an architecture's accuracy is the
+mean over the last --score_epochs epochs of its top-1 on one freshly drawn scoring batch each epoch.
+`--score_epochs 0` scores each architecture once instead, after training, on --eval_batches fixed
+batches: --score_epochs times cheaper, as the 4000 architectures are then scored once.
+
 Run directory (--save): pool.jsonl (the sampled architectures), checkpoint.pt and metrics.jsonl of
-the supernet training, and archs.jsonl, one line per scored architecture:
+the supernet training, scores.jsonl (one line per scoring epoch), and archs.jsonl, one line per
+scored architecture:
     {"index", "normal": {"matrix", "ops"}, "reduce": {...}, "accuracy", "params_MB", "flops"}
-appended as it is scored, so `--resume` after a kill skips what is already there.  params_MB and
+appended as it is written, so `--resume` after a kill skips what is already there.  params_MB and
 flops are those of the evaluation network (`--eval_init_channels`, `--eval_layers` = 3N+2 cells)
 that train_CIFAR10.py builds from the architecture (model.NAGNetworkCIFAR), in one unit (the
 reference mixed units).
 The GAN scripts turn accuracy and params_MB into quantile classes.
-
-Simpler than the reference, deliberately: each architecture is scored once, with the final supernet
-weights on --eval_batches fixed batches (the reference averaged one batch over the last 10 epochs,
-which means scoring all 4000 architectures every epoch), and the supernet has no auxiliary head and
-no drop path.
 """
+import argparse
 import json
 import os
 import random
@@ -33,6 +38,7 @@ import torch.nn as nn
 import datasets
 import nag
 import nag_cells
+import presets
 import training
 import utils
 from model import NAGNetworkCIFAR, nag_stage_cells
@@ -41,6 +47,7 @@ from utils import UserError
 
 ARCHS = 'archs.jsonl'
 POOL = 'pool.jsonl'
+SCORES = 'scores.jsonl'
 
 
 def build_parser():
@@ -60,7 +67,21 @@ def build_parser():
                    help='width of the network whose params/FLOPs are recorded')
     g.add_argument('--eval_layers', type=int, default=20,
                    help='cells (3N+2) of the network whose params/FLOPs are recorded')
-    return parser
+    g.add_argument('--dead_ends', choices=list(nag_cells.DEAD_ENDS), default='prune',
+                   help="sampled cells' op vertices that reach no output: pruned (the reference) or joined to it")
+    g.add_argument('--score_epochs', type=int, default=10,
+                   help='accuracy = mean over the last N epochs of one fresh scoring batch each (the reference); '
+                        '0: once after training on --eval_batches fixed batches')
+    g = parser.add_argument_group('supernet training')
+    g.add_argument('--auxiliary', action=argparse.BooleanOptionalAction, default=True,
+                   help='auxiliary head after the second reduction (loss weight --auxiliary_weight)')
+    g.add_argument('--auxiliary_weight', type=float, default=0.4)
+    g.add_argument('--drop_path_prob', type=float, default=0.1,
+                   help="drop-path rate of the last cell (the reference's keep probability 0.9), smaller with "
+                        "depth, ramped up over the epochs")
+    g.add_argument('--no_cutout', dest='cutout', action='store_false', help='no Cutout (on by default, as the reference)')
+    parser.set_defaults(cutout=True)
+    return presets.add_argument(parser, 'nasdata')
 
 
 def read_records(path):
@@ -84,56 +105,84 @@ def architecture_pool(run, args):
     pool = read_records(run.path(POOL))
     if len(pool) == args.num_archs:
         return [nag_cells.arch_from_dict(record, f'{run.path(POOL)} line {i + 1}') for i, record in enumerate(pool)]
-    archs = nag_cells.sample_architectures(args.num_archs, args.seed, args.max_vertices)
+    archs = nag_cells.sample_architectures(args.num_archs, args.seed, args.max_vertices, args.dead_ends)
     utils.atomic_write_text(run.path(POOL), ''.join(json.dumps(nag_cells.arch_to_dict(a)) + '\n' for a in archs))
     return archs
 
 
+def scoring_mode(supernet):
+    """Evaluation mode (no drop path, no auxiliary head) with batch statistics in every BatchNorm, as
+    the reference scores (`bn_train=True`): shared weights fit no one architecture's running statistics."""
+    supernet.eval()
+    for module in supernet.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.train()
+
+
 @torch.no_grad()
 def one_shot_accuracy(supernet, arch, batches, device):
-    """Top-1 (percent) of `arch` in the supernet on the fixed scoring batches, with batch statistics
-    in BN (shared weights do not fit any one architecture's running statistics)."""
-    supernet.train()
+    """Top-1 (percent) of `arch` in the supernet on `batches`, in scoring_mode."""
+    scoring_mode(supernet)
     correct = total = 0
     for x, y in batches:
-        logits = supernet(x.to(device), arch)
+        logits, _ = supernet(x.to(device), arch)
         correct += (logits.argmax(1) == y.to(device)).sum().item()
         total += y.numel()
     return 100.0 * correct / total
 
 
+def repeat(loader):
+    while True:
+        yield from loader
+
+
+def mean_scores(run, count):
+    """Each architecture's mean accuracy over the recorded scoring epochs."""
+    epochs = run.read_jsonl(SCORES)
+    if not epochs:
+        raise UserError(f"{run.path(SCORES)} holds no scores; rerun without --resume or with --score_epochs 0")
+    return [sum(record['scores'][i] for record in epochs) / len(epochs) for i in range(count)]
+
+
 @training.cli
 def main(argv=None):
     args = training.parse(build_parser(), argv)
-    for name, least in (('num_archs', 1), ('eval_batches', 1), ('eval_batch_size', 1), ('max_vertices', 4)):
+    for name, least in (('num_archs', 1), ('eval_batches', 1), ('eval_batch_size', 1), ('max_vertices', 4),
+                        ('score_epochs', 0)):
         if getattr(args, name) < least:
             raise UserError(f'--{name} must be at least {least}, got {getattr(args, name)}')
+    if not 0 <= args.drop_path_prob < 1:
+        raise UserError(f'--drop_path_prob must lie in [0, 1), got {args.drop_path_prob}')
     nag_stage_cells(args.eval_layers, '--eval_layers')
     device = training.select_device(args.device)
     training.single_process()
-    info = datasets.dataset_info(args.dataset, args.data, need_data=not args.dry_run)
+    info = training.dataset_info(args, need_data=not args.dry_run)
     utils.seed_everything(args.seed)
+    nag_stage_cells(args.layers)
     supernet = training.place_model(nag.OneShotNetwork(args.init_channels, info.num_classes, args.layers,
-                                                       args.max_vertices, info.in_channels), args, device)
+                                                       args.max_vertices, info.in_channels, args.auxiliary,
+                                                       info.image_size), args, device)
     input_shape = (info.in_channels, info.image_size, info.image_size)
     if args.dry_run:
         print(f'params: {utils.count_parameters_in_MB(supernet):.6f} M (supernet, every op of every slot)')
         return 0
 
     signature = json.dumps({'kind': 'nasdata', 'dataset': args.dataset, 'C': args.init_channels, 'layers': args.layers,
-                            'max_vertices': args.max_vertices, 'num_archs': args.num_archs, 'seed': args.seed})
+                            'max_vertices': args.max_vertices, 'num_archs': args.num_archs, 'seed': args.seed,
+                            'auxiliary': args.auxiliary, 'dead_ends': args.dead_ends,
+                            'score_epochs': args.score_epochs})
     run = training.Run(args.save, args, args.resume, kind='nasdata', signature=signature)
+    run.truncate_jsonl(SCORES, run.checkpoint['epoch'] if run.checkpoint else 0)
     archs = architecture_pool(run, args)
-    train_data = datasets.build_dataset(args.dataset, args.data, train=True, augment=True,
-                                        cutout_length=args.cutout_length if args.cutout else 0)
+    train_data = training.load_split(args, train=True)
     weight_idx, arch_idx = datasets.search_split(train_data, args.train_portion, args.subset)
     weight_loader = training.make_loader(torch.utils.data.Subset(train_data, weight_idx), args.batch_size, True,
                                          args.workers, device, drop_last=True)
     if len(weight_loader) == 0:
         raise UserError(f"--batch_size {args.batch_size} is larger than the supernet's training split "
                         f"({len(weight_idx)} images); lower --batch_size")
-    scoring_data = torch.utils.data.Subset(
-        datasets.build_dataset(args.dataset, args.data, train=True, augment=False), arch_idx)
+    scoring_data = torch.utils.data.Subset(training.load_split(args, train=True, augment=False), arch_idx)
+    scoring_loader = training.make_loader(scoring_data, args.eval_batch_size, True, args.workers, device)
 
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(supernet.parameters(), args.learning_rate, momentum=args.momentum,
@@ -145,30 +194,40 @@ def main(argv=None):
     def run_epoch(ctx):
         lr = scheduler.get_last_lr()[0]
         supernet.train()
+        supernet.drop_path_prob = args.drop_path_prob * ctx.epoch / args.epochs
 
         def step(batch, where, guard):
             x, y = (t.to(device, non_blocking=True) for t in batch)
             arch = archs[random.randrange(len(archs))]
             optimizer.zero_grad(set_to_none=True)
             with training.autocast(args, device):
-                logits = supernet(x, arch)
+                logits, logits_aux = supernet(x, arch)
                 loss = criterion(logits, y)
+                if logits_aux is not None:
+                    loss = loss + args.auxiliary_weight * criterion(logits_aux, y)
             if not training.optimize(loss, optimizer, supernet.parameters(), args.grad_clip, guard, where, scaler):
                 return None
             return loss.detach().float(), logits.float(), y
 
         loss, acc = ctx.train(weight_loader, step, len(weight_loader), f'supernet {ctx.epoch + 1}/{args.epochs}')
         scheduler.step()
+        if ctx.epoch >= args.epochs - args.score_epochs:
+            batches = repeat(scoring_loader)
+            scores = [one_shot_accuracy(supernet, arch, [next(batches)], device) for arch in archs]
+            run.append_jsonl(SCORES, {'epoch': ctx.epoch, 'scores': scores})
         return {'lr': lr, 'train_loss': loss, 'train_acc': acc}
 
     stateful = {'model': supernet, 'optimizer': optimizer, 'scheduler': scheduler, 'scaler': scaler}
-    preempted, _ = training.fit(run, args, stateful, run_epoch, loaders=(weight_loader,))
+    preempted, _ = training.fit(run, args, stateful, run_epoch, loaders=(weight_loader, scoring_loader))
     if preempted:
         return 0
 
-    loader = torch.utils.data.DataLoader(scoring_data, batch_size=args.eval_batch_size, shuffle=False,
-                                         num_workers=args.workers)
-    batches = [batch for _, batch in zip(range(args.eval_batches), loader)]
+    if args.score_epochs:
+        accuracies = mean_scores(run, len(archs))
+    else:
+        loader = torch.utils.data.DataLoader(scoring_data, batch_size=args.eval_batch_size, shuffle=False,
+                                             num_workers=args.workers)
+        batches = [batch for _, batch in zip(range(args.eval_batches), loader)]
     done = {record['index'] for record in read_records(run.path(ARCHS))}
     if done:
         logger.info('%d of %d architectures already scored', len(done), len(archs))
@@ -178,7 +237,7 @@ def main(argv=None):
         network = NAGNetworkCIFAR(args.eval_init_channels, info.num_classes, args.eval_layers, False, arch,
                                   in_channels=info.in_channels, image_size=info.image_size)
         params, flops, _ = training.describe(network, input_shape)
-        accuracy = one_shot_accuracy(supernet, arch, batches, device)
+        accuracy = accuracies[index] if args.score_epochs else one_shot_accuracy(supernet, arch, batches, device)
         record = {'index': index, **nag_cells.arch_to_dict(arch), 'accuracy': accuracy, 'params_MB': params, 'flops': flops}
         run.append_jsonl(ARCHS, record)
         if args.report_freq and index % args.report_freq == 0:

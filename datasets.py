@@ -9,13 +9,15 @@ readers (CIFAR pickle batches, Fashion-MNIST idx files, ImageFolder); mistakes t
 or empty folders, no data offline, an unknown name) raise `utils.UserError` with a one-line message.
 
 Folder data sets (imagefolder, tiny-imagenet, imagenet) count their classes from the sub-folders of
-ROOT/train (sorted; hidden folders ignored); val/ is labelled with the train/ class indices. An
+ROOT/train (sorted; hidden folders ignored); val/ is labelled with the train/ class indices. Food-101
+is read from its archive's layout (ROOT/food-101/images and meta/{train,test}.json). An
 unreadable image is reported once (a warning on the 'attnas' logger) and replaced by the next readable
 one, so one bad file does not stop a training run.
 """
 import collections
 import contextlib
 import gzip
+import json
 import logging
 import math
 import os
@@ -39,6 +41,12 @@ CIFAR10_MEAN = (0.49139968, 0.48215827, 0.44653124)
 CIFAR10_STD = (0.24703233, 0.24348505, 0.26158768)
 CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
 CIFAR100_STD = (0.2675, 0.2565, 0.2761)
+# CNAS (tianbaochou/CNAS `utils.py`) and SLNAS (Yee-Master/SLNAS `data/data.py`) normalise CIFAR-10
+# and CIFAR-100 alike with constants of their own.
+CNAS_CIFAR_MEAN = (0.491, 0.482, 0.44653124)
+CNAS_CIFAR_STD = (0.247, 0.243, 0.261)
+SLNAS_CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+SLNAS_CIFAR_STD = (0.2023, 0.1994, 0.2010)
 FASHION_MNIST_MEAN = (0.2860,)
 FASHION_MNIST_STD = (0.3530,)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -90,6 +98,25 @@ class Cutout:
 
 # ----------------------------------------------------------------------------- transforms
 
+# `--cifar_normalization`: the (mean, std) of CIFAR-10 and CIFAR-100 in each reference.  'darts' is
+# quark0/darts's CIFAR-10 pair and Att-DARTS's and ANAS's CIFAR-100 pair.
+CIFAR_NORMALIZATIONS = {
+    'darts': {'cifar10': (CIFAR10_MEAN, CIFAR10_STD), 'cifar100': (CIFAR100_MEAN, CIFAR100_STD)},
+    'cnas': dict.fromkeys(('cifar10', 'cifar100'), (CNAS_CIFAR_MEAN, CNAS_CIFAR_STD)),
+    'slnas': dict.fromkeys(('cifar10', 'cifar100'), (SLNAS_CIFAR_MEAN, SLNAS_CIFAR_STD)),
+}
+
+
+def normalization(name, cifar_normalization='darts'):
+    """(mean, std) that a data set is normalised with: for CIFAR those of `cifar_normalization`
+    (a key of CIFAR_NORMALIZATIONS), for the others their own."""
+    key, spec = _lookup(name)
+    if cifar_normalization not in CIFAR_NORMALIZATIONS:
+        raise UserError(f"unknown CIFAR normalisation '{cifar_normalization}'; choose from "
+                        f"{', '.join(CIFAR_NORMALIZATIONS)}")
+    return CIFAR_NORMALIZATIONS[cifar_normalization].get(key, (spec.mean, spec.std))
+
+
 def _finish(ops, spec, augment, cutout_length):
     ops = list(ops) + [T.ToTensor(), T.Normalize(spec.mean, spec.std)]
     if augment and cutout_length:
@@ -115,6 +142,11 @@ def _folder_transform(spec, augment, cutout_length, size):
     return _finish(ops, spec, augment, cutout_length)
 
 
+def _scaled(size, reference_size, reference_resize):
+    """A reference's resize before its centre crop, scaled to a crop of `size` pixels."""
+    return int(round(size * reference_resize / reference_size))
+
+
 def _imagenet_transform(spec, augment, cutout_length, size):
     """DARTS's ImageNet: RandomResizedCrop + flip + ColorJitter(0.4, 0.4, 0.4, 0.2), or Resize(256)
     + CenterCrop(224) (the resize scales with `size`)."""
@@ -122,23 +154,76 @@ def _imagenet_transform(spec, augment, cutout_length, size):
         ops = [T.RandomResizedCrop(size), T.RandomHorizontalFlip(),
                T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.2)]
     else:
-        ops = [T.Resize(int(round(size * 256 / 224))), T.CenterCrop(size)]
+        ops = [T.Resize(_scaled(size, 224, 256)), T.CenterCrop(size)]
     return _finish(ops, spec, augment, cutout_length)
 
 
-def build_transform(name, augment, cutout_length=0, image_size=None):
+def _cnas_imagenet_transform(spec, augment, cutout_length, size):
+    """CNAS's ImageNet pipeline (`utils.data_transforms_imagenet`, 128 px): as DARTS's, but the
+    evaluation resize is Resize(256) before CenterCrop(128) (twice the crop)."""
+    if augment:
+        return _imagenet_transform(spec, augment, cutout_length, size)
+    return _finish([T.Resize(_scaled(size, 128, 256)), T.CenterCrop(size)], spec, augment, cutout_length)
+
+
+def _cnas_food101_transform(spec, augment, cutout_length, size):
+    """CNAS's Food-101 pipeline (`utils.data_transforms_food101`, 128 px): RandomResizedCrop + flip
+    + ColorJitter(0.2, 0.2, 0.2, 0.2), or Resize + CenterCrop at the crop size."""
+    if augment:
+        ops = [T.RandomResizedCrop(size), T.RandomHorizontalFlip(),
+               T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.2)]
+    else:
+        ops = [T.Resize(size), T.CenterCrop(size)]
+    return _finish(ops, spec, augment, cutout_length)
+
+
+def _slnas_transform(spec, augment, cutout_length, size):
+    """SLNAS's image-folder pipeline (`data.get_retrain_loaders`, 224 px, antialiased resizes): a
+    random degradation (resize to 256, 128, 64 or 32 px with probabilities 0.55, 0.15, 0.15, 0.15),
+    back to 256 x 256, ColorJitter(0.4, 0.4, 0.4, 0.1), RandomGrayscale(0.2), flip, RandomResizedCrop;
+    for evaluation Resize to 256 x 256 and CenterCrop.  256 is scaled with `size`."""
+    lanczos = T.InterpolationMode.LANCZOS
+    full = _scaled(size, 224, 256)
+    if augment:
+        scales = [T.Resize((_scaled(full, 256, side),) * 2, interpolation=lanczos) for side in (256, 128, 64, 32)]
+        ops = [T.RandomChoice(scales, p=[0.55, 0.15, 0.15, 0.15]), T.Resize((full, full), interpolation=lanczos),
+               T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1), T.RandomGrayscale(0.2),
+               T.RandomHorizontalFlip(), T.RandomResizedCrop(size, interpolation=lanczos)]
+    else:
+        ops = [T.Resize((full, full), interpolation=lanczos), T.CenterCrop(size)]
+    return _finish(ops, spec, augment, cutout_length)
+
+
+# `--pipeline` of the folder data sets: 'crop' (resize, pad-4 random crop, flip: small images),
+# 'imagenet' (DARTS), and the references' own.  'auto' is 'imagenet' for ImageNet and Food-101, else 'crop'.
+FOLDER_PIPELINES = {'crop': _folder_transform, 'imagenet': _imagenet_transform,
+                    'cnas-imagenet': _cnas_imagenet_transform, 'cnas-food101': _cnas_food101_transform,
+                    'slnas': _slnas_transform}
+PIPELINES = ('auto',) + tuple(FOLDER_PIPELINES)
+FOLDER_DATASETS = ('imagefolder', 'tiny-imagenet', 'imagenet', 'food101')
+
+
+def build_transform(name, augment, cutout_length=0, image_size=None, cifar_normalization='darts', pipeline='auto'):
     """The transform build_dataset uses: training augmentation if `augment`, else the evaluation one.
-    Cutout is added only with augment and cutout_length > 0."""
+    Cutout is added only with augment and cutout_length > 0.  `pipeline` chooses a folder data
+    set's (FOLDER_PIPELINES); CIFAR and Fashion-MNIST have their one."""
     key, spec = _lookup(name)
+    mean, std = normalization(key, cifar_normalization)
+    spec = spec._replace(mean=mean, std=std)
     size = _check_size(image_size, spec)
     cutout_length = _check_cutout(cutout_length)
+    if pipeline not in PIPELINES:
+        raise UserError(f"unknown --pipeline '{pipeline}'; choose from {', '.join(PIPELINES)}")
+    if pipeline != 'auto' and key not in FOLDER_DATASETS:
+        raise UserError(f"--pipeline {pipeline} is for image folders ({', '.join(FOLDER_DATASETS)}); {spec.title} "
+                        f"has its own augmentation: drop --pipeline")
     if key in ('cifar10', 'cifar100'):
         return _small_image_transform(spec, augment, cutout_length, size, pad=4)
     if key == 'fashion-mnist':
         return _small_image_transform(spec, augment, cutout_length, size, pad=2)
-    if key == 'imagenet':
-        return _imagenet_transform(spec, augment, cutout_length, size)
-    return _folder_transform(spec, augment, cutout_length, size)
+    if pipeline == 'auto':
+        pipeline = 'imagenet' if key in ('imagenet', 'food101') else 'crop'
+    return FOLDER_PIPELINES[pipeline](spec, augment, cutout_length, size)
 
 
 # ----------------------------------------------------------------------------- downloads
@@ -455,6 +540,49 @@ def _build_imagenet(spec, root, train, transform):
     return _folder_split(root, train, transform)
 
 
+def _food101_base(root):
+    """ROOT/food-101 (or ROOT itself when --data points at it): images/<class>/<id>.jpg and
+    meta/{train,test}.json listing '<class>/<id>' per class, as the archive unpacks."""
+    root = os.path.abspath(os.fspath(root))
+    return root if os.path.basename(root.rstrip(os.sep)) == 'food-101' else os.path.join(root, 'food-101')
+
+
+def _food101_split(base, split):
+    path = os.path.join(base, 'meta', f'{split}.json')
+    try:
+        with open(path) as f:
+            listing = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path} is missing or not JSON [{_one_line(exc)}]: restore food-101/meta from the "
+                        f"Food-101 archive or pass --data DIR") from exc
+    if not isinstance(listing, dict) or not listing:
+        raise UserError(f"{path} should map each class to its images; restore it from the Food-101 archive")
+    return listing
+
+
+def _build_food101(spec, root, train, transform):
+    """Food-101 (Bossard et al., ECCV 2014), read as torchvision's `Food101` does: the classes are
+    the keys of meta/train.json, a split's images those its JSON lists."""
+    base = _food101_base(root)
+    if not os.path.isdir(os.path.join(base, 'meta')):
+        try:
+            with _download_guard(tv_datasets.Food101._URL, creates=[os.path.dirname(base)]):
+                tv_datasets.Food101(os.path.dirname(base), download=True)
+        except Exception as exc:
+            raise UserError(f"Food-101 not found in {base} and could not be downloaded (offline?) "
+                            f"[{_one_line(exc)}]: unpack food-101.tar.gz there or pass --data DIR") from exc
+    classes = sorted(_food101_split(base, 'train'))
+    listing = _food101_split(base, 'train' if train else 'test')
+    unknown = sorted(set(listing) - set(classes))
+    if unknown:
+        raise UserError(f"{base}/meta/test.json names classes that train.json lacks ({', '.join(unknown[:5])}); "
+                        f"restore meta/ from the Food-101 archive")
+    index = {c: i for i, c in enumerate(classes)}
+    samples = [(os.path.join(base, 'images', *f'{name}.jpg'.split('/')), index[c])
+               for c in sorted(listing) for name in listing[c]]
+    return _ImageList(os.path.join(base, 'images'), samples, classes, transform)
+
+
 # ----------------------------------------------------------------------------- registry
 
 DATASETS = collections.OrderedDict([
@@ -466,10 +594,11 @@ DATASETS = collections.OrderedDict([
     ('imagefolder', DatasetSpec('image folder', None, 3, 32, IMAGENET_MEAN, IMAGENET_STD, _build_image_folder)),
     ('tiny-imagenet', DatasetSpec('Tiny-ImageNet', None, 3, 64, IMAGENET_MEAN, IMAGENET_STD, _build_tiny_imagenet)),
     ('imagenet', DatasetSpec('ImageNet', None, 3, 224, IMAGENET_MEAN, IMAGENET_STD, _build_imagenet)),
+    ('food101', DatasetSpec('Food-101', None, 3, 224, IMAGENET_MEAN, IMAGENET_STD, _build_food101)),
 ])
 
 _ALIASES = {'cifar-10': 'cifar10', 'cifar-100': 'cifar100', 'fashionmnist': 'fashion-mnist',
-            'image-folder': 'imagefolder', 'tinyimagenet': 'tiny-imagenet'}
+            'image-folder': 'imagefolder', 'tinyimagenet': 'tiny-imagenet', 'food-101': 'food101'}
 
 
 def _lookup(name):
@@ -478,6 +607,11 @@ def _lookup(name):
     if key not in DATASETS:
         raise UserError(f"unknown dataset '{name}': choose one of {', '.join(DATASETS)}")
     return key, DATASETS[key]
+
+
+def canonical_name(name):
+    """The registry key of a data set name or alias ('CIFAR-100' -> 'cifar100'); UserError if unknown."""
+    return _lookup(name)[0]
 
 
 def _check_size(image_size, spec):
@@ -497,7 +631,7 @@ def _check_cutout(cutout_length):
 
 
 # Class counts of the standard folder data sets, for a --dry_run without the data on disk.
-NOMINAL_CLASSES = {'imagenet': 1000, 'tiny-imagenet': 200}
+NOMINAL_CLASSES = {'imagenet': 1000, 'tiny-imagenet': 200, 'food101': 101}
 
 
 def dataset_info(name, root=None, image_size=None, need_data=True):
@@ -506,6 +640,10 @@ def dataset_info(name, root=None, image_size=None, need_data=True):
     with need_data=False, ImageNet and Tiny-ImageNet fall back to their standard class counts."""
     key, spec = _lookup(name)
     num_classes = spec.num_classes
+    if key == 'food101':
+        on_disk = root is not None and os.path.isdir(os.path.join(_food101_base(root), 'meta'))
+        if on_disk or need_data:
+            num_classes = len(_food101_split(_food101_base(root if root is not None else 'data'), 'train'))
     if num_classes is None and not need_data and key in NOMINAL_CLASSES:
         if root is None or not os.path.isdir(os.path.join(os.fspath(root), 'train')):
             num_classes = NOMINAL_CLASSES[key]
@@ -516,14 +654,17 @@ def dataset_info(name, root=None, image_size=None, need_data=True):
     return DatasetInfo(num_classes, spec.in_channels, _check_size(image_size, spec), spec.mean, spec.std)
 
 
-def build_dataset(name, root, train, augment, cutout_length=0, image_size=None):
+def build_dataset(name, root, train, augment, cutout_length=0, image_size=None, cifar_normalization='darts',
+                  pipeline='auto'):
     """The train (train=True) or test/val split of a registered data set, yielding (tensor, int).
 
     augment=True gives the training augmentation (and Cutout when cutout_length > 0, after
     normalisation); augment=False gives ToTensor + Normalize (after the resize/crop for folders).
-    image_size defaults to the data set's own (32, 28, 32, 64, 224). root=None means 'data'."""
+    image_size defaults to the data set's own (32, 28, 32, 64, 224). root=None means 'data'.
+    CIFAR is normalised with the constants of `cifar_normalization` (see CIFAR_NORMALIZATIONS);
+    folder data sets are prepared by `pipeline` (FOLDER_PIPELINES)."""
     key, spec = _lookup(name)
-    transform = build_transform(key, augment, cutout_length, image_size)
+    transform = build_transform(key, augment, cutout_length, image_size, cifar_normalization, pipeline)
     root = os.fspath(root) if root is not None else 'data'
     return spec.builder(spec, root, bool(train), transform)
 
@@ -570,8 +711,10 @@ class DeviceLoader:
     same seed replays the same batches; under torchrun each process takes its shard of the
     order.  Batches come out channels-last, as the crop builds them."""
 
-    def __init__(self, dataset, name, batch_size, shuffle, drop_last, device, augment, cutout_length=0):
-        key, spec = _lookup(name)
+    def __init__(self, dataset, name, batch_size, shuffle, drop_last, device, augment, cutout_length=0,
+                 cifar_normalization='darts'):
+        key, _ = _lookup(name)
+        mean, std = normalization(key, cifar_normalization)
         indices = list(range(len(dataset)))
         while isinstance(dataset, torch.utils.data.Subset):
             indices = [dataset.indices[i] for i in indices]
@@ -580,8 +723,8 @@ class DeviceLoader:
         images = images[:, None] if images.dim() == 3 else images.permute(0, 3, 1, 2)  # N x C x H x W
         self.images = images[indices].to(device)
         self.labels = torch.as_tensor(dataset.targets)[indices].to(device)
-        self.mean = torch.tensor(spec.mean, device=device)[None, :, None, None]
-        self.std = torch.tensor(spec.std, device=device)[None, :, None, None]
+        self.mean = torch.tensor(mean, device=device)[None, :, None, None]
+        self.std = torch.tensor(std, device=device)[None, :, None, None]
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.padding = DEVICE_CROP_PADDING[key] if augment else 0
         self.flip = augment
@@ -647,5 +790,5 @@ def augment_on_device(images, shift, flip, centre, padding, cutout_length, mean,
 
 __all__ = ['DATASETS', 'DeviceLoader', 'augment_on_device', 'DatasetInfo', 'DatasetSpec', 'Cutout', 'build_dataset', 'build_transform',
            'dataset_info', 'search_split', 'CIFAR10_MEAN', 'CIFAR10_STD', 'CIFAR100_MEAN', 'CIFAR100_STD',
-           'FASHION_MNIST_MEAN', 'FASHION_MNIST_STD', 'IMAGENET_MEAN', 'IMAGENET_STD',
+           'CIFAR_NORMALIZATIONS', 'normalization', 'PIPELINES', 'FOLDER_PIPELINES', 'canonical_name', 'FASHION_MNIST_MEAN', 'FASHION_MNIST_STD', 'IMAGENET_MEAN', 'IMAGENET_STD',
            'FASHION_MNIST_DEBIAN_DIR', 'DOWNLOAD_TIMEOUT', 'OFFLINE_ENV']

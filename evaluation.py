@@ -10,6 +10,9 @@ dropout `--keep_prob` defaults to the reference's (0.6 on CIFAR, 1.0 on ImageNet
 Fixed with respect to the Att-DARTS code: ImageNet uses StepLR(decay_period, gamma)
 and the label-smoothing loss it declares; resuming needs no missing flag; drop path works on CPU.
 """
+import argparse
+import contextlib
+import io
 import json
 
 import torch
@@ -18,10 +21,12 @@ import torch.nn as nn
 import datasets
 import genotypes
 import nag_cells
+import presets
 import training
 import utils
-from model import (RESNET_ATTENTIONS, RESNET_BLOCKS, SE_REDUCTION, NAGNetworkCIFAR, NAGNetworkImageNet, NetworkCIFAR,
-                   NetworkImageNet, ResNetCIFAR, check_net_type, nag_stage_cells)
+from model import (REDUCE_LEVELS, RESNET_ATTENTIONS, RESNET_BLOCKS, SE_REDUCTION, NAGNetworkCIFAR, NAGNetworkImageNet,
+                   NetworkCIFAR, NetworkImageNet, ResNetCIFAR, check_net_type, nag_stage_cells)
+from operations import SHUFFLE_GROUP_CHOICES
 from training import logger
 from utils import UserError
 
@@ -49,16 +54,31 @@ def network_config(args, info, genotype):
         return nag_config(args, info)
     if args.keep_prob is not None:
         raise UserError("--keep_prob is the classifier dropout of NAG networks; DARTS cell networks have none")
-    return {'type': 'imagenet' if args.dataset == 'imagenet' else 'cifar', 'C': args.init_channels,
+    imagenet = imagenet_skeleton(args)
+    if imagenet and args.reduce_level:
+        raise UserError("--reduce_level sets the stem of the CIFAR-style network; the ImageNet network has "
+                        "its own stride-8 stems: drop --reduce_level or pass --network cifar")
+    pooled_head = info.num_classes > 10 if args.pooled_head is None else args.pooled_head
+    return {'type': 'imagenet' if imagenet else 'cifar', 'C': args.init_channels,
             'num_classes': info.num_classes, 'layers': args.layers, 'auxiliary': args.auxiliary,
-            'in_channels': info.in_channels, 'image_size': info.image_size,
-            'pooled_head': getattr(args, 'pooled_head', False)}
+            'in_channels': info.in_channels, 'image_size': info.image_size, 'pooled_head': pooled_head,
+            'reduce_level': args.reduce_level, 'prune_none': args.prune_none, 'shuffle_groups': args.shuffle_groups}
+
+
+def imagenet_skeleton(args):
+    """Whether --network (auto: for --dataset imagenet) asks for the ImageNet skeleton."""
+    return args.network == 'imagenet' or (args.network == 'auto' and datasets.canonical_name(args.dataset) == 'imagenet')
+
+
+def cnas_options_given(args):
+    return args.reduce_level or args.prune_none or args.shuffle_groups != '1'
 
 
 def resnet_config(args, info):
     check_net_type(args.net_type)
-    if args.auxiliary or args.pooled_head:
-        raise UserError("--auxiliary and --pooled_head belong to DARTS cell networks, not to ResNets")
+    if args.auxiliary or args.pooled_head or cnas_options_given(args):
+        raise UserError("--auxiliary, --pooled_head, --reduce_level, --prune_none and --shuffle_groups belong to "
+                        "DARTS cell networks, not to ResNets")
     return {'type': 'resnet', 'net_type': args.net_type, 'attention': args.attention,
             'se_reduction': args.se_reduction, 'num_classes': info.num_classes,
             'in_channels': info.in_channels, 'image_size': info.image_size}
@@ -66,10 +86,12 @@ def resnet_config(args, info):
 
 def nag_config(args, info):
     """The NAO skeleton of a NAG architecture: CIFAR's, or ImageNet's stems for --dataset imagenet."""
-    if args.pooled_head:
-        raise UserError("--pooled_head belongs to DARTS cell networks, not to NAG cells")
+    if args.pooled_head or cnas_options_given(args):
+        raise UserError("--pooled_head, --reduce_level, --prune_none and --shuffle_groups belong to DARTS cell "
+                        "networks, not to NAG cells")
     nag_stage_cells(args.layers)
-    return {'type': 'nag', 'imagenet': args.dataset == 'imagenet', 'C': args.init_channels,
+    imagenet = imagenet_skeleton(args)
+    return {'type': 'nag', 'imagenet': imagenet, 'C': args.init_channels,
             'num_classes': info.num_classes, 'layers': args.layers, 'auxiliary': args.auxiliary,
             'keep_prob': args.nag_keep_prob if args.keep_prob is None else args.keep_prob,
             'in_channels': info.in_channels, 'image_size': info.image_size}
@@ -84,12 +106,14 @@ def build_network(config, genotype):
     if config['type'] == 'resnet':
         return ResNetCIFAR(config['net_type'], config['num_classes'], config['attention'], genotype,
                            se_reduction=config['se_reduction'], in_channels=config['in_channels'])
+    cnas_options = dict(prune_none=config.get('prune_none', False), shuffle_groups=config.get('shuffle_groups', '1'))
     if config['type'] == 'imagenet':
         return NetworkImageNet(config['C'], config['num_classes'], config['layers'], config['auxiliary'],
-                               genotype, in_channels=config['in_channels'], image_size=config['image_size'])
+                               genotype, in_channels=config['in_channels'], image_size=config['image_size'],
+                               **cnas_options)
     return NetworkCIFAR(config['C'], config['num_classes'], config['layers'], config['auxiliary'], genotype,
                         in_channels=config['in_channels'], image_size=config['image_size'],
-                        pooled_head=config['pooled_head'])
+                        pooled_head=config['pooled_head'], reduce_level=config.get('reduce_level', 0), **cnas_options)
 
 
 def add_resnet_arguments(parser):
@@ -113,6 +137,8 @@ def resolve_genotype(args):
         return None
     if attention == 'anas' and not (args.arch or args.arch_path):
         return genotypes.ANAS
+    if not (args.arch or args.arch_path) and getattr(args, 'preset_arch', None):
+        args.arch = args.preset_arch  # the paper's architecture, under its --preset
     genotype = genotypes.resolve(args.arch, args.arch_path)
     name = args.arch or args.arch_path
     if attention is None and isinstance(genotype, genotypes.AttGenotype):
@@ -143,7 +169,22 @@ def train_parser(preset):
     g.add_argument('--auxiliary_weight', type=float, default=0.4)
     g.add_argument('--drop_path_prob', type=float, default=p['drop_path_prob'],
                    help='drop-path rate, ramped linearly from 0 over the epochs')
-    g.add_argument('--pooled_head', action='store_true', help='2x2 pooled classifier head (CNAS, many classes)')
+    g.add_argument('--network', choices=('auto', 'cifar', 'imagenet'), default='auto',
+                   help="cell networks' skeleton: cifar (full-resolution stem; with --reduce_level a strided one) "
+                        "or imagenet (DARTS's stride-8 stems, for large images); auto: imagenet for --dataset "
+                        "imagenet, cifar otherwise")
+    g = parser.add_argument_group('CNAS network options')
+    g.add_argument('--pooled_head', action=argparse.BooleanOptionalAction, default=False,
+                   help='2x2 pooled classifier head (CNAS); with neither flag under --preset cnas: on for data '
+                        'sets of more than 10 classes, as the CNAS network')
+    g.add_argument('--reduce_level', type=int, default=0, choices=REDUCE_LEVELS,
+                   help='CIFAR-style network: 1 or 2 halves the image in the stem (CNAS)')
+    g.add_argument('--prune_none', action='store_true',
+                   help="build no 'none' edges and no preprocessing of cell inputs only they read (fewer "
+                        "parameters than the references for some CNAS sparse cells)")
+    g.add_argument('--shuffle_groups', choices=SHUFFLE_GROUP_CHOICES, default='1',
+                   help="shuffle_conv_3x3: 1, the CNAS code's dense unit; auto, ShuffleNet's grouped unit "
+                        "(2-4 groups) with a real channel shuffle")
     if p.get('network') == 'resnet':
         add_resnet_arguments(parser)
     else:
@@ -151,29 +192,41 @@ def train_parser(preset):
                        help=f"NAG networks only: share of the pooled features the classifier's dropout keeps "
                             f"(default {p['nag_keep_prob']}, the reference's)")
         parser.set_defaults(nag_keep_prob=p['nag_keep_prob'])
-    g = parser.add_argument_group('schedule')
-    g.add_argument('--scheduler', choices=['cosine', 'step'], default=p['scheduler'])
-    g.add_argument('--gamma', type=float, default=0.97, help='StepLR decay')
+    g = parser.add_argument_group('optimizer and schedule')
+    g.add_argument('--optimizer', choices=OPTIMIZERS, default='sgd',
+                   help='sgd (with --momentum) or adabelief (NAG: --preset nag on CIFAR-10 and ImageNet)')
+    g.add_argument('--adabelief_eps', type=float, default=1e-8, help="AdaBelief's epsilon (NAG's 1e-8)")
+    g.add_argument('--weight_decouple', action='store_true',
+                   help="AdaBelief: decoupled weight decay (NAG's ImageNet training) instead of L2 in the gradient")
+    g.add_argument('--scheduler', choices=SCHEDULERS, default=p['scheduler'],
+                   help='cosine to --learning_rate_min over the epochs; step: x gamma every --decay_period '
+                        'epochs; multistep: x gamma at each of --milestones; constant')
+    g.add_argument('--gamma', type=float, default=None, help='learning-rate decay (default: 0.97 step, 0.1 multistep)')
+    g.add_argument('--schedule_epochs', type=int, default=None,
+                   help='epochs the cosine schedule and the drop-path ramp span, of which --epochs are trained '
+                        "(default --epochs; NAG's random search trains 50 of a 600-epoch schedule)")
     g.add_argument('--decay_period', type=int, default=1, help='StepLR period in epochs')
-    g.add_argument('--label_smooth', type=float, default=p['label_smooth'])
+    g.add_argument('--milestones', type=int, nargs='+', default=[90, 135],
+                   help='multistep: the epochs at which the rate is multiplied by gamma')
+    g.add_argument('--label_smooth', type=float, default=p['label_smooth'],
+                   help='label smoothing (--preset cnas: 0.1 for 50 classes or more, none below, as CNAS)')
     g.add_argument('--test_batch_size', type=int, default=p['test_batch_size'])
-    return parser
+    parser.set_defaults(preset_arch=None)
+    return presets.add_argument(parser, 'anas_train' if p.get('network') == 'resnet' else 'train')
 
 
 def build_loaders(args, device):
     """(train loader, test loader) of --dataset; --subset keeps the first N training images."""
     def loader(train):
-        data = datasets.build_dataset(args.dataset, args.data, train=train, augment=train,
-                                      cutout_length=args.cutout_length if train and args.cutout else 0)
+        data = training.load_split(args, train)
         if train and args.subset is not None:
             data = torch.utils.data.Subset(data, range(min(args.subset, len(data))))
         batch = args.batch_size if train else (args.test_batch_size or args.batch_size)
         if train and batch > len(data):
             raise UserError(f"--batch_size {batch} is larger than the training set ({len(data)} images); "
                             f"lower --batch_size")
-        cutout_length = args.cutout_length if train and args.cutout else 0
-        on_device = (args.dataset, train, cutout_length) if args.data_on_device else None
-        return training.make_loader(data, batch, train, args.workers, device, drop_last=train, on_device=on_device)
+        return training.make_loader(data, batch, train, args.workers, device, drop_last=train,
+                                    on_device=training.device_augmentation(args, train))
     return loader(True), loader(False)
 
 
@@ -215,11 +268,54 @@ def train_and_test(args, run, model, device, loaders, optimizer, scheduler, loss
     return training.evaluate(model, test_loader, test_criterion, device, desc='test', no_progress=args.no_progress)
 
 
+SCHEDULERS = ('cosine', 'step', 'multistep', 'constant')
+OPTIMIZERS = ('sgd', 'adabelief')
+
+
+def make_optimizer(args, parameters):
+    """--optimizer: SGD with --momentum, or AdaBelief (Zhuang et al., NeurIPS 2020; the authors'
+    package adabelief-pytorch, as NAG's final training uses it) with betas (0.9, 0.999), eps
+    --adabelief_eps, no rectification, and weight decay added to the gradient, or decoupled from it
+    with --weight_decouple."""
+    if args.optimizer == 'sgd':
+        return torch.optim.SGD(parameters, args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay)
+    try:
+        from adabelief_pytorch import AdaBelief
+    except ImportError as exc:
+        raise UserError("--optimizer adabelief needs the package adabelief-pytorch: pip install -r requirements.txt "
+                        "(or pass --optimizer sgd)") from exc
+    with contextlib.redirect_stdout(io.StringIO()):  # its notes on the version's defaults
+        return AdaBelief(parameters, lr=args.learning_rate, betas=(0.9, 0.999), eps=args.adabelief_eps,
+                         weight_decay=args.weight_decay, weight_decouple=args.weight_decouple, rectify=False,
+                         print_change_log=False)
+
+
+def schedule_epochs(args):
+    span = getattr(args, 'schedule_epochs', None) or args.epochs
+    if span < args.epochs:
+        raise UserError(f"--schedule_epochs {span} is shorter than --epochs {args.epochs}; the schedule must span "
+                        f"the training")
+    return span
+
+
+def make_scheduler(args, optimizer):
+    """The learning-rate schedule of --scheduler, stepped once per epoch."""
+    if args.scheduler == 'cosine':
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, schedule_epochs(args), eta_min=args.learning_rate_min)
+    if args.scheduler == 'step':
+        return torch.optim.lr_scheduler.StepLR(optimizer, args.decay_period,
+                                               gamma=0.97 if args.gamma is None else args.gamma)
+    if args.scheduler == 'multistep':
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, args.milestones,
+                                                    gamma=0.1 if args.gamma is None else args.gamma)
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
 def train_main(argv, preset):
     args = training.parse(train_parser(preset), argv)
     genotype = resolve_genotype(args)
     device = training.select_device(args.device)
-    info = datasets.dataset_info(args.dataset, args.data, need_data=not args.dry_run)
+    info = training.dataset_info(args, need_data=not args.dry_run)
     config = network_config(args, info, genotype)
     utils.seed_everything(args.seed)
     model = training.place_model(build_network(config, genotype), args, device)
@@ -233,21 +329,20 @@ def train_main(argv, preset):
     loaders = build_loaders(args, device)
     params, _, description = training.describe(model, input_shape)
     logger.info('train %s on %s: %s', args.arch or args.arch_path, args.dataset, description.replace('\n', ', '))
-    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smooth)
+    label_smooth = args.label_smooth
+    if label_smooth is None:  # CNAS: smoothing for many classes only
+        label_smooth = 0.1 if info.num_classes >= 50 else 0.0
+    criterion = nn.CrossEntropyLoss(label_smoothing=label_smooth)
 
     def loss_of(outputs, y):
         logits, logits_aux = outputs
         loss = criterion(logits, y)
         return loss if logits_aux is None else loss + args.auxiliary_weight * criterion(logits_aux, y)
 
-    optimizer = torch.optim.SGD(model.parameters(), args.learning_rate, momentum=args.momentum,
-                                weight_decay=args.weight_decay)
-    if args.scheduler == 'cosine':
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs, eta_min=args.learning_rate_min)
-    else:
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, args.decay_period, gamma=args.gamma)
+    optimizer = make_optimizer(args, model.parameters())
+    scheduler = make_scheduler(args, optimizer)
     result = train_and_test(args, run, model, device, loaders, optimizer, scheduler, loss_of,
-                            lambda epoch: args.drop_path_prob * epoch / args.epochs, params)
+                            lambda epoch: args.drop_path_prob * epoch / schedule_epochs(args), params)
     if result is None:
         return 0
     if training.is_main():
@@ -284,7 +379,8 @@ def test_parser(preset):
 
 
 def load_trained(path, expected_genotype=None):
-    """(model, config, genotype) from a trained.pt, refusing files of another architecture."""
+    """(model, config, genotype, training arguments) from a trained.pt, refusing files of another
+    architecture."""
     checkpoint = utils.load_checkpoint_file(path, 'model file')
     if not isinstance(checkpoint, dict) or not {'state_dict', 'network', 'genotype'} <= checkpoint.keys():
         raise UserError(f"{path} is not a trained.pt written by train_*.py (no network/genotype record)")
@@ -297,14 +393,22 @@ def load_trained(path, expected_genotype=None):
         model.load_state_dict(checkpoint['state_dict'])
     except RuntimeError as exc:
         raise UserError(f"{path}: weights do not fit the recorded architecture ({str(exc).splitlines()[0]})") from exc
-    return model, checkpoint['network'], genotype
+    return model, checkpoint['network'], genotype, checkpoint.get('args', {})
+
+
+def test_split(args, config, trained_args):
+    """The test split of --dataset prepared as the model's training prepared its test split."""
+    preparation = argparse.Namespace(dataset=args.dataset, data=args.data, cutout=False, cutout_length=0,
+                                     image_size=config['image_size'], pipeline=trained_args.get('pipeline', 'auto'),
+                                     cifar_normalization=trained_args.get('cifar_normalization', 'darts'))
+    return training.load_split(preparation, train=False)
 
 
 def test_main(argv, preset):
     args = test_parser(preset).parse_args(argv)
     expected = genotypes.resolve(args.arch, args.arch_path) if (args.arch or args.arch_path) else None
     device = training.select_device(args.device)
-    model, config, genotype = load_trained(args.model_path, expected)
+    model, config, genotype, trained_args = load_trained(args.model_path, expected)
     model.to(device)
     if args.dry_run:
         print(training.describe(model, (config['in_channels'], config['image_size'], config['image_size']))[2])
@@ -314,8 +418,8 @@ def test_main(argv, preset):
         raise UserError(f"{args.model_path} classifies {config['num_classes']} classes but --dataset "
                         f"{args.dataset} has {info.num_classes}; pass the dataset it was trained on")
     utils.seed_everything(args.seed)
-    data = datasets.build_dataset(args.dataset, args.data, train=False, augment=False)
-    loader = training.make_loader(data, args.batch_size, False, args.workers, device)
+    loader = training.make_loader(test_split(args, config, trained_args), args.batch_size, False, args.workers,
+                                  device)
     training.configure_logging()
     result = training.evaluate(model, loader, nn.CrossEntropyLoss(), device, desc='test', no_progress=args.no_progress)
     report_test(result)

@@ -12,8 +12,9 @@ Run directory (--save): class_<label>/archs.jsonl (NAG cells) and class_<label>/
 architecture's JSON that train_CIFAR10.py --arch_path and visualize.py read), for every class unless
 --acc_class (and --params_class) pick one.  With --search N (default 50, as in the reference), the
 first N architectures of the searched class (--acc_class, default the best; --params_class, default
-0) are each trained with train_CIFAR10.py for --search_epochs (the cosine schedule spans exactly
-that budget; the reference cut a 600-epoch schedule at 50) into search/arch_<k>/, and the one with
+0) are each trained with train_CIFAR10.py for --search_epochs with the reference's settings (batch
+128, the first 50 epochs of a 600-epoch cosine schedule, the auxiliary head, Cutout, drop path 0.2;
+--plain_search: train_CIFAR10.py's own defaults over exactly that budget) into search/arch_<k>/, and the one with
 the best final held-out accuracy is written to best.json (and drawn as a DAG into
 normal_best / reduce_best .dot/.png); search.jsonl lists every score.  Flags
 after `--` go to train_CIFAR10.py (dataset, width, cells, ...).  As in the reference, that held-out
@@ -35,6 +36,12 @@ from training import logger
 from utils import UserError
 
 CLASS_FLAGS = {'accuracy': 'acc_class', 'params_MB': 'params_class'}
+# The reference's `build_nas_dataset/eval_archs.py`: batch 128, SGD 0.025 (momentum 0.9, wd 3e-4) on a
+# 600-epoch cosine schedule of which --search_epochs are trained, the auxiliary head, Cutout 16 and
+# drop path 0.2 (keep 0.8), at train_CIFAR10.py's width (36 channels, 20 cells) and classifier dropout 0.4.
+REFERENCE_SEARCH_FLAGS = ['--batch_size', '128', '--learning_rate', '0.025', '--momentum', '0.9', '--weight_decay',
+                          '3e-4', '--scheduler', 'cosine', '--schedule_epochs', '600', '--auxiliary', '--cutout',
+                          '--cutout_length', '16', '--drop_path_prob', '0.2']
 
 
 def build_parser(objectives):
@@ -49,6 +56,10 @@ def build_parser(objectives):
     parser.add_argument('--search', type=int, default=50,
                         help='random search over the first N of the searched class (0: off)')
     parser.add_argument('--search_epochs', type=int, default=50, help='training epochs of each searched architecture')
+    parser.add_argument('--plain_search', action='store_true',
+                        help="train searched architectures with train_CIFAR10.py's defaults (SGD cosine over "
+                             "--search_epochs, no auxiliary head, Cutout or drop path) instead of the reference's "
+                             "eval_archs.py settings")
     parser.add_argument('--device', default='auto')
     return parser
 
@@ -91,7 +102,8 @@ def main_for(argv, objectives):
         logger.info('%s: %d legal architectures%s', class_name(labels), len(archs),
                     '' if len(archs) == args.num else f' (of {args.num} asked; the generator repeats itself)')
     if args.search:
-        search(run, generated[tuple(searched)][:args.search], class_name(searched), args.search_epochs, train_args)
+        flags = train_args if args.plain_search else REFERENCE_SEARCH_FLAGS + train_args
+        search(run, generated[tuple(searched)][:args.search], class_name(searched), args.search_epochs, flags)
     return 0
 
 

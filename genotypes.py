@@ -100,9 +100,19 @@ Att_DARTS = Genotype(
             ('skip_connect', 2, 'CBAM'), ('avg_pool_3x3', 0, 'BAM')],
     reduce_concat=[2, 3, 4, 5])
 
+# Shipped by Att-DARTS (`genotypes.py`) without a note: an attention-free cell of max pools in the
+# normal cell, dilated and separable 5x5 convs in the reduction cell.
+MyDARTS = Genotype(
+    normal=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('max_pool_3x3', 0), ('max_pool_3x3', 2),
+            ('max_pool_3x3', 2), ('max_pool_3x3', 0), ('max_pool_3x3', 2), ('max_pool_3x3', 0)],
+    normal_concat=[2, 3, 4, 5],
+    reduce=[('dil_conv_5x5', 1), ('dil_conv_5x5', 0), ('max_pool_3x3', 2), ('sep_conv_5x5', 1),
+            ('dil_conv_5x5', 3), ('sep_conv_5x5', 0), ('dil_conv_5x5', 2), ('sep_conv_5x5', 3)],
+    reduce_concat=[2, 3, 4, 5])
+
 NAMED = {
     'NASNet': NASNet, 'AmoebaNet': AmoebaNet, 'DARTS_V1': DARTS_V1, 'DARTS_V2': DARTS_V2,
-    'DARTS': DARTS, 'Att_DARTS': Att_DARTS,
+    'DARTS': DARTS, 'Att_DARTS': Att_DARTS, 'MyDARTS': MyDARTS,
 }
 
 # CNAS genotypes (tianbaochou/CNAS `darts/geno_types.py`), searched on CIFAR-10 except _TY2

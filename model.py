@@ -12,10 +12,12 @@ states, optionally followed by a bottleneck attention.  The networks are the DAR
 ImageNet skeletons (stem, 1/3 and 2/3 reductions, auxiliary head after the second reduction).
 
 Differences from the references, all deliberate:
-  * `none` edges are not built and not computed (CNAS sparse genotypes); a node whose edges are
-    all `none` outputs zeros.  Nodes that no output depends on, and cell inputs that nothing
-    reads, are not built either, so every parameter gets a gradient (DDP needs that).  For every
-    genotype without such dead parts (all the named ones) the network is the reference's.
+  * `none` edges (CNAS sparse genotypes) are built as the references build them, a Zero op that
+    multiplies its input by 0, so the cell inputs that only such edges read keep their
+    preprocessing and the parameter count is the reference's (DARTS_MORE_NONE_V3 and _V4 have
+    such inputs).  `prune_none=True` (`--prune_none`) builds and computes neither: a node whose
+    edges are all `none` outputs zeros.  Nodes that no output depends on are never built, so every
+    parameter gets a gradient (DDP needs that); no named genotype has such nodes.
   * The drop-path mask is drawn on the input's device (the reference's was CUDA-only).
   * Each cell is given its true output size, starting at the real post-stem size (28 for a
     224 ImageNet input; Att-DARTS used 128, which only mattered for GE's gather kernel); odd
@@ -33,8 +35,14 @@ import torch.nn as nn
 import nag_cells
 from attention import SE
 from genotypes import entry_attention, entry_input, entry_op
-from operations import OPS, FactorizedReduce, ReLUConvBN, StridedPointwiseConv, is_identity, make_candidate
+from operations import (OPS, FactorizedReduce, ReLUConvBN, StridedPointwiseConv, Zero, is_identity, make_candidate,
+                        regroup_shuffle_convs)
 from utils import UserError, drop_path
+
+
+def is_parameter_free_passthrough(op):
+    """Identity and Zero edges get no drop path (the DARTS and CNAS cells)."""
+    return is_identity(op) or isinstance(op, Zero)
 
 
 def halve(size):
@@ -71,7 +79,8 @@ class Cell(nn.Module):
     """One evaluation cell.  `height`/`width` are the cell's output size (halved inputs if
     `reduction`); attentions are built for that size."""
 
-    def __init__(self, genotype, C_prev_prev, C_prev, C, reduction, reduction_prev, height, width):
+    def __init__(self, genotype, C_prev_prev, C_prev, C, reduction, reduction_prev, height, width,
+                 prune_none=False):
         super().__init__()
         self.reduction = reduction
         if reduction:
@@ -84,7 +93,7 @@ class Cell(nn.Module):
         steps = len(entries) // 2
 
         def is_none(entry):
-            return entry_op(entry) == 'none' or entry_attention(entry) == 'none'
+            return prune_none and (entry_op(entry) == 'none' or entry_attention(entry) == 'none')
 
         # Liveness: which states does the output depend on?
         live = [False] * (steps + 2)
@@ -118,10 +127,10 @@ class Cell(nn.Module):
                 j, attn = entry_input(entry), entry_attention(entry)
                 stride = 2 if reduction and j < 2 else 1
                 op = make_candidate(entry_op(entry), C, stride, height, width, affine=True)
-                droppable = not is_identity(op)
+                droppable = not is_parameter_free_passthrough(op)
                 if attn:
                     second = make_candidate(attn, C, 1, height, width, affine=True)
-                    droppable = droppable and not is_identity(second)
+                    droppable = droppable and not is_parameter_free_passthrough(second)
                     if not is_identity(second):
                         op = nn.Sequential(op, second)
                 edges.append((j, len(self._ops), droppable))
@@ -222,8 +231,10 @@ class _Network(nn.Module):
     # NAO and NAG drop paths in cell i of L at rate * (i + 1) / L; DARTS uses one rate everywhere.
     depth_scaled_drop_path = False
 
+    prune_none = False
+
     def _make_cell(self, genotype, C_prev_prev, C_prev, C, reduction, reduction_prev, size):
-        return Cell(genotype, C_prev_prev, C_prev, C, reduction, reduction_prev, size, size)
+        return Cell(genotype, C_prev_prev, C_prev, C, reduction, reduction_prev, size, size, self.prune_none)
 
     def _build_cells(self, genotype, C, C_prev_prev, C_prev, layers, reduction_prev, size):
         """The cells; returns the channels of the last one's output and the (channels, size) of the
@@ -247,25 +258,50 @@ class _Network(nn.Module):
         return logits, logits_aux
 
 
+REDUCE_LEVELS = (0, 1, 2)
+
+
+def cifar_stem(in_channels, C_stem, reduce_level=0, affine=True):
+    """The stem of the CIFAR-style networks by CNAS's `reduce_level` (its `model.py`): 0, DARTS's
+    Conv3x3 + BN; 1, the same conv at stride 2; 2, Conv3x3 to C_stem/2 + BN + ReLU, then Conv3x3
+    stride 2 + BN (the reference's last BN had C_stem/2 channels, which cannot run).  Levels 1 and
+    2 halve the image; returns (stem, output size of a `size` input as a function)."""
+    if reduce_level not in REDUCE_LEVELS:
+        raise UserError(f"--reduce_level {reduce_level}: choose from {', '.join(map(str, REDUCE_LEVELS))}")
+    if reduce_level == 0:
+        layers = [nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False), nn.BatchNorm2d(C_stem, affine=affine)]
+    elif reduce_level == 1:
+        layers = [nn.Conv2d(in_channels, C_stem, 3, stride=2, padding=1, bias=False),
+                  nn.BatchNorm2d(C_stem, affine=affine)]
+    else:
+        layers = [nn.Conv2d(in_channels, C_stem // 2, 3, padding=1, bias=False),
+                  nn.BatchNorm2d(C_stem // 2, affine=affine), nn.ReLU(inplace=True),
+                  nn.Conv2d(C_stem // 2, C_stem, 3, stride=2, padding=1, bias=False),
+                  nn.BatchNorm2d(C_stem, affine=affine)]
+    return nn.Sequential(*layers), (lambda size: size if reduce_level == 0 else halve(size))
+
+
 class NetworkCIFAR(_Network):
     """The DARTS CIFAR network.  forward returns (logits, logits_aux); logits_aux is None unless
     `auxiliary` and training.  `in_channels=1, image_size=28` gives the Fashion-MNIST variant.
-    `pooled_head=True` (CNAS, for many classes) pools to 2x2 instead of 1x1 before the classifier."""
+    CNAS options: `pooled_head=True` pools to 2x2 instead of 1x1 before the classifier (its
+    network does for more than 10 classes), `reduce_level` 1 or 2 halves the image in the stem
+    (`cifar_stem`), `prune_none` (see `Cell`), and `shuffle_groups='auto'` the grouped
+    `shuffle_conv_3x3` (operations.regroup_shuffle_convs)."""
 
     def __init__(self, C, num_classes, layers, auxiliary, genotype, in_channels=3, image_size=32,
-                 pooled_head=False):
+                 pooled_head=False, reduce_level=0, prune_none=False, shuffle_groups='1'):
         super().__init__()
-        stem_multiplier = 3
-        C_stem = stem_multiplier * C
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False),
-            nn.BatchNorm2d(C_stem),
-        )
-        C_prev, (C_aux, size_aux) = self._build_cells(genotype, C, C_stem, C_stem, layers, False, image_size)
+        self.prune_none = prune_none
+        C_stem = 3 * C
+        self.stem, stem_size = cifar_stem(in_channels, C_stem, reduce_level)
+        C_prev, (C_aux, size_aux) = self._build_cells(genotype, C, C_stem, C_stem, layers, False,
+                                                      stem_size(image_size))
         self.auxiliary_head = AuxiliaryHeadCIFAR(C_aux, num_classes, size_aux) if auxiliary else None
         pooled = 2 if pooled_head else 1
         self.global_pooling = nn.AdaptiveAvgPool2d(pooled)
         self.classifier = nn.Linear(C_prev * pooled * pooled, num_classes)
+        regroup_shuffle_convs(self, shuffle_groups)
 
     def forward(self, x):
         s = self.stem(x)
@@ -278,8 +314,10 @@ class NetworkImageNet(_Network):
     # DARTS's ImageNet auxiliary head has no BN after its 768-channel conv; NAO's has one.
     auxiliary_batchnorm = False
 
-    def __init__(self, C, num_classes, layers, auxiliary, genotype, in_channels=3, image_size=224):
+    def __init__(self, C, num_classes, layers, auxiliary, genotype, in_channels=3, image_size=224,
+                 prune_none=False, shuffle_groups='1'):
         super().__init__()
+        self.prune_none = prune_none
         self.stem0 = nn.Sequential(
             nn.Conv2d(in_channels, C // 2, kernel_size=3, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(C // 2),
@@ -298,6 +336,7 @@ class NetworkImageNet(_Network):
                                if auxiliary else None)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)  # the reference's AvgPool2d(7) at 224
         self.classifier = nn.Linear(C_prev, num_classes)
+        regroup_shuffle_convs(self, shuffle_groups)
 
     def forward(self, x):
         s0 = self.stem0(x)

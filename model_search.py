@@ -22,8 +22,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from genotypes import ATT_PRIMITIVES, AttGenotype, Genotype, entry_attention, entry_input, entry_op
-from model import ResNetBody, build_cell_stack
-from operations import FactorizedReduce, ReLUConvBN, make_candidate
+from model import ResNetBody, build_cell_stack, cifar_stem
+from operations import FactorizedReduce, ReLUConvBN, make_candidate, regroup_shuffle_convs
 from search_space import LOCATIONS, candidate_lists, resolve_primitives  # noqa: F401 (LOCATIONS re-exported)
 
 # Arch-parameter prefix per layer, as named in the logs and the checkpoint.
@@ -53,7 +53,8 @@ def strongest_edges(alphas, names, steps, allow_none=False):
 
 class MixedEdge(nn.Module):
     """sum_k w_k * candidate_k(x), the DARTS mixed operation.  `none` is never built: its term is
-    zero.  `pool_bn` wraps the weight-free pools in a non-affine BN (DARTS; ANAS's unit does not)."""
+    zero.  `pool_bn` wraps the weight-free pools in a BN with the supernet's `affine` (DARTS; ANAS's
+    unit does not)."""
 
     def __init__(self, names, C, stride, height, width, affine, pool_bn=True):
         super().__init__()
@@ -122,28 +123,37 @@ class SearchCell(nn.Module):
 
 
 class SearchNetwork(nn.Module):
-    """The supernet: a stem, `layers` search cells (reduction at 1/3 and 2/3 depth), a classifier."""
+    """The supernet: a stem, `layers` search cells (reduction at 1/3 and 2/3 depth), a classifier.
+
+    `affine` gives the cells' BatchNorms (preprocessing, ops, pool wrappers) weights, as CNAS's
+    `--use_sparse` does; DARTS's are non-affine.  The stem's BatchNorm is affine when
+    `stem_affine` or `affine`: DARTS and Att-DARTS have an affine stem, CNAS's follows its cells
+    (stem_affine=False).  `reduce_level` 1 or 2 halves the image in the stem (CNAS, for data
+    sets larger than CIFAR; model.cifar_stem); `shuffle_groups='auto'` the grouped
+    `shuffle_conv_3x3`."""
 
     def __init__(self, C=16, num_classes=10, layers=8, location='after_every', primitives='darts',
-                 steps=4, multiplier=None, stem_multiplier=3, in_channels=3, image_size=32, affine=False):
+                 steps=4, multiplier=None, stem_multiplier=3, in_channels=3, image_size=32, affine=False,
+                 stem_affine=True, reduce_level=0, shuffle_groups='1'):
         super().__init__()
         self.config = dict(C=C, num_classes=num_classes, layers=layers, location=location,
                            primitives=resolve_primitives(primitives), steps=steps,
                            multiplier=multiplier or steps, stem_multiplier=stem_multiplier,
-                           in_channels=in_channels, image_size=image_size, affine=affine)
+                           in_channels=in_channels, image_size=image_size, affine=affine,
+                           stem_affine=stem_affine, reduce_level=reduce_level, shuffle_groups=shuffle_groups)
         self.steps, self.multiplier = steps, multiplier or steps
         self.lists = candidate_lists(location, self.config['primitives'])
 
         C_stem = stem_multiplier * C
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(C_stem, affine=affine))
+        self.stem, stem_size = cifar_stem(in_channels, C_stem, reduce_level, affine=stem_affine or affine)
 
         def make_cell(C_prev_prev, C_prev, C_curr, reduction, reduction_prev, size):
             return SearchCell(self.lists, steps, self.multiplier, C_prev_prev, C_prev, C_curr, reduction,
                               reduction_prev, size, size, affine)
-        self.cells, outputs = build_cell_stack(make_cell, layers, C, C_stem, C_stem, size=image_size)
+        self.cells, outputs = build_cell_stack(make_cell, layers, C, C_stem, C_stem, size=stem_size(image_size))
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(outputs[-1][0], num_classes)
+        regroup_shuffle_convs(self, shuffle_groups)
 
         num_edges = sum(2 + i for i in range(steps))
         self.arch = nn.ParameterDict()

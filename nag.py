@@ -25,8 +25,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nag_cells import INPUT0, INPUT1, MAX_VERTICES, NAG_OPS, OUTPUT, VOCAB, DagArch, make_cell, predecessors, repair
-from model import build_cell_stack
+from model import AuxiliaryHeadCIFAR, NAOFactorizedReduce, build_cell_stack
 from operations import OPS, FactorizedReduce, ReLUConvBN
+from utils import drop_path
 
 
 # --------------------------------------------------------------------------------------------------
@@ -70,65 +71,119 @@ def quantile_labels(values, num_classes):
 # One-shot supernet (the reference's `NASWSNetworkCIFAR`, build_nas_dataset/model_search.py)
 # --------------------------------------------------------------------------------------------------
 
+def sep_conv_at_stride(sep_conv, x, stride):
+    """An operations.SepConv with its first depthwise conv run at `stride`: the reference's one-shot
+    separable convs share their weights between stride 1 and the stride-2 vertices of a reduction cell."""
+    if stride == 1:
+        return sep_conv(x)
+    first, second = sep_conv
+    depthwise = first[1]
+    x = F.conv2d(F.relu(x), depthwise.weight, None, stride, depthwise.padding, depthwise.dilation, depthwise.groups)
+    return second(first[3](first[2](x)))
+
+
+class OneShotVertex(nn.Module):
+    """One op vertex slot (the reference's `Node`): both separable convs, the weight-free pools and,
+    in a reduction cell, the stride-2 identity (a NAO FactorizedReduce).  Identity gets no drop
+    path."""
+
+    def __init__(self, C, reduction):
+        super().__init__()
+        self.sep_convs = nn.ModuleDict({op: OPS[op](C, 1, True) for op in ('sep_conv_3x3', 'sep_conv_5x5')})
+        self.identity_reduce = NAOFactorizedReduce(C, C) if reduction else None
+
+    def forward(self, x, op, stride, drop_prob):
+        if op in self.sep_convs:
+            out = sep_conv_at_stride(self.sep_convs[op], x, stride)
+        elif op == 'avg_pool_3x3':
+            out = F.avg_pool2d(x, 3, stride, 1, count_include_pad=False)
+        elif op == 'max_pool_3x3':
+            out = F.max_pool2d(x, 3, stride, 1)
+        else:
+            return x if stride == 1 else self.identity_reduce(x)
+        return drop_path(out, drop_prob) if self.training and drop_prob > 0 else out
+
+
 class OneShotCell(nn.Module):
-    """Every op vertex slot holds all NAG ops (plus stride-2 copies in a reduction cell, used when
-    all of a vertex's predecessors are cell inputs, as in model.NAGVertex); the cell output sums
-    per-slot 1x1 convs of the chosen predecessors (= one 1x1 conv over their concat), so it always
-    has C channels whatever the cell."""
+    """The weight-sharing cell: the inputs calibrated as NAO's `MaybeCalibrateSize` (model.NAGCell),
+    one OneShotVertex per op slot, and the output a ReLU-1x1 conv-BN over the concatenated
+    predecessors of the output vertex, whose weight holds one C x C block per possible predecessor
+    (`WSReLUConvBN`), so the cell always outputs C channels.  In a reduction cell, a vertex whose
+    predecessors are all cell inputs runs at stride 2 on their sum; otherwise each input among its
+    predecessors is halved by that slot's own FactorizedReduce, and an input feeding the output by
+    one of the cell's."""
 
     multiplier = 1  # output channels per C, as build_cell_stack reads it from a DARTS cell
 
     def __init__(self, C_prev_prev, C_prev, C, reduction, reduction_prev, max_vertices):
         super().__init__()
         self.reduction = reduction
-        self.preprocess0 = FactorizedReduce(C_prev_prev, C) if reduction_prev else ReLUConvBN(C_prev_prev, C, 1, 1, 0)
-        self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0)
+        self.preprocess0 = self.preprocess1 = None
+        if reduction_prev:
+            self.preprocess0 = FactorizedReduce(C_prev_prev, C)
+        elif C_prev_prev != C:
+            self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0)
+        if C_prev != C:
+            self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0)
         slots = max_vertices - 3
-
-        def op_slots(stride):
-            return nn.ModuleList(nn.ModuleDict({op: OPS[op](C, stride, True) for op in NAG_OPS}) for _ in range(slots))
-
-        self.ops = op_slots(1)
+        self.vertices = nn.ModuleList(OneShotVertex(C, reduction) for _ in range(slots))
         if reduction:
-            self.strided_ops = op_slots(2)
-            self.halve_inputs = nn.ModuleList(FactorizedReduce(C, C) for _ in range(2))
+            self.halve_inputs = nn.ModuleList(nn.ModuleList(NAOFactorizedReduce(C, C) for _ in range(2))
+                                              for _ in range(slots))
+            self.halve_outputs = nn.ModuleList(NAOFactorizedReduce(C, C) for _ in range(2))
         self.combine = nn.ModuleList(nn.Conv2d(C, C, 1, bias=False) for _ in range(max_vertices - 1))
         self.combine_bn = nn.BatchNorm2d(C)
 
-    def forward(self, s0, s1, spec):
-        inputs = [self.preprocess0(s0), self.preprocess1(s1)]
-        states = list(inputs)
-        if self.reduction:
-            states = [halve(h) for halve, h in zip(self.halve_inputs, inputs)]
+    def forward(self, s0, s1, spec, drop_prob=0.):
+        states = [s0 if self.preprocess0 is None else self.preprocess0(s0),
+                  s1 if self.preprocess1 is None else self.preprocess1(s1)]
         last = len(spec.ops) - 1
         for t in range(2, last):
             preds = predecessors(spec, t)
-            if self.reduction and all(p < 2 for p in preds):
-                states.append(self.strided_ops[t - 2][spec.ops[t]](sum(inputs[p] for p in preds)))
-            else:
-                states.append(self.ops[t - 2][spec.ops[t]](sum(states[p] for p in preds)))
-        return self.combine_bn(sum(self.combine[p](states[p].relu()) for p in predecessors(spec, last)))
+            strided = self.reduction and all(p < 2 for p in preds)
+            inputs = [self.halve_inputs[t - 2][p](states[p]) if self.reduction and not strided and p < 2
+                      else states[p] for p in preds]
+            states.append(self.vertices[t - 2](sum(inputs[1:], inputs[0]), spec.ops[t], 2 if strided else 1,
+                                               drop_prob))
+        outputs = [self.halve_outputs[p](states[p]) if self.reduction and p < 2 else states[p]
+                   for p in predecessors(spec, last)]
+        return self.combine_bn(sum(self.combine[p](h.relu()) for p, h in zip(predecessors(spec, last), outputs)))
 
 
 class OneShotNetwork(nn.Module):
-    """The weight-sharing supernet: DARTS CIFAR skeleton (stem 3C, reductions at layers//3 and
-    2*layers//3), cells of `OneShotCell`.  forward(x, arch) runs the (normal, reduce) pair `arch`."""
+    """The weight-sharing supernet: stem 3C, `layers` = 3N+2 OneShotCells (reductions at N and 2N+1),
+    the DARTS CIFAR auxiliary head after the second reduction (`auxiliary`), global pool, Linear;
+    Kaiming-normal initialisation of every parameter of two or more dimensions.  forward(x, arch)
+    runs the (normal, reduce) pair `arch` and returns (logits, auxiliary logits or None); drop path
+    (`drop_path_prob`) grows with depth, as in model.NAGNetworkCIFAR."""
 
-    def __init__(self, C, num_classes, layers, max_vertices=MAX_VERTICES, in_channels=3):
+    def __init__(self, C, num_classes, layers, max_vertices=MAX_VERTICES, in_channels=3, auxiliary=True,
+                 image_size=32):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(in_channels, 3 * C, 3, padding=1, bias=False), nn.BatchNorm2d(3 * C))
+        self.drop_path_prob = 0.
 
         def make_cell(C_prev_prev, C_prev, C_curr, reduction, reduction_prev, size):
             return OneShotCell(C_prev_prev, C_prev, C_curr, reduction, reduction_prev, max_vertices)
 
-        self.cells, outputs = build_cell_stack(make_cell, layers, C, 3 * C, 3 * C)
+        self.cells, outputs = build_cell_stack(make_cell, layers, C, 3 * C, 3 * C, size=image_size)
+        self._aux_index = 2 * layers // 3
+        C_aux, size_aux = outputs[self._aux_index]
+        self.auxiliary_head = AuxiliaryHeadCIFAR(C_aux, num_classes, size_aux) if auxiliary else None
         self.classifier = nn.Linear(outputs[-1][0], num_classes)
+        for p in self.parameters():
+            if p.dim() >= 2:
+                nn.init.kaiming_normal_(p)
 
     def forward(self, x, arch):
         s0 = s1 = self.stem(x)
-        for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, arch[1] if cell.reduction else arch[0])
-        return self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
+        logits_aux = None
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1, arch[1] if cell.reduction else arch[0],
+                              self.drop_path_prob * (i + 1) / len(self.cells))
+            if i == self._aux_index and self.auxiliary_head is not None and self.training:
+                logits_aux = self.auxiliary_head(s1)
+        return self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1)), logits_aux
 
 
 # --------------------------------------------------------------------------------------------------

@@ -83,9 +83,28 @@ def keep_vertices(spec, keep):
     return make_cell([[spec.matrix[i][j] for j in index] for i in index], [spec.ops[i] for i in index])
 
 
+def prune(spec):
+    """The reference's pruning (its `build_nas_dataset/utils.prune`, NAS-Bench-101's): op vertices
+    that no input reaches or that reach no output are dropped.  None when no op vertex is left.
+    Unlike the reference, an input that reaches nothing stays (unread) instead of being deleted,
+    which would shift the other input into its place."""
+    V = len(spec.ops)
+    reached = [v < 2 for v in range(V)]
+    for v in range(2, V - 1):
+        reached[v] = any(reached[j] for j in predecessors(spec, v))
+    reaches = [v == V - 1 for v in range(V)]
+    for v in reversed(range(2, V - 1)):
+        reaches[v] = any(spec.matrix[v][w] and reaches[w] for w in range(v + 1, V))
+    matrix = [list(row) for row in spec.matrix]
+    matrix[0][1] = 0
+    cell = keep_vertices(make_cell(matrix, spec.ops), [r and s for r, s in zip(reached, reaches)])
+    return cell if is_valid(cell, max_vertices=len(cell.ops)) else None
+
+
 def repair(spec):
     """Make a cell legal the NASNet way: op vertices no input reaches are dropped, and op vertices
-    that feed nothing are joined to the output (concatenated).  None when no op vertex is left."""
+    that feed nothing are joined to the output (concatenated).  None when no op vertex is left.
+    The generated cells are repaired this way, keeping what the generator drew."""
     V = len(spec.ops)
     reached = [v < 2 for v in range(V)]
     for v in range(2, V - 1):
@@ -99,25 +118,31 @@ def repair(spec):
     return cell if is_valid(cell, max_vertices=len(cell.ops)) else None
 
 
-def sample_cell(rng, max_vertices=MAX_VERTICES):
+# How a sampled cell's dead ends (op vertices that reach no output) are made legal.
+DEAD_ENDS = {'prune': prune, 'join': repair}
+
+
+def sample_cell(rng, max_vertices=MAX_VERTICES, dead_ends='prune'):
     """The reference's random cell (`build_nas_dataset/utils.py`): V with weights 2^V, edges floor(U + bias) with
-    bias ~ U(0, 1), uniform ops; then `repair`.  Resampled until legal."""
+    bias ~ U(0, 1), uniform ops; then dead ends pruned as the reference does, or joined to the
+    output (`dead_ends='join'`, `repair`).  Resampled until legal (the reference's 3-vertex cells
+    without an op are never legal here)."""
     sizes = list(range(4, max_vertices + 1))
     while True:
         V = rng.choices(sizes, weights=[2 ** v for v in sizes])[0]
         bias = rng.random()
         matrix = [[int(j > i and rng.random() + bias >= 1) for j in range(V)] for i in range(V)]
-        cell = repair(make_cell(matrix, ('input0', 'input1', *rng.choices(NAG_OPS, k=V - 3), 'output')))
+        cell = DEAD_ENDS[dead_ends](make_cell(matrix, ('input0', 'input1', *rng.choices(NAG_OPS, k=V - 3), 'output')))
         if cell is not None:
             return cell
 
 
-def sample_architectures(count, seed, max_vertices=MAX_VERTICES):
+def sample_architectures(count, seed, max_vertices=MAX_VERTICES, dead_ends='prune'):
     """`count` distinct DagArchs."""
     rng = random.Random(seed)
     seen, archs = set(), []
     while len(archs) < count:
-        arch = DagArch(sample_cell(rng, max_vertices), sample_cell(rng, max_vertices))
+        arch = DagArch(sample_cell(rng, max_vertices, dead_ends), sample_cell(rng, max_vertices, dead_ends))
         if arch not in seen:
             seen.add(arch)
             archs.append(arch)

@@ -11,6 +11,7 @@ a 1x1 projection), the output concatenates the vertices feeding it and adds the 
 when the input feeds it directly.  Vertices off every input -> output path are pruned first.
 The graph generator of nag.py builds these cells too (`VOCAB`, `spec_from_tensors`).
 """
+import hashlib
 from collections import namedtuple
 
 import torch
@@ -77,6 +78,47 @@ def check_spec(spec, source='NAS-Bench-101 cell'):
     if problem:
         raise UserError(f'{source}: {problem}')
     return prune(spec)
+
+
+def graph_hash(matrix, labels):
+    """NAS-Bench-101's isomorphism-invariant graph fingerprint (its `graph_util.hash_module`): every
+    vertex starts as the MD5 of (out-degree, in-degree, label); V times, each vertex becomes the MD5
+    of its predecessors' sorted hashes, '|', its successors' sorted hashes, '|', its own; the graph is
+    the MD5 of the sorted list.  The strings hashed are those of the reference, so the fingerprints
+    are the keys of the NAS-Bench-101 data set."""
+    V = len(matrix)
+    out_degree = [sum(matrix[v]) for v in range(V)]
+    in_degree = [sum(matrix[w][v] for w in range(V)) for v in range(V)]
+    hashes = [_md5(str((out_degree[v], in_degree[v], labels[v]))) for v in range(V)]
+    for _ in range(V):
+        hashes = [_md5(''.join(sorted(hashes[w] for w in range(V) if matrix[w][v])) + '|'
+                       + ''.join(sorted(hashes[w] for w in range(V) if matrix[v][w])) + '|' + hashes[v])
+                  for v in range(V)]
+    return _md5(str(sorted(hashes)))
+
+
+def _md5(text):
+    return hashlib.md5(text.encode('utf-8')).hexdigest()
+
+
+def spec_hash(spec):
+    """The NAS-Bench-101 key of a cell (its `ModelSpec.hash_spec` with the canonical op order OPS):
+    the graph hash of the pruned cell, input labelled -1, output -2, ops by their index in OPS.
+    Isomorphic cells, and cells that differ only in pruned vertices, share it."""
+    spec = check_spec(spec)
+    labels = [-1] + [OPS.index(op) for op in spec.ops[1:-1]] + [-2]
+    return graph_hash(spec.matrix, labels)
+
+
+def unique_specs(specs):
+    """`specs` without the cells isomorphic to an earlier one (the first of each hash is kept)."""
+    seen, unique = set(), []
+    for spec in specs:
+        key = spec_hash(spec)
+        if key not in seen:
+            seen.add(key)
+            unique.append(spec)
+    return unique
 
 
 def spec_from_tensors(edges, nodes, n):

@@ -168,25 +168,27 @@ SHUFFLE_MAX_GROUPS = 4
 
 
 def shuffle_groups(C, most=SHUFFLE_MAX_GROUPS):
-    """The most groups g <= `most` for a C-channel `shuffle_conv_3x3`: the C/g bottleneck must split
-    into g groups (C % g^2 == 0) and each of them must get a channel from every group of the first
-    conv after the shuffle (C/g^2 >= g).  1 (the reference's unit, no shuffle) when none fits."""
+    """The most groups g <= `most` for a C-channel grouped `shuffle_conv_3x3`: the C/g bottleneck
+    must split into g groups (C % g^2 == 0) and each of them must get a channel from every group
+    of the first conv after the shuffle (C/g^2 >= g).  1 (no shuffle) when none fits."""
     return next((g for g in range(most, 1, -1) if C % (g * g) == 0 and C >= g ** 3), 1)
 
 
 class ShuffleConv(nn.Module):
-    """`shuffle_conv_3x3`: a ShuffleNet v1 unit (Zhang et al., CVPR 2018): grouped 1x1 conv to a
-    C/g bottleneck, BN, ReLU, channel shuffle, depthwise 3x3 (the stride), BN, grouped 1x1 conv back
-    to C, BN; plus the shortcut (identity, or AvgPool 3x3 stride 2), then ReLU.
+    """`shuffle_conv_3x3`: a ShuffleNet v1 unit (Zhang et al., CVPR 2018): 1x1 conv to a C/g
+    bottleneck in g groups, BN, ReLU, channel shuffle, depthwise 3x3 (the stride), BN, 1x1 conv
+    back to C in g groups, BN; plus the shortcut (identity, or AvgPool 3x3 stride 2), then ReLU.
+    Like the reference and unlike ShuffleNet, the stride-2 shortcut is added, not concatenated,
+    because the op must keep C channels.
 
-    The reference passes 1 into `groups` (its `operations.py`), which makes the convs dense and the shuffle a
-    no-op; here g = shuffle_groups(C) (2 at 16 channels, 3 at 36) unless `groups` is given.  Like
-    the reference and unlike ShuffleNet, the stride-2 shortcut is added, not concatenated, because
-    the op must keep C channels."""
+    The op of the CNAS code has g = 1 (its `operations.py` passes 1 into `groups`): dense 1x1
+    convs and a shuffle that moves nothing.  That is the registered op, so parameter counts are
+    the reference's; `regroup_shuffle_convs` (`--shuffle_groups auto`) gives a network the
+    grouped unit the paper describes."""
 
-    def __init__(self, C, stride, affine=True, groups=None):
+    def __init__(self, C, stride, affine=True, groups=1):
         super().__init__()
-        groups = groups or shuffle_groups(C)
+        self.C, self.stride, self.affine, self.groups = C, stride, affine, groups
         mid = C // groups
         self.branch = nn.Sequential(
             nn.Conv2d(C, mid, 1, groups=groups, bias=False),
@@ -202,6 +204,23 @@ class ShuffleConv(nn.Module):
 
     def forward(self, x):
         return F.relu(self.branch(x) + self.shortcut(x))
+
+
+SHUFFLE_GROUP_CHOICES = ('1', 'auto')
+
+
+def regroup_shuffle_convs(model, choice='auto'):
+    """`--shuffle_groups`: '1' leaves `model` as built (the reference's dense unit); 'auto' rebuilds
+    each `shuffle_conv_3x3` of `model` as the grouped unit with shuffle_groups(C) groups (2 at 16
+    channels, 3 at 36), freshly initialised, in place.  Returns `model`."""
+    if choice not in SHUFFLE_GROUP_CHOICES:
+        raise ValueError(f"unknown shuffle groups '{choice}'; choose from {', '.join(SHUFFLE_GROUP_CHOICES)}")
+    if choice == 'auto':
+        for parent in list(model.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, ShuffleConv):
+                    setattr(parent, name, ShuffleConv(child.C, child.stride, child.affine, shuffle_groups(child.C)))
+    return model
 
 
 OPS.register('cweight_com', lambda C, stride, affine: ChannelWeight(C, stride, affine))
@@ -259,11 +278,13 @@ def make_candidate(name, C, stride, height, width, affine, search=False):
 
     An attention used as a first-layer candidate on a stride-2 edge is preceded by a
     non-affine FactorizedReduce, as in Att-DARTS; `height`/`width` are the edge's output size.
+    In a search (`search=True`) a pool is followed by a BatchNorm with the supernet's `affine`:
+    non-affine in DARTS, affine in CNAS's `--use_sparse` supernet.
     """
     if name in OPS:
         op = OPS[name](C, stride, affine)
         if search and name in POOLING_OPS:
-            op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
+            op = nn.Sequential(op, nn.BatchNorm2d(C, affine=affine))
         return op
     if name in ATTENTIONS:
         module = ATTENTIONS[name](C, height, width)

@@ -24,6 +24,7 @@ import torch.nn as nn
 import datasets
 import evaluation
 import genotypes
+import presets
 import slnas
 import training
 import utils
@@ -39,8 +40,9 @@ DEFAULT_BLOCKS = [4, 4]
 def build_parser():
     parser = training.default_parser(__doc__.splitlines()[0])
     training.add_common_arguments(parser, dataset='cifar10', batch_size=32, learning_rate=0.025,
-                                  learning_rate_min=0.0, epochs=600, seed=2, weight_decay=3e-4, grad_clip=5.0)
-    add_slnas_arguments(parser, out_filters=32, blocks=None, drop_path=0.35)
+                                  learning_rate_min=0.0, epochs=600, seed=2, weight_decay=3e-4, grad_clip=5.0,
+                                  cifar_normalization='slnas')
+    add_slnas_arguments(parser, out_filters=32, blocks=None, drop_path=0.35, initialize=False)
     parser.set_defaults(cutout=True)
     g = parser.add_argument_group('retraining')
     g.add_argument('--no_cutout', dest='cutout', action='store_false', help='no Cutout (on by default)')
@@ -51,7 +53,7 @@ def build_parser():
     g.add_argument('--drop_path_ramp', type=float, default=0.7,
                    help='share of the epochs over which drop path grows to --droppath, then held')
     g.add_argument('--test_batch_size', type=int, default=None, help='default: --batch_size')
-    return parser
+    return presets.add_argument(parser, 'slnas_train')
 
 
 def resolve_arch(args):
@@ -83,17 +85,21 @@ def main(argv=None):
     arch = resolve_arch(args)
     stride4 = bool(args.stride4_stem)
     device = training.select_device(args.device)
-    info = datasets.dataset_info(args.dataset, args.data, need_data=not args.dry_run)
-    slnas.check_input(info, arch.blocks, stride4)
+    info = training.dataset_info(args, need_data=not args.dry_run)
+    slnas.check_input(info, arch.blocks, stride4, args.blurpool_stem)
     utils.seed_everything(args.seed)
-    model = training.place_model(slnas.Network(args.child_out_filters, arch.blocks, info.num_classes, arch=arch,
-                                               stride4_stem=stride4), args, device)
+    network = slnas.Network(args.child_out_filters, arch.blocks, info.num_classes, arch=arch, stride4_stem=stride4,
+                            blurpool_stem=args.blurpool_stem)
+    if args.initialize_weights:
+        slnas.initialize_weights(network)
+    model = training.place_model(network, args, device)
     input_shape = (info.in_channels, info.image_size, info.image_size)
     if args.dry_run:
         print(training.describe(model, input_shape)[2])
         return 0
 
     network = {'C': args.child_out_filters, 'classes': info.num_classes, 'stride4': stride4,
+               'blurpool_stem': args.blurpool_stem,
                'arch': genotypes.seq_to_dict(arch)}
     run = training.Run(args.save, args, args.resume, kind='retrain-slnas',
                        signature=json.dumps({'kind': 'slnas-retrain', **network, 'amp': args.amp}))

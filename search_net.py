@@ -26,6 +26,7 @@ import os
 import sys
 
 import datasets
+import presets
 import training
 import utils
 from model import check_net_type
@@ -42,7 +43,7 @@ def build_parser():
     g.add_argument('--note', default='try', help='run name: the run directory is runs/anas-NOTE unless --save')
     add_search_arguments(parser)
     parser.set_defaults(arch_grad_clip=5.0)
-    return parser
+    return presets.add_argument(parser, 'anas_search')
 
 
 @training.cli
@@ -51,7 +52,7 @@ def main(argv=None):
     check_net_type(args.net_type)
     args.save = args.save or os.path.join('runs', f'anas-{args.note}')
     device = training.select_device(args.device)
-    info = datasets.dataset_info(args.dataset, args.data, need_data=not args.dry_run)
+    info = training.dataset_info(args, need_data=not args.dry_run)
     utils.seed_everything(args.seed)
     model = training.place_model(AttentionSearchResNet(args.net_type, info.num_classes, in_channels=info.in_channels),
                                  args, device)

@@ -160,9 +160,13 @@ class Block(nn.Module):
         return self.fuse(torch.cat(states[2:], dim=1))
 
 
-def stem(kernel_size, channels, stride4, batch_stats):
+def stem(kernel_size, channels, stride4, batch_stats, blurpool=False):
     """The CIFAR stems are conv k x k (reflect padding) + BN at full resolution; the search (and
-    large-image) stems reduce 4x with two conv 3x3 s2 + BN + Mish."""
+    large-image) stems reduce 4x with two conv 3x3 s2 + BN + Mish.  `blurpool` (with stride4): one
+    conv 3x3 s2 + BN + Mish, then BlurPool s2, the second stem of SLNAS's image-folder retrainer."""
+    if stride4 and blurpool:
+        return nn.Sequential(nn.Conv2d(3, channels, 3, stride=2, padding=1, padding_mode='reflect', bias=False),
+                             batch_norm(channels, batch_stats), nn.Mish(), BlurPool(channels))
     if stride4:
         layers = []
         for nin in (3, channels):
@@ -190,14 +194,14 @@ class Network(nn.Module):
     BN) and forward(img) needs none.  Returns (logits, [auxiliary logits after each stage but the
     last]); the auxiliary heads are named `auxiliary_*` so parameter counts leave them out."""
 
-    def __init__(self, out_filters, blocks, num_classes, arch=None, stride4_stem=False):
+    def __init__(self, out_filters, blocks, num_classes, arch=None, stride4_stem=False, blurpool_stem=False):
         super().__init__()
         self.arch = arch
         self.blocks = list(blocks)
         self.drop_path_prob = 0.0
         batch_stats = arch is None
         self.stem_3x3 = stem(3, out_filters, stride4_stem, batch_stats)
-        self.stem_5x5 = stem(5, out_filters, stride4_stem, batch_stats)
+        self.stem_5x5 = stem(5, out_filters, stride4_stem, batch_stats, blurpool=blurpool_stem)
         self.cells = nn.ModuleList()
         self.skip_projections = nn.ModuleDict()
         for i, (reduction, width_in, width_out) in enumerate(block_layout(self.blocks)):
@@ -225,6 +229,22 @@ class Network(nn.Module):
             if i in self.aux_after:
                 aux.append(self.auxiliary_heads[len(aux)](out.mean((2, 3))))
         return self.classifier(prev.mean((2, 3))), aux
+
+
+def initialize_weights(model):
+    """SLNAS's `utils.initialize_weights` (its image-folder search and retrainer): Kaiming-normal
+    (fan out) convolutions, BatchNorms at 1 and 0, Linear weights N(0, 0.01), zero biases."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode='fan_out')
+        elif isinstance(m, nn.BatchNorm2d) and m.affine:
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+    return model
 
 
 def inherit(child, supernet):
@@ -544,8 +564,10 @@ class GASampler(RandomSampler):
         self.fitness = list(state['fitness'])
 
 
-def check_input(info, blocks, stride4_stem):
-    """RGB images large enough that no reduction leaves an empty map."""
+def check_input(info, blocks, stride4_stem, blurpool_stem=False):
+    """RGB images large enough that no reduction leaves an empty map; a BlurPool stem is a stride-4 one."""
+    if blurpool_stem and not stride4_stem:
+        raise UserError("--blurpool_stem is the second of the stride-4 stems: add --stride4_stem")
     if info.in_channels != 3:
         raise UserError(f"SLNAS networks take RGB images, the data set has {info.in_channels} channel(s); "
                         f"choose an RGB --dataset")

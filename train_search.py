@@ -8,6 +8,7 @@ architecture weights per epoch), metrics.jsonl (with the diagnostics of search_d
 log.txt, checkpoint.pt (resume with --resume).  --strategy rsws: random search with weight sharing
 on the same supernet (rsws.py).
 """
+import argparse
 import hashlib
 import json
 import sys
@@ -17,12 +18,15 @@ import torch.nn as nn
 
 import datasets
 import genotypes
+import presets
 import rsws
 import search_diagnostics
 import training
 import utils
 from architect import HESSIAN_STENCILS, Architect
+from model import REDUCE_LEVELS
 from model_search import LOCATIONS, SearchNetwork
+from operations import SHUFFLE_GROUP_CHOICES
 from training import logger
 
 
@@ -45,12 +49,20 @@ def build_parser():
     g.add_argument('--num_meta_node', type=int, default=4, help='intermediate nodes per cell')
     g.add_argument('--use_sparse', action='store_true',
                    help="CNAS: affine BN in the supernet and a derivation that may keep 'none' edges")
+    g.add_argument('--stem_affine', action=argparse.BooleanOptionalAction, default=True,
+                   help="affine stem BatchNorm (DARTS, Att-DARTS); --no-stem_affine: as the cells' BatchNorms, "
+                        "affine only with --use_sparse (CNAS)")
+    g.add_argument('--reduce_level', type=int, default=0, choices=REDUCE_LEVELS,
+                   help='1 or 2: the stem halves the image (CNAS searches data sets larger than CIFAR with 1)')
+    g.add_argument('--shuffle_groups', choices=SHUFFLE_GROUP_CHOICES, default='1',
+                   help="shuffle_conv_3x3: 1, the CNAS code's dense unit; auto, ShuffleNet's grouped unit")
     g.add_argument('--drop_path_prob', type=float, default=0.3, help='unused in search; kept for the seeds\' CLI')
     g.add_argument('--strategy', choices=('darts', 'rsws'), default='darts',
                    help='darts: architecture weights by gradient (DARTS); rsws: random search with weight sharing '
                         '(Li and Talwalkar 2019) on the same supernet')
     rsws.add_arguments(parser)
-    return add_search_arguments(parser)
+    add_search_arguments(parser)
+    return presets.add_argument(parser, 'search')
 
 
 def repeat(loader):
@@ -61,7 +73,8 @@ def repeat(loader):
 def search_signature(args, info):
     return json.dumps({'kind': 'search', 'location': args.location, 'primitives': args.primitives,
                        'C': args.init_channels, 'layers': args.layers, 'steps': args.num_meta_node,
-                       'sparse': args.use_sparse,
+                       'sparse': args.use_sparse, 'stem_affine': args.stem_affine,
+                       'reduce_level': args.reduce_level, 'shuffle_groups': args.shuffle_groups,
                        'classes': info.num_classes, 'in_channels': info.in_channels,
                        # Only where it is not the default, so that DARTS checkpoints stay resumable.
                        **({'strategy': args.strategy} if args.strategy != 'darts' else {})})
@@ -91,11 +104,13 @@ def main(argv=None):
         # The supernet's BatchNorms (and BAM's and GE's on pooled vectors) normalise over the batch.
         raise utils.UserError(f"--batch_size must be at least 2 in a search (batch statistics), got {args.batch_size}")
     device = training.select_device(args.device)
-    info = datasets.dataset_info(args.dataset, args.data, need_data=not args.dry_run)
+    info = training.dataset_info(args, need_data=not args.dry_run)
     utils.seed_everything(args.seed)
     model = SearchNetwork(args.init_channels, info.num_classes, args.layers, location=args.location,
                           primitives=args.primitives, steps=args.num_meta_node, affine=args.use_sparse,
-                          in_channels=info.in_channels, image_size=info.image_size)
+                          stem_affine=args.stem_affine, reduce_level=args.reduce_level,
+                          shuffle_groups=args.shuffle_groups, in_channels=info.in_channels,
+                          image_size=info.image_size)
     training.place_model(model, args, device, compiled=False)
     if args.strategy == 'rsws' and not args.dry_run:
         return rsws.random_search(args, model, info, device, search_signature(args, info), search_loaders)
@@ -105,13 +120,12 @@ def main(argv=None):
 def search_loaders(args, device):
     """The loaders of the two halves of the training split (--train_portion): the weights' and the
     architecture's, both shuffled and augmented."""
-    train_data = datasets.build_dataset(args.dataset, args.data, train=True, augment=True,
-                                        cutout_length=args.cutout_length if args.cutout else 0)
+    train_data = training.load_split(args, train=True)
     weight_idx, arch_idx = datasets.search_split(train_data, args.train_portion, args.subset)
     if args.batch_size > min(len(weight_idx), len(arch_idx)):
         raise utils.UserError(f"--batch_size {args.batch_size} is larger than the search split "
                               f"({len(weight_idx)} / {len(arch_idx)} images); lower --batch_size")
-    on_device = (args.dataset, True, args.cutout_length if args.cutout else 0) if args.data_on_device else None
+    on_device = training.device_augmentation(args, augment=True)
     return [training.make_loader(torch.utils.data.Subset(train_data, idx), args.batch_size, True, args.workers, device,
                                  drop_last=True, on_device=on_device) for idx in (weight_idx, arch_idx)]
 

@@ -28,6 +28,7 @@ import torch.nn as nn
 
 import datasets
 import genotypes
+import presets
 import slnas
 import training
 import utils
@@ -43,7 +44,7 @@ def parse_blocks(text):
     return genotypes.validate_blocks(blocks)
 
 
-def add_slnas_arguments(parser, out_filters, blocks, drop_path):
+def add_slnas_arguments(parser, out_filters, blocks, drop_path, initialize):
     """Flags the search and the retraining share."""
     g = parser.add_argument_group('SLNAS network')
     g.add_argument('--child_out_filters', type=int, default=out_filters, help='channels of the first stage')
@@ -51,6 +52,12 @@ def add_slnas_arguments(parser, out_filters, blocks, drop_path):
                    help='normal blocks per stage as JSON; a reduction block ends every stage')
     g.add_argument('--stride4_stem', action=argparse.BooleanOptionalAction, default=None,
                    help='stems reducing 4x (default: on for search, off for retraining)')
+    g.add_argument('--blurpool_stem', action='store_true',
+                   help='with the stride-4 stems: the second is conv 3x3 s2 + BN + Mish + BlurPool (the SLNAS '
+                        'image-folder retrainer)')
+    g.add_argument('--initialize_weights', action=argparse.BooleanOptionalAction, default=initialize,
+                   help="SLNAS's initialisation (Kaiming fan-out convs, Linear N(0, 0.01)); the reference applies it "
+                        "in both searches and the image-folder retrainer, not in the CIFAR retrainer")
     g.add_argument('--droppath', '--drop_prob', dest='droppath', type=float, default=drop_path,
                    help='drop-path rate, ramped up linearly')
     g.add_argument('--aux_weight', type=float, default=0.4, help='weight of the auxiliary losses')
@@ -60,8 +67,9 @@ def add_slnas_arguments(parser, out_filters, blocks, drop_path):
 def build_parser():
     parser = training.default_parser(__doc__.splitlines()[0])
     training.add_common_arguments(parser, dataset='cifar10', batch_size=96, learning_rate=0.025,
-                                  learning_rate_min=0.0, epochs=150, seed=2, weight_decay=3e-4)
-    add_slnas_arguments(parser, out_filters=48, blocks='[4,4]', drop_path=0.35)
+                                  learning_rate_min=0.0, epochs=150, seed=2, weight_decay=3e-4,
+                                  cifar_normalization='slnas')
+    add_slnas_arguments(parser, out_filters=48, blocks='[4,4]', drop_path=0.35, initialize=True)
     g = parser.add_argument_group('sampler')
     g.add_argument('--controller', choices=['lstm', 'random', 'ga'], default='lstm')
     g.add_argument('--controller_steps', type=int, default=150,
@@ -77,7 +85,7 @@ def build_parser():
                    help='share of the training set for the weights; the rest gives the rewards')
     g.add_argument('--candidates', type=int, default=10, help='architectures scored for best_arch.json per epoch')
     g.add_argument('--candidate_batches', type=int, default=5, help='reward batches scoring each candidate')
-    return parser
+    return presets.add_argument(parser, 'slnas_search')
 
 
 def make_sampler(args, blocks, device):
@@ -114,26 +122,30 @@ def main(argv=None):
     stride4 = True if args.stride4_stem is None else args.stride4_stem
     device = training.select_device(args.device)
     training.single_process()
-    info = datasets.dataset_info(args.dataset, args.data, need_data=not args.dry_run)
-    slnas.check_input(info, blocks, stride4)
+    info = training.dataset_info(args, need_data=not args.dry_run)
+    slnas.check_input(info, blocks, stride4, args.blurpool_stem)
     utils.seed_everything(args.seed)
-    model = training.place_model(slnas.Network(args.child_out_filters, blocks, info.num_classes, stride4_stem=stride4),
-                                 args, device)
+    network = slnas.Network(args.child_out_filters, blocks, info.num_classes, stride4_stem=stride4,
+                            blurpool_stem=args.blurpool_stem)
+    if args.initialize_weights:
+        slnas.initialize_weights(network)
+    model = training.place_model(network, args, device)
     sampler = make_sampler(args, blocks, device)
     input_shape = (info.in_channels, info.image_size, info.image_size)
     if args.dry_run:
-        # The supernet's FLOPs depend on the path; report the first sampled one.
+        # The supernet's FLOPs depend on the path; report the first sampled one.  Its BatchNorms
+        # normalise over the batch even in eval mode, which one image cannot give.
         model.arch = sampler.sample()
-        print(training.describe(model, input_shape)[2])
+        print(training.describe(model, input_shape, batch=2)[2])
         return 0
 
     signature = json.dumps({'kind': 'slnas-search', 'C': args.child_out_filters, 'blocks': blocks,
-                            'stride4': stride4, 'controller': args.controller, 'classes': info.num_classes})
+                            'stride4': stride4, 'blurpool_stem': args.blurpool_stem, 'controller': args.controller,
+                            'classes': info.num_classes})
     run = training.Run(args.save, args, args.resume, kind='search-slnas', signature=signature)
     # Records of an epoch cut short by a kill are written again when it is replayed.
     run.truncate_jsonl('archs.jsonl', run.checkpoint['epoch'] if run.checkpoint else 0)
-    train_data = datasets.build_dataset(args.dataset, args.data, train=True, augment=True,
-                                        cutout_length=args.cutout_length if args.cutout else 0)
+    train_data = training.load_split(args, train=True)
     weight_idx, reward_idx = datasets.search_split(train_data, args.train_portion, args.subset)
     if args.batch_size > min(len(weight_idx), len(reward_idx)):
         raise UserError(f"--batch_size {args.batch_size} is larger than the search split "
@@ -142,8 +154,8 @@ def main(argv=None):
                                         True, args.workers, device, drop_last=True)
     reward_loader = training.make_loader(torch.utils.data.Subset(train_data, reward_idx), args.batch_size,
                                          True, args.workers, device, drop_last=True)
-    valid_loader = training.make_loader(datasets.build_dataset(args.dataset, args.data, train=False, augment=False),
-                                        args.batch_size, False, args.workers, device)
+    valid_loader = training.make_loader(training.load_split(args, train=False), args.batch_size, False,
+                                        args.workers, device)
 
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(slnas.no_decay_groups(model, args.weight_decay), args.learning_rate,

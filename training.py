@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 import datasets
 import kernels
+import presets
 import utils
 import visualize
 from utils import UserError
@@ -57,11 +58,11 @@ def add_common_arguments(parser, compile_help=COMPILE_HELP, **defaults):
     with the Att-DARTS spellings as aliases)."""
     d = dict(dataset='cifar10', data='data', batch_size=64, learning_rate=0.025, learning_rate_min=0.0,
              momentum=0.9, weight_decay=3e-4, epochs=50, init_channels=16, layers=8, grad_clip=5.0,
-             seed=2, save=None, workers=2, report_freq=50, cutout_length=16)
+             seed=2, save=None, workers=2, report_freq=50, cutout_length=16, cifar_normalization='darts')
     d.update(defaults)
     g = parser.add_argument_group('common')
     g.add_argument('--dataset', default=d['dataset'],
-                   help='cifar10, cifar100, fashion-mnist, imagefolder, tiny-imagenet or imagenet')
+                   help='cifar10, cifar100, fashion-mnist, imagefolder, tiny-imagenet, imagenet or food101')
     g.add_argument('--data', default=d['data'], help='dataset root directory')
     g.add_argument('--subset', type=int, default=None, help='use only the first N training images')
     g.add_argument('--batch_size', '--batchsz', type=int, default=d['batch_size'], help='batch size (per process)')
@@ -97,6 +98,17 @@ def add_common_arguments(parser, compile_help=COMPILE_HELP, **defaults):
     g.add_argument('--channels_last', action=argparse.BooleanOptionalAction, default=True,
                    help='channels-last layout of weights and feature maps (the faster convolution layout on the '
                         'CPU, tensor-core friendly on a GPU); --no-channels_last keeps NCHW')
+    g.add_argument('--image_size', type=int, default=d.get('image_size'),
+                   help="side of the square images the network sees (default: the data set's own: 32 CIFAR, "
+                        "28 Fashion-MNIST, 32 imagefolder, 64 Tiny-ImageNet, 224 ImageNet)")
+    g.add_argument('--pipeline', choices=datasets.PIPELINES, default=d.get('pipeline', 'auto'),
+                   help="image folders' preparation: crop (resize, pad-4 random crop, flip), imagenet (DARTS: "
+                        "RandomResizedCrop, flip, colour jitter), cnas-imagenet, cnas-food101 or slnas (those "
+                        "references' own); auto: imagenet for ImageNet and Food-101, crop for the others")
+    g.add_argument('--cifar_normalization', choices=list(datasets.CIFAR_NORMALIZATIONS),
+                   default=d['cifar_normalization'],
+                   help="CIFAR mean and std: darts (DARTS's CIFAR-10 and Att-DARTS's CIFAR-100 constants), or the "
+                        "one pair CNAS or SLNAS uses for both")
     g.add_argument('--data_on_device', action='store_true',
                    help='CIFAR / Fashion-MNIST: keep the training data on the device and crop, flip and cut out '
                         'there (for GPUs: no loader processes to wait for)')
@@ -109,7 +121,11 @@ def add_common_arguments(parser, compile_help=COMPILE_HELP, **defaults):
 
 
 def parse(parser, argv):
+    """Parse `argv` after --preset (presets.py) has replaced the parser's defaults, then check the
+    common flags."""
+    early = presets.apply(parser, argv)
     args = parser.parse_args(argv)
+    presets.check(args, early)
     for name in ('batch_size', 'epochs', 'init_channels', 'layers'):
         if getattr(args, name, 1) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
@@ -118,6 +134,9 @@ def parse(parser, argv):
     if args.data_on_device and args.dataset not in datasets.DEVICE_CROP_PADDING:
         raise UserError(f"--data_on_device holds only {', '.join(datasets.DEVICE_CROP_PADDING)} on the device, "
                         f"not {args.dataset}; drop --data_on_device")
+    if args.data_on_device and args.image_size not in (None, datasets.dataset_info(args.dataset).image_size):
+        raise UserError("--data_on_device augments the images at their own size; drop --image_size or "
+                        "--data_on_device")
     return args
 
 
@@ -237,22 +256,24 @@ def grad_scaler(args, device):
     return torch.amp.GradScaler(device.type, enabled=args.amp and amp_dtype(args, device) == torch.float16)
 
 
-def count_flops(model, input_shape):
-    """Forward FLOPs of one image (torch.utils.flop_counter), in eval mode."""
+def count_flops(model, input_shape, batch=1):
+    """Forward FLOPs of one image (torch.utils.flop_counter), in eval mode, counted on a batch of
+    `batch` images: a network whose BatchNorms use batch statistics even in eval mode (SLNAS's
+    supernet) needs two, and the counted convolutions and products scale exactly with the batch."""
     was_training = model.training
     model.eval()
     try:
         param = next(model.parameters())
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype))
-        return counter.get_total_flops()
+            model(torch.zeros(batch, *input_shape, device=param.device, dtype=param.dtype))
+        return counter.get_total_flops() // batch
     finally:
         model.train(was_training)
 
 
-def describe(model, input_shape):
+def describe(model, input_shape, batch=1):
     params = utils.count_parameters_in_MB(model)
-    flops = count_flops(model, input_shape)
+    flops = count_flops(model, input_shape, batch)
     implementation = 'fast' if kernels.is_accelerated(model) else 'plain'
     return params, flops, (f'params: {params:.6f} M\nflops: {flops / 1e6:.2f} MFLOPs per image\n'
                            f'kernels: {implementation}')
@@ -562,14 +583,38 @@ def fit(run, args, stateful, run_epoch, loaders=(), device=None):
     return False, record
 
 
+def dataset_info(args, need_data=True):
+    """datasets.dataset_info of --dataset at --image_size."""
+    return datasets.dataset_info(args.dataset, args.data, image_size=args.image_size, need_data=need_data)
+
+
+def load_split(args, train, augment=None):
+    """The train or test split of --dataset as the script's flags prepare it: augmented (with
+    Cutout under --cutout) when `augment` (default: for the train split), --image_size,
+    --pipeline, --cifar_normalization."""
+    augment = train if augment is None else augment
+    return datasets.build_dataset(args.dataset, args.data, train=train, augment=augment,
+                                  cutout_length=args.cutout_length if augment and args.cutout else 0,
+                                  image_size=args.image_size, cifar_normalization=args.cifar_normalization,
+                                  pipeline=args.pipeline)
+
+
+def device_augmentation(args, augment):
+    """`make_loader`'s on_device under --data_on_device (else None): the augmentation of load_split."""
+    if not args.data_on_device:
+        return None
+    return dict(name=args.dataset, augment=augment, cutout_length=args.cutout_length if augment and args.cutout else 0,
+                cifar_normalization=args.cifar_normalization)
+
+
 def make_loader(dataset, batch_size, shuffle, workers, device, drop_last=False, on_device=None):
     """A DataLoader with its own generator, which `fit` re-seeds every epoch; under torchrun each
-    process reads its own shard (batch_size is per process).  `on_device` = (data set name, augment,
-    cutout length), given with --data_on_device, holds the split on `device` and augments it there
+    process reads its own shard (batch_size is per process).  `on_device` (device_augmentation),
+    given with --data_on_device, holds the split on `device` and augments it there
     (datasets.DeviceLoader) instead."""
     if on_device is not None:
-        name, augment, cutout_length = on_device
-        return datasets.DeviceLoader(dataset, name, batch_size, shuffle, drop_last, device, augment, cutout_length)
+        return datasets.DeviceLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+                                     device=device, **on_device)
     sampler = (torch.utils.data.DistributedSampler(dataset, shuffle=shuffle, drop_last=drop_last)
                if distributed() else None)
     return torch.utils.data.DataLoader(

@@ -17,6 +17,7 @@ Python 2 `str` (BINSTRING opcodes), so `pickle.load(f, encoding='bytes')` gives 
 (as on the CIFAR web page) and `encoding='latin1'` gives 'data', 'labels' (as torchvision reads them).
 """
 import gzip
+import json
 import io
 import os
 import pickle
@@ -236,4 +237,28 @@ def make_tiny_imagenet(root, classes=3, per_class=3, seed=0):
     os.makedirs(test_dir, exist_ok=True)
     for k in range(2):
         _signal_image(colours[k % classes], (64, 64), rng).save(os.path.join(test_dir, f'test_{k}.JPEG'), format='JPEG')
+    return root
+
+
+def make_food101(root, classes=3, per_class=4, test_per_class=2, size=40, seed=0):
+    """root/food-101 as the Food-101 archive unpacks: images/<class>/<id>.jpg and meta/train.json,
+    meta/test.json ({class: ['<class>/<id>', ...]}) and meta/classes.txt."""
+    root = os.fspath(root)
+    base = os.path.join(root, 'food-101')
+    rng = np.random.default_rng(seed)
+    colours = _class_colours(classes, rng)
+    listing = {'train': {}, 'test': {}}
+    for c in range(classes):
+        name = f'dish_{c:02d}'
+        os.makedirs(os.path.join(base, 'images', name), exist_ok=True)
+        for j in range(per_class + test_per_class):
+            _signal_image(colours[c], (size, size + 8 * (j % 2)), rng).save(
+                os.path.join(base, 'images', name, f'{1000 + j}.jpg'))
+            listing['train' if j < per_class else 'test'].setdefault(name, []).append(f'{name}/{1000 + j}')
+    os.makedirs(os.path.join(base, 'meta'), exist_ok=True)
+    for split, entries in listing.items():
+        with open(os.path.join(base, 'meta', f'{split}.json'), 'w') as f:
+            json.dump(entries, f)
+    with open(os.path.join(base, 'meta', 'classes.txt'), 'w') as f:
+        f.write(''.join(f'dish_{c:02d}\n' for c in range(classes)))
     return root

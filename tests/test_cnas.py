@@ -58,14 +58,34 @@ def test_parameter_counts_against_spec():
     assert n_params(OPS['sep_conv_3x3'](16, 1, False)) == 800
     assert n_params(OPS['dil_conv_3x3'](16, 1, False)) == 400
     assert n_params(OPS['skip_connect'](16, 2, False)) == 256
-    # The reference's unit (groups=1): 1x1 (256) + depthwise 3x3 (144) + 1x1 (256).
-    assert n_params(ShuffleConv(16, 1, False, groups=1)) == 656
+    # The registered op is the reference's unit (groups=1): 1x1 (256) + depthwise 3x3 (144) + 1x1 (256).
+    assert n_params(OPS['shuffle_conv_3x3'](16, 1, False)) == 656
     # The paper's grouped unit, g = 2 at 16 channels: 16 -> 8 in 2 groups (16*8/2), depthwise 3x3
     # on 8 (8*9), 8 -> 16 in 2 groups (8*16/2).
-    assert n_params(OPS['shuffle_conv_3x3'](16, 1, False)) == 64 + 72 + 64 == 200
-    # Affine BNs (evaluation, --use_sparse) add weight and bias per channel: 8 + 8 + 16 channels.
-    assert n_params(OPS['shuffle_conv_3x3'](16, 2, True)) == 200 + 2 * 32
+    assert n_params(ShuffleConv(16, 1, False, groups=2)) == 64 + 72 + 64 == 200
+    # Affine BNs (evaluation, --use_sparse) add weight and bias per channel: 16 + 16 + 16 channels
+    # dense, 8 + 8 + 16 grouped.
+    assert n_params(OPS['shuffle_conv_3x3'](16, 2, True)) == 656 + 2 * 48
+    assert n_params(ShuffleConv(16, 2, True, groups=2)) == 200 + 2 * 32
     assert n_params(OPS['cweight_com'](16, 2, True)) == 193 + 32
+
+
+def test_regroup_gives_the_grouped_unit_everywhere_and_keeps_the_rest():
+    net = NetworkCIFAR(16, 10, 3, False, genotypes.NAMED['DARTS_MORE_V1'], image_size=8)
+    dense = [m for m in net.modules() if isinstance(m, ShuffleConv)]
+    assert dense and all(m.groups == 1 for m in dense)
+    others = {n: p.shape for n, p in net.named_parameters() if '.branch.' not in n}
+    operations.regroup_shuffle_convs(net, 'auto')
+    grouped = [m for m in net.modules() if isinstance(m, ShuffleConv)]
+    assert [(m.C, m.stride, m.groups) for m in grouped] == [(m.C, m.stride, shuffle_groups(m.C)) for m in dense]
+    assert all(m.groups > 1 for m in grouped)
+    assert {n: p.shape for n, p in net.named_parameters() if '.branch.' not in n} == others
+    assert net(torch.randn(2, 3, 8, 8))[0].shape == (2, 10)
+    # The constructors take the choice too, and '1' leaves the reference's unit.
+    assert n_params(NetworkCIFAR(16, 10, 3, False, genotypes.NAMED['DARTS_MORE_V1'], image_size=8,
+                                 shuffle_groups='auto')) == n_params(net)
+    with pytest.raises(ValueError, match='auto'):
+        operations.regroup_shuffle_convs(net, '3')
 
 
 def test_shuffle_groups_and_permutation():
@@ -146,16 +166,27 @@ def test_sparse_derivation_on_hand_set_weights():
 def test_use_sparse_supernet_is_affine_and_copies_keep_it():
     net = SearchNetwork(4, 3, 2, location='no_attention', primitives='cnas', steps=2, image_size=8, affine=True)
     norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
-    # Pool wrappers stay non-affine (DARTS convention); every other BN follows the flag, eps untouched
-    # (the reference put the affine flag into eps).
+    # Every BN follows the flag, the pool wrappers' too (CNAS's `MixedOp`), with eps untouched (the
+    # reference put the affine flag into eps).
     assert net.stem[1].affine and net.cells[0].preprocess1[2].affine
-    assert all(m.eps == 1e-5 for m in norms) and sum(m.affine for m in norms) > len(norms) // 2
+    assert all(m.eps == 1e-5 and m.affine for m in norms)
+    pool_norms = [edge.candidates[edge.active.index(CNAS.index('avg_pool_3x3'))][1]
+                  for cell in net.cells for edge in cell.first]
+    assert pool_norms and all(m.affine for m in pool_norms)
     # The reference's Network.new() dropped use_sparse; the copy must stay affine.
     copy = net.new()
     assert [m.affine for m in copy.modules() if isinstance(m, nn.BatchNorm2d)] == [m.affine for m in norms]
     assert torch.equal(copy.arch['alphas_normal'], net.arch['alphas_normal'])
     plain = SearchNetwork(4, 3, 2, location='no_attention', primitives='cnas', steps=2, image_size=8)
     assert n_params(net) > n_params(plain)
+    # Without --use_sparse only the stem's BN is affine (DARTS's and Att-DARTS's stem); CNAS's
+    # follows its cells (stem_affine=False).
+    assert [m.affine for m in plain.modules() if isinstance(m, nn.BatchNorm2d)].count(True) == 1
+    assert plain.stem[1].affine
+    cnas_stem = SearchNetwork(4, 3, 2, location='no_attention', primitives='cnas', steps=2, image_size=8,
+                              stem_affine=False)
+    assert not any(m.affine for m in cnas_stem.modules() if isinstance(m, nn.BatchNorm2d))
+    assert n_params(plain) - n_params(cnas_stem) == 2 * 3 * 4
     # The second-order step unrolls every weight, the affine BN ones included (the reference's
     # mismatched copy could not: darts/architecture.py): the validation loss it returns is L(w - eta grad L(w)),
     # recomputed here with autograd, and not the loss with the BN weights left where they were.
@@ -188,11 +219,11 @@ def _flops(module, *inputs):
     return counter.get_total_flops()
 
 
-def test_none_edges_have_no_module_and_no_compute():
+def test_pruned_none_edges_have_no_module_and_no_compute():
     # Node 0 = sep_conv(state 0) + none(state 1); node 1 = none + none; output = nodes 0 and 1.
     sparse = Genotype(normal=[('sep_conv_3x3', 0), ('none', 1), ('none', 0), ('none', 2)], normal_concat=[2, 3],
                       reduce=[('sep_conv_3x3', 0), ('none', 1), ('none', 0), ('none', 2)], reduce_concat=[2, 3])
-    cell = Cell(sparse, 8, 8, 8, False, False, 6, 6).eval()
+    cell = Cell(sparse, 8, 8, 8, False, False, 6, 6, prune_none=True).eval()
     assert len(cell._ops) == 1 and cell.preprocess1 is None
     assert not any(isinstance(m, operations.Zero) for m in cell.modules())
     s0, s1 = torch.randn(2, 8, 6, 6), torch.randn(2, 8, 6, 6)
@@ -223,7 +254,7 @@ def test_every_cnas_genotype_builds_and_trains_one_step(name):
     net = NetworkCIFAR(8, 5, 3, True, genotype, image_size=16)
     for cell in net.cells:
         entries = genotype.reduce if cell.reduction else genotype.normal
-        assert len(cell._ops) <= sum(e[0] != 'none' for e in entries)
+        assert len(cell._ops) == len(entries)  # 'none' edges too, as Zero ops
     optimizer = torch.optim.SGD(net.parameters(), 0.05)
     before = {k: v.clone() for k, v in net.state_dict().items()}
     logits, aux = net(torch.randn(4, 3, 16, 16))
@@ -235,6 +266,61 @@ def test_every_cnas_genotype_builds_and_trains_one_step(name):
     optimizer.step()
     changed = [k for k, v in net.state_dict().items() if not torch.equal(v, before[k])]
     assert any(k.startswith('cells.') for k in changed) and 'classifier.weight' in changed
+
+
+# The reference's own counts: tianbaochou/CNAS @ 4f49b82ad3bb80ae5c7bc6bee4067fec1f45ab79,
+# `EvalNetwork(36, classes, 0, 20, False, geno_types.<name>)` (no auxiliary head; its 2x2 pooled head
+# for more than 10 classes), summed over `parameters()`, built on the CPU with PyTorch 2.
+REFERENCE_COUNTS = {
+    'DARTS_MORE_V1': (1726349, 1894919), 'DARTS_MORE_V2': (2046510, 2271240),
+    'DARTS_MORE_V3': (2800612, 3081502), 'DARTS_MORE_V4': (2952509, 3289559),
+    'DARTS_MORE_NONE_V1': (1886387, 2054957), 'DARTS_MORE_NONE_V2': (2104930, 2329660),
+    'DARTS_MORE_NONE_V3': (2671717, 2952607), 'DARTS_MORE_NONE_V4': (3115211, 3452261),
+    'DARTS_MORE_TY2': (3359065, 3583795),
+}
+
+
+def test_every_shipped_genotype_has_a_reference_count():
+    assert sorted(REFERENCE_COUNTS) == sorted(CNAS_GENOTYPES)
+
+
+@pytest.mark.parametrize('name', CNAS_GENOTYPES)
+@pytest.mark.parametrize('classes', [10, 100])
+def test_parameter_count_is_the_reference_codes(name, classes):
+    net = NetworkCIFAR(36, classes, 20, False, genotypes.NAMED[name], pooled_head=classes > 10)
+    assert n_params(net) == REFERENCE_COUNTS[name][classes == 100]
+
+
+def test_pruned_none_edges_and_grouped_shuffle_are_smaller():
+    # DARTS_MORE_NONE_V3's normal cell reads input 1 only through 'none' edges: the reference still
+    # preprocesses it (a ReLU-1x1 conv-BN), --prune_none does not.
+    genotype = genotypes.NAMED['DARTS_MORE_NONE_V3']
+    reference = NetworkCIFAR(36, 10, 20, False, genotype)
+    pruned = NetworkCIFAR(36, 10, 20, False, genotype, prune_none=True)
+    normal = [i for i, cell in enumerate(reference.cells) if not cell.reduction]
+    assert all(reference.cells[i].preprocess1 is not None and pruned.cells[i].preprocess1 is None for i in normal)
+    saved = sum(n_params(reference.cells[i].preprocess1) for i in normal)
+    assert n_params(pruned) == n_params(reference) - saved
+    grouped = NetworkCIFAR(36, 10, 20, False, genotypes.NAMED['DARTS_MORE_V1'], shuffle_groups='auto')
+    assert n_params(grouped) < REFERENCE_COUNTS['DARTS_MORE_V1'][0]
+
+
+def test_none_edges_compute_zeros_without_drop_path():
+    # A reference cell: the 'none' edges are Zero ops, exact zeros, and drop path skips them.
+    sparse = Genotype(normal=[('sep_conv_3x3', 0), ('none', 1), ('none', 0), ('none', 2)], normal_concat=[2, 3],
+                      reduce=[('sep_conv_3x3', 0), ('none', 1), ('none', 0), ('none', 2)], reduce_concat=[2, 3])
+    cell = Cell(sparse, 8, 8, 8, False, False, 6, 6)
+    assert len(cell._ops) == 4 and cell.preprocess1 is not None
+    assert [droppable for edges in cell._nodes for _, _, droppable in edges] == [True, False, False, False]
+    cell.train()
+    torch.manual_seed(0)
+    s0, s1 = torch.randn(2, 8, 6, 6), torch.randn(2, 8, 6, 6)
+    out = cell(s0, s1, drop_prob=0.5)
+    assert torch.equal(out[:, 8:], torch.zeros(2, 8, 6, 6))
+    out.sum().backward()
+    # The preprocessing only 'none' reads is in the graph (DDP needs every parameter there) with
+    # a zero gradient.
+    assert all(torch.equal(p.grad, torch.zeros_like(p)) for p in cell.preprocess1.parameters())
 
 
 # ------------------------------------------------------------------------------------------- device
@@ -310,3 +396,32 @@ def test_cnas_named_genotype_dry_run():
     result = run('train_CIFAR10.py', '--arch', 'DARTS_MORE_V1', '--auxiliary', '--cutout', '--dry_run',
                  '--data', os.devnull, '--init_channels', '8', '--layers', '5')
     assert 'params:' in result.stdout
+
+
+@pytest.mark.parametrize('level', [0, 1, 2])
+def test_reduce_level_stems_halve_the_image(level):
+    from model import cifar_stem
+    stem, size = cifar_stem(3, 12, level)
+    out = stem(torch.randn(2, 3, 16, 16))
+    assert out.shape == (2, 12, size(16), size(16)) and size(16) == (16 if level == 0 else 8)
+    genotype = genotypes.NAMED['DARTS_MORE_V1']
+    net = NetworkCIFAR(4, 5, 3, True, genotype, image_size=16, reduce_level=level).train()
+    logits, aux = net(torch.randn(2, 3, 16, 16))
+    assert logits.shape == aux.shape == (2, 5)
+    search = SearchNetwork(4, 5, 3, location='no_attention', primitives='cnas', steps=3, image_size=16,
+                           reduce_level=level)
+    assert search(torch.randn(2, 3, 16, 16)).shape == (2, 5)
+    assert search.new().config['reduce_level'] == level
+
+
+def test_cnas_network_flags_reach_the_network():
+    common = ['--arch', 'DARTS_MORE_NONE_V3', '--dry_run', '--data', os.devnull, '--init_channels', '8',
+              '--layers', '5']
+    counts = {}
+    for extra in ([], ['--prune_none'], ['--shuffle_groups', 'auto'], ['--reduce_level', '1']):
+        result = run('train_CIFAR10.py', *common, *extra)
+        counts[' '.join(extra)] = float(result.stdout.split('params:')[1].split()[0])
+    reference = NetworkCIFAR(8, 10, 5, False, genotypes.NAMED['DARTS_MORE_NONE_V3'])
+    assert counts[''] == pytest.approx(n_params(reference) / 1e6, abs=5e-7)
+    assert counts['--prune_none'] < counts[''] and counts['--shuffle_groups auto'] < counts['']
+    assert counts['--reduce_level 1'] == counts['']  # a strided stem, same weights

@@ -48,7 +48,8 @@ def no_network(monkeypatch):
 
 
 def test_registry_names():
-    assert list(DATASETS) == ['cifar10', 'cifar100', 'fashion-mnist', 'imagefolder', 'tiny-imagenet', 'imagenet']
+    assert list(DATASETS) == ['cifar10', 'cifar100', 'fashion-mnist', 'imagefolder', 'tiny-imagenet', 'imagenet',
+                             'food101']
 
 
 # ----------------------------------------------------------------------------- CIFAR
@@ -85,6 +86,30 @@ def test_cifar10_loads_with_real_reader(tmp_path):
     assert torch.allclose(test[0][0], expected, atol=1e-5)
     # --data pointing at the batch folder itself also works
     assert len(build_dataset('cifar10', tmp_path / 'cifar-10-batches-py', True, False)) == 64
+
+
+@pytest.mark.parametrize('name', ['cifar10', 'cifar100'])
+@pytest.mark.parametrize('choice, mean, std', [
+    ('cnas', (0.491, 0.482, 0.44653124), (0.247, 0.243, 0.261)),        # tianbaochou/CNAS utils.py
+    ('slnas', (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),      # Yee-Master/SLNAS data/data.py
+])
+def test_cnas_and_slnas_normalise_both_cifars_with_their_constants(tmp_path, name, choice, mean, std):
+    make = factory.make_cifar10 if name == 'cifar10' else factory.make_cifar100
+    make(tmp_path, n_train=8, n_test=4)
+    test = build_dataset(name, tmp_path, train=False, augment=False, cifar_normalization=choice)
+    raw = torch.from_numpy(test.data[0]).permute(2, 0, 1).float() / 255
+    expected = (raw - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+    assert torch.allclose(test[0][0], expected, atol=1e-5)
+    assert datasets.normalization(name, choice) == (mean, std)
+    # Other data sets keep their own constants whatever the choice.
+    assert datasets.normalization('fashion-mnist', choice) == (datasets.FASHION_MNIST_MEAN, datasets.FASHION_MNIST_STD)
+
+
+def test_slnas_scripts_default_to_the_slnas_constants():
+    import retrain_slnas
+    import train_search_slnas
+    for module in (train_search_slnas, retrain_slnas):
+        assert module.build_parser().parse_args([]).cifar_normalization == 'slnas'
 
 
 def test_cifar100_loads_fine_labels(tmp_path):

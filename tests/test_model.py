@@ -10,7 +10,7 @@ from genotypes import Genotype
 from model import Cell, NetworkCIFAR, NetworkImageNet
 from utils import count_parameters_in_MB, drop_path
 
-NAMED = ['NASNet', 'AmoebaNet', 'DARTS_V1', 'DARTS_V2', 'Att_DARTS']
+NAMED = ['NASNet', 'AmoebaNet', 'DARTS_V1', 'DARTS_V2', 'Att_DARTS', 'MyDARTS']
 
 # Exact parameter counts without the auxiliary head: NetworkCIFAR(36, 10, 20) and
 # NetworkImageNet(48, 1000, 14).  Oracles:
@@ -29,6 +29,9 @@ PARAMS_CIFAR = {
     'DARTS_V1': 3169414,
     'DARTS_V2': 3349342,
     'Att_DARTS': 3231343,
+    # chomin/Att-DARTS@1b273a1 `model.NetworkCIFAR(36, 10, 20, True, MyDARTS)`, its 2-tuples given the
+    # empty third element its model reads (the count without the auxiliary head).
+    'MyDARTS': 1687654,
 }
 PARAMS_IMAGENET = {
     'NASNet': 5564320,
@@ -36,6 +39,7 @@ PARAMS_IMAGENET = {
     'DARTS_V1': 4510432,
     'DARTS_V2': 4718752,
     'Att_DARTS': 4641666,
+    'MyDARTS': 2965792,  # chomin/Att-DARTS@1b273a1 `model.NetworkImageNet(48, 1000, 14, True, ...)`
 }
 
 
@@ -309,13 +313,17 @@ SPARSE = Genotype(
     reduce_concat=[2, 3, 4, 5])
 
 
-def test_sparse_genotype_builds_no_none_modules():
+@pytest.mark.parametrize('prune_none', [False, True])
+def test_sparse_genotype_none_modules(prune_none):
+    # As the references by default ('none' is a Zero op on its edge), none at all with prune_none.
     genotypes.validate(SPARSE)
-    net = NetworkCIFAR(8, 10, 5, True, SPARSE)
-    assert not any(isinstance(m, operations.Zero) for m in net.modules())
+    net = NetworkCIFAR(8, 10, 5, True, SPARSE, prune_none=prune_none)
+    zeros = [m for m in net.modules() if isinstance(m, operations.Zero)]
     for cell in net.cells:
         entries = SPARSE.reduce if cell.reduction else SPARSE.normal
-        assert len(cell._ops) == sum(op != 'none' for op, _ in entries)
+        assert len(cell._ops) == sum(prune_none is False or op != 'none' for op, _ in entries)
+    assert len(zeros) == (0 if prune_none else sum(
+        op == 'none' for cell in net.cells for op, _ in (SPARSE.reduce if cell.reduction else SPARSE.normal)))
     logits, aux = net(torch.randn(2, 3, 32, 32))
     assert logits.shape == (2, 10) and aux.shape == (2, 10)
     (logits.sum() + aux.sum()).backward()

@@ -260,20 +260,68 @@ def test_quantile_labels_follow_the_reference_split_points():
 
 def test_one_shot_supernet_runs_both_sampled_cells():
     torch.manual_seed(0)
-    supernet = nag.OneShotNetwork(4, 10, 3, max_vertices=6)
+    supernet = nag.OneShotNetwork(4, 10, 5, max_vertices=6, image_size=16)
     x = torch.randn(4, 3, 16, 16)
     a, b = nag_cells.sample_architectures(2, seed=1, max_vertices=6)
+    supernet.eval()
     with torch.no_grad():
-        base = supernet(x, a)
-        assert base.shape == (4, 10)
-        assert not torch.allclose(base, supernet(x, (a[0], b[1])))  # the reduction cell is used
-        assert not torch.allclose(base, supernet(x, (b[0], a[1])))  # and so is the normal cell
+        base, aux = supernet(x, a)
+        assert base.shape == (4, 10) and aux is None
+        assert not torch.allclose(base, supernet(x, (a[0], b[1]))[0])  # the reduction cell is used
+        assert not torch.allclose(base, supernet(x, (b[0], a[1]))[0])  # and so is the normal cell
+    supernet.train()
     small = cell([[0, 0, 1, 0], [0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]], ['sep_conv_3x3'])
-    supernet(x, (small, small)).sum().backward()
+    logits, aux = supernet(x, (small, small))
+    assert aux.shape == (4, 10)
+    logits.sum().backward()
     normal = supernet.cells[0]
-    assert all(p.grad is not None for p in normal.ops[0]['sep_conv_3x3'].parameters())
-    assert all(p.grad is None for p in normal.ops[0]['sep_conv_5x5'].parameters())
-    assert all(p.grad is None for p in normal.ops[1:].parameters())  # weights are shared, not all trained
+    assert all(p.grad is not None for p in normal.vertices[0].sep_convs['sep_conv_3x3'].parameters())
+    assert all(p.grad is None for p in normal.vertices[0].sep_convs['sep_conv_5x5'].parameters())
+    assert all(p.grad is None for p in normal.vertices[1:].parameters())  # weights are shared, not all trained
+
+
+# kunjing96/NAG @ e8dbeb4e6a27f9a55670a7bbb3065f31dd84b157, `build_nas_dataset/model_search.py`:
+# NASWSNetworkCIFAR(args, 10, layers=3, max_num_vertices=10, channels=20, keep_prob=1.0,
+# drop_path_keep_prob=0.9, use_aux_head, steps), its build_nas_dataset.py defaults, on the CPU.
+REFERENCE_ONE_SHOT_PARAMS = {False: 1_725_270, True: 2_138_208}
+
+
+@pytest.mark.parametrize('auxiliary', [False, True])
+def test_one_shot_supernet_has_the_reference_codes_parameter_count(auxiliary):
+    supernet = nag.OneShotNetwork(20, 10, 11, max_vertices=10, auxiliary=auxiliary)
+    assert sum(p.numel() for p in supernet.parameters()) == REFERENCE_ONE_SHOT_PARAMS[auxiliary]
+
+
+def test_one_shot_strided_vertex_shares_the_stride_one_weights():
+    torch.manual_seed(0)
+    vertex = nag.OneShotVertex(6, reduction=True).eval()
+    x = torch.randn(2, 6, 8, 8)
+    with torch.no_grad():
+        for op in ('sep_conv_3x3', 'sep_conv_5x5'):
+            sep = vertex.sep_convs[op]
+            strided = type(sep)(6, 6, 3 if op == 'sep_conv_3x3' else 5, 2, 1 if op == 'sep_conv_3x3' else 2).eval()
+            strided.load_state_dict(sep.state_dict())
+            assert torch.equal(vertex(x, op, 2, 0.), strided(x))
+        assert torch.equal(vertex(x, 'avg_pool_3x3', 2, 0.), torch.nn.functional.avg_pool2d(x, 3, 2, 1, count_include_pad=False))
+        assert vertex(x, 'skip_connect', 2, 0.).shape == (2, 6, 4, 4)
+        assert vertex(x, 'skip_connect', 1, 0.) is x
+
+
+def test_sampled_cells_prune_dead_ends_as_the_reference():
+    # Vertex 2 feeds only vertex 3, which feeds nothing: both are dead ends; vertex 4 stays.
+    spec = nag_cells.make_cell([[0, 0, 1, 0, 1, 0], [0, 0, 0, 0, 0, 0], [0, 0, 0, 1, 0, 0], [0, 0, 0, 0, 0, 0],
+                                [0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0]],
+                               ['input0', 'input1', 'sep_conv_3x3', 'max_pool_3x3', 'avg_pool_3x3', 'output'])
+    pruned = nag_cells.prune(spec)
+    assert pruned.ops == ('input0', 'input1', 'avg_pool_3x3', 'output')
+    assert pruned.matrix == ((0, 0, 1, 0), (0, 0, 0, 0), (0, 0, 0, 1), (0, 0, 0, 0))
+    joined = nag_cells.repair(spec)
+    assert joined.ops == spec.ops and joined.matrix[3][5] == 1  # the dead end concatenated instead
+    archs = nag_cells.sample_architectures(40, seed=3)
+    assert archs != nag_cells.sample_architectures(40, seed=3, dead_ends='join')
+    for arch in archs:
+        for c in arch:
+            assert nag_cells.prune(c) == c  # nothing left to prune
 
 
 # ------------------------------------------------------------------------------------ generator and discriminator
@@ -421,6 +469,9 @@ def test_pipeline_gan_generate_search_and_train(tmp_path, cifar, capsys):
     assert (gen / 'normal_best.dot').exists() and (gen / 'reduce_best.dot').exists()
     trained = torch.load(gen / 'search' / 'arch_000' / 'trained.pt', weights_only=False)
     assert trained['network']['type'] == 'nag' and trained['genotype'] == kept[0]
+    # The reference's eval_archs.py settings, under the flags given after `--`.
+    assert trained['network']['auxiliary'] and trained['args']['cutout'] and trained['args']['schedule_epochs'] == 600
+    assert trained['args']['batch_size'] == 16 and trained['args']['drop_path_prob'] == 0.2
     result = run('train_CIFAR10.py', '--arch_path', gen / 'best.json', '--dry_run', '--init_channels', '4',
                  '--layers', '2')
     assert f'params: {exact_params(NAGNetworkCIFAR(4, 10, 2, False, best_arch)) / 1e6:.6f} M' in result.stdout
@@ -445,7 +496,8 @@ def test_train_scripts_build_the_shipped_architecture_in_the_reference_skeleton(
     assert f'params: {NAG_IMAGENET_PARAMS[42] / 1e6:.6f} M' in capsys.readouterr().out
     cases = [
         (['--arch', 'NAG', '--layers', '19'], '--layers 19: a NAG network has 3N+2 cells'),
-        (['--arch', 'NAG', '--pooled_head'], '--pooled_head belongs to DARTS cell networks'),
+        (['--arch', 'NAG', '--pooled_head'], 'belong to DARTS cell networks, not to NAG cells'),
+        (['--arch', 'NAG', '--shuffle_groups', 'auto'], 'belong to DARTS cell networks, not to NAG cells'),
         (['--arch', 'DARTS', '--keep_prob', '0.5'], '--keep_prob is the classifier dropout of NAG networks'),
         (['--arch', 'NAG', '--keep_prob', '0'], '--keep_prob 0.0: the classifier keeps a share'),
     ]
@@ -543,3 +595,128 @@ def test_the_graph_generator_builds_nasbench101_cells():
         assert nasbench101.spec_problem(s) is None and sum(map(sum, s.matrix)) <= nasbench101.MAX_EDGES
         net = nasbench101.Network(s, stem_channels=4, stacks=1, cells_per_stack=1)
         assert net(torch.randn(1, 3, 8, 8)).shape == (1, 10)
+
+
+@pytest.mark.parametrize('decouple', [False, True])
+def test_adabelief_takes_the_papers_steps(decouple):
+    """Zhuang et al. (NeurIPS 2020), Algorithm 2 with bias correction, as NAG configures it: three
+    steps recomputed in float64 from the formula (rounding ~1e-16 per operation; the bound is 1e-12)."""
+    import argparse
+
+    import evaluation
+    args = argparse.Namespace(optimizer='adabelief', learning_rate=1e-3, adabelief_eps=1e-8, weight_decay=5e-4,
+                              weight_decouple=decouple, momentum=0.9)
+    g = torch.Generator().manual_seed(0)
+    p = torch.randn(7, dtype=torch.float64, generator=g).requires_grad_()
+    optimizer = evaluation.make_optimizer(args, [p])
+    lr, (beta1, beta2), eps, wd = 1e-3, (0.9, 0.999), 1e-8, 5e-4
+    theta, m, s = p.detach().clone(), torch.zeros(7, dtype=torch.float64), torch.zeros(7, dtype=torch.float64)
+    for t in (1, 2, 3):
+        grad = torch.randn(7, dtype=torch.float64, generator=g)
+        p.grad = grad.clone()
+        optimizer.step()
+        if decouple:
+            theta = theta * (1 - lr * wd)
+        else:
+            grad = grad + wd * theta
+        m = beta1 * m + (1 - beta1) * grad
+        s = beta2 * s + (1 - beta2) * (grad - m) ** 2 + eps
+        theta = theta - lr / (1 - beta1 ** t) * m / ((s / (1 - beta2 ** t)).sqrt() + eps)
+        assert float((p.detach() - theta).abs().max()) < 1e-12, t
+
+
+def test_nag_preset_trains_with_adabelief_at_a_constant_rate():
+    import evaluation
+    import training
+    parser = evaluation.train_parser('cifar10')
+    args = training.parse(parser, ['--preset', 'nag'])
+    assert (args.optimizer, args.learning_rate, args.weight_decay, args.scheduler) == ('adabelief', 1e-3, 5e-4, 'constant')
+    optimizer = evaluation.make_optimizer(args, [torch.zeros(2, requires_grad=True)])
+    assert type(optimizer).__name__ == 'AdaBelief' and optimizer.defaults['eps'] == 1e-8
+    scheduler = evaluation.make_scheduler(args, optimizer)
+    for _ in range(3):
+        optimizer.step()
+        scheduler.step()
+    assert scheduler.get_last_lr() == [1e-3]
+    cifar100 = training.parse(evaluation.train_parser('cifar100'), ['--preset', 'nag'])
+    assert (cifar100.optimizer, cifar100.learning_rate) == ('sgd', 0.025)
+
+
+def test_dataset_accuracy_is_the_mean_of_the_last_scoring_epochs(tmp_path, cifar):
+    save = tmp_path / 'scored'
+    assert build_nas_dataset.main([*TINY_BUILD, '--data', cifar, '--num_archs', '5', '--max_vertices', '6',
+                                   '--epochs', '3', '--score_epochs', '2', '--save', str(save)]) == 0
+    epochs = read_jsonl(save / 'scores.jsonl')
+    assert [e['epoch'] for e in epochs] == [1, 2] and all(len(e['scores']) == 5 for e in epochs)
+    for record in read_jsonl(save / 'archs.jsonl'):
+        assert record['accuracy'] == (epochs[0]['scores'][record['index']] + epochs[1]['scores'][record['index']]) / 2
+    once = tmp_path / 'once'
+    assert build_nas_dataset.main([*TINY_BUILD, '--data', cifar, '--num_archs', '5', '--max_vertices', '6',
+                                   '--score_epochs', '0', '--no-auxiliary', '--save', str(once)]) == 0
+    assert not (once / 'scores.jsonl').exists() and len(read_jsonl(once / 'archs.jsonl')) == 5
+
+
+# kunjing96/NAG @ e8dbeb4e6a27f9a55670a7bbb3065f31dd84b157, `build_nas_dataset/graph_util.hash_module`
+# (NAS-Bench-101's), run on these graphs (random, seed 7) on the CPU.
+NB101_HASHES = [
+    ([[0, 0, 1, 1, 0], [0, 0, 1, 0, 0], [0, 0, 0, 1, 1], [0, 0, 0, 0, 1], [0, 0, 0, 0, 0]], [-1, 0, 0, 2, -2],
+     '948e927aa106887b2aa502bd7e9ecfe4'),
+    ([[0, 1, 0, 0, 0, 0], [0, 0, 1, 0, 1, 1], [0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0],
+      [0, 0, 0, 0, 0, 0]], [-1, 2, 0, 0, 2, -2], '344a50c49f76d2f36db4edeb043bf165'),
+    ([[0, 1, 1, 0, 1, 1, 1], [0, 0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0, 1],
+      [0, 0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0]], [-1, 2, 2, 2, 1, 1, -2],
+     '3ad49ce274b74961db29bd80897da4cf'),
+    ([[0, 1, 1, 0, 0, 0], [0, 0, 0, 1, 1, 1], [0, 0, 0, 1, 0, 1], [0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 1],
+      [0, 0, 0, 0, 0, 0]], [-1, 0, 1, 2, 1, -2], '8ff52ddaa9fa48c6e9610de579f5baec'),
+    ([[0, 1, 1, 0, 0, 1, 0], [0, 0, 1, 0, 0, 0, 0], [0, 0, 0, 1, 1, 1, 0], [0, 0, 0, 0, 0, 0, 1],
+      [0, 0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0]], [-1, 0, 0, 1, 2, 0, -2],
+     '2b16d85552d899024881ee375eed3525'),
+    ([[0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 0, 1], [0, 0, 0, 0]], [-1, 2, 2, -2], '6799886eeaf54b1a7051b0f7562f14d5'),
+]
+
+
+@pytest.mark.parametrize('matrix, labels, expected', NB101_HASHES)
+def test_nasbench101_graph_hash_is_the_references(matrix, labels, expected):
+    assert nasbench101.graph_hash(matrix, labels) == expected
+
+
+def test_nasbench101_spec_hash_identifies_isomorphic_cells():
+    ops = nasbench101.OPS
+    spec = nasbench101.make_spec([[0, 1, 1, 0], [0, 0, 0, 1], [0, 0, 0, 1], [0, 0, 0, 0]],
+                                 ['input', ops[0], ops[2], 'output'])
+    swapped = nasbench101.make_spec(spec.matrix, ['input', ops[2], ops[0], 'output'])  # vertices 1 and 2 relabelled
+    other = nasbench101.make_spec(spec.matrix, ['input', ops[1], ops[2], 'output'])
+    # A vertex off every path is pruned before hashing, as NAS-Bench-101's ModelSpec does.
+    padded = nasbench101.make_spec([[0, 1, 1, 0, 0], [0, 0, 0, 0, 1], [0, 0, 0, 0, 1], [0, 0, 0, 0, 0],
+                                    [0, 0, 0, 0, 0]], ['input', ops[0], ops[2], ops[1], 'output'])
+    assert nasbench101.spec_hash(spec) == nasbench101.spec_hash(swapped) == nasbench101.spec_hash(padded)
+    assert nasbench101.spec_hash(other) != nasbench101.spec_hash(spec)
+    assert nasbench101.unique_specs([spec, other, swapped, padded]) == [spec, other]
+
+
+def test_ensemble_voting_on_hand_made_logits():
+    import test_ensemble
+    target = torch.tensor([0, 1, 2])
+    # Three members, three samples, four classes.
+    members = [torch.tensor([[9., 5, 0, 0], [0, 9, 5, 0], [5, 9, 0, 0]]),
+               torch.tensor([[9., 0, 5, 0], [9, 5, 0, 0], [0, 9, 5, 0]]),
+               torch.tensor([[0., 9, 5, 0], [0, 9, 0, 5], [0, 0, 9, 5]])]
+    # Hard: rank-0 votes (0, 0, 1) -> 0; (1, 0, 1) -> 1; (1, 1, 2) -> 1: samples 0 and 1 right.
+    assert test_ensemble.ensemble_accuracy(members, target, 'hard', topk=(1,)) == [200 / 3]
+    # Rank-1 votes of sample 2: (0, 2, 3) -> a tie, the smaller class 0; label 2 is not in the top 2.
+    assert test_ensemble.ensemble_accuracy(members, target, 'hard', topk=(2,)) == [200 / 3]
+    # Soft: the mean logits rank 0 first for sample 0, 1 for sample 1 and 1 for sample 2 (6 > 14/3).
+    assert test_ensemble.ensemble_accuracy(members, target, 'soft', topk=(1, 2)) == [200 / 3, 100.0]
+
+
+def test_ensemble_of_one_model_thrice_is_that_model(tmp_path, cifar):
+    save = tmp_path / 'member'
+    run('train_CIFAR10.py', *TINY_TRAIN, '--data', cifar, '--arch', 'NAG', '--epochs', '1', '--save', save)
+    # The same batches as the single test, so each member's logits are those of test_CIFAR10.py.
+    single = json.loads(run('test_CIFAR10.py', '--data', cifar, '--model_path', save / 'trained.pt', '--workers', '0',
+                            '--batch_size', '16', '--no_progress').stdout.splitlines()[-1])
+    for voting in ('hard', 'soft'):
+        result = json.loads(run('test_ensemble.py', '--data', cifar, '--model_paths', *[save / 'trained.pt'] * 3,
+                                '--voting', voting, '--workers', '0', '--batch_size', '16').stdout.splitlines()[-1])
+        # Accuracies are counts over the 32 test images: equal predictions give equal numbers.
+        assert result['members'] == 3 and result['top1'] == pytest.approx(single['top1'], abs=1e-4)

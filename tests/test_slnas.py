@@ -313,3 +313,18 @@ def test_retrain_reports_bad_input_in_one_line(capsys, args, message):
 def test_search_refuses_a_batch_larger_than_the_split(tmp_path, capsys, cifar):
     assert train_search_slnas.main([*TINY, '--data', cifar, '--batch_size', '64', '--save', str(tmp_path / 'r')]) == 2
     assert 'lower --batch_size' in capsys.readouterr().err
+
+
+def test_search_dry_run_describes_the_supernet(capsys):
+    # The supernet's BatchNorms use batch statistics even in eval mode, so one image cannot be
+    # counted; the description runs two and reports per image.
+    assert train_search_slnas.main(['--dry_run', '--data', 'absent', '--child_out_filters', '8', '--blocks', '[1,1]']) == 0
+    out = capsys.readouterr().out
+    assert 'params:' in out and 'MFLOPs per image' in out
+
+
+def test_flops_per_image_do_not_depend_on_the_counting_batch():
+    import training
+    torch.manual_seed(0)
+    net = slnas.Network(8, [1, 1], 10, arch=genotypes.seq_from_lists(README_ARCH, [1, 1], 'arch'))
+    assert training.count_flops(net, (3, 32, 32), batch=2) == training.count_flops(net, (3, 32, 32)) > 0

@@ -159,13 +159,13 @@ def test_device_loader_replays_epochs_and_without_augmentation_equals_the_data_l
     subset = torch.utils.data.Subset(plain, list(range(3, 19)))
     device = torch.device('cpu')
     loader = training.make_loader(subset, 5, False, 0, device)
-    on_device = training.make_loader(subset, 5, False, 0, device, on_device=('cifar10', False, 0))
+    on_device = training.make_loader(subset, 5, False, 0, device, on_device=dict(name='cifar10', augment=False))
     assert len(on_device) == len(loader) == 4
     for (x, y), (xd, yd) in zip(loader, on_device):
         assert torch.equal(y, yd) and float((x - xd).abs().max()) <= float32_rounding(x)
 
     train = datasets.build_dataset('cifar10', root, train=True, augment=True, cutout_length=8)
-    augmenting = training.make_loader(train, 8, True, 0, device, drop_last=True, on_device=('cifar10', True, 8))
+    augmenting = training.make_loader(train, 8, True, 0, device, drop_last=True, on_device=dict(name='cifar10', augment=True, cutout_length=8))
 
     def epoch(seed):
         augmenting.generator.manual_seed(seed)
