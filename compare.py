@@ -387,7 +387,7 @@ def execute(comparison, devices, jobs, stop):
 
 def measure(trained_path, run_args_path, device, batch, repeats):
     """Parameters (millions, no auxiliary head), FLOPs of one image and latency per image (ms)."""
-    model, config, _ = evaluation.load_trained(trained_path)
+    model, config, _, _ = evaluation.load_trained(trained_path)
     with open(run_args_path) as f:
         run_args = json.load(f)
     layout = argparse.Namespace(kernels=run_args.get('kernels', 'auto'), compile=False,

@@ -72,7 +72,7 @@ def test_compare_writes_the_table_and_resumes_without_redoing_finished_runs(tmp_
             accuracies.append(r['top1'])
         assert row['top1_mean'] == pytest.approx(statistics.fmean(accuracies))
         assert row['top1_std'] == pytest.approx(statistics.stdev(accuracies))
-        model, config, _ = evaluation.load_trained(str(save / row['runs'][0]['run_dir'] / 'trained.pt'))
+        model, config, _, _ = evaluation.load_trained(str(save / row['runs'][0]['run_dir'] / 'trained.pt'))
         assert row['params_M'] == sum(p.numel() for n, p in model.named_parameters() if 'auxiliary' not in n) / 1e6
         assert row['flops_M'] > 0 and row['latency_ms'] > 0 and row['init_channels'] == config['C'] == 4
     table = (save / 'results.md').read_text()
