@@ -272,9 +272,12 @@ def count_flops(model, input_shape, batch=1):
 
 
 def describe(model, input_shape, batch=1):
+    """(parameters in M, FLOPs per image, a description).  The FLOPs are the plain network's: a fast
+    kernel may compute the same function with other operations."""
     params = utils.count_parameters_in_MB(model)
-    flops = count_flops(model, input_shape, batch)
-    implementation = 'fast' if kernels.is_accelerated(model) else 'plain'
+    accelerated = kernels.is_accelerated(model)
+    flops = count_flops(kernels.plain_copy(model) if accelerated else model, input_shape, batch)
+    implementation = 'fast' if accelerated else 'plain'
     return params, flops, (f'params: {params:.6f} M\nflops: {flops / 1e6:.2f} MFLOPs per image\n'
                            f'kernels: {implementation}')
 

@@ -21,6 +21,8 @@ A candidate opts into the fast mixture of a search edge (kernels/mixture.py) thr
     * the edge-batched static methods documented in kernels/attention_kernels.py;
 and a fast class registers with `register(PlainClass, FastClass)`.
 """
+from copy import deepcopy
+
 import torch.nn as nn
 
 import attention
@@ -76,6 +78,17 @@ def accelerate(model):
             if hasattr(fast, 'accelerate'):
                 module.accelerate()
     return model
+
+
+def plain_copy(model):
+    """A copy of `model` in the plain implementation (same parameters and buffers, copied)."""
+    plain_forms = {fast: plain for plain, fast in FAST_FORMS.items()}
+    plain_forms.update({GlobalAveragePool: nn.AdaptiveAvgPool2d, convolution.PolyphaseDilatedConv: nn.Conv2d})
+    copy = deepcopy(model)
+    for module in copy.modules():
+        if type(module) in plain_forms:
+            module.__class__ = plain_forms[type(module)]
+    return copy
 
 
 def is_accelerated(model):

@@ -627,3 +627,11 @@ def test_a_search_pass_builds_no_index_tensor(implementation, location):
     with HostTensors() as probe:
         F.cross_entropy(net(x), y).backward()
     assert not probe.calls
+
+
+def test_plain_copy_undoes_accelerate():
+    torch.manual_seed(0)
+    net = NetworkCIFAR(8, 10, 3, True, genotypes.load('Att_DARTS'), image_size=16)
+    plain = kernels.plain_copy(kernels.accelerate(copy.deepcopy(net)))
+    assert [type(m) for m in plain.modules()] == [type(m) for m in net.modules()]
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), net.state_dict().values()))

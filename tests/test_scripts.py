@@ -173,6 +173,8 @@ def test_dry_run_needs_no_data(tmp_path, script):
     assert 'kernels: fast' in result.stdout  # --kernels auto on the CPU
     plain = run(script, '--dry_run', '--data', tmp_path / 'nothing-here', '--kernels', 'plain', *extra)
     assert 'kernels: plain' in plain.stdout
+    flops = [line for line in result.stdout.splitlines() if line.startswith('flops:')]
+    assert flops and flops == [line for line in plain.stdout.splitlines() if line.startswith('flops:')]
 
 
 def test_bad_input_gives_one_line_and_exit_2(tmp_path, cifar):
