@@ -28,13 +28,11 @@ Options against the memory and the collapse of DARTS (`train_search.py` flags; a
                          softmax over the node's inputs; the derivation ranks edges by them too
     auxiliary_skip       DARTS- (Chu et al., "DARTS-: Robustly Stepping out of Performance Collapse
                          without Indicators", ICLR 2021): every op mixture adds a * skip(x), with `a`
-                         (`auxiliary_skip_weight`) decayed to 0 by the search loop
+                         (`MixedEdge.auxiliary_weight`) decayed to 0 by the search loop
     param_free_dropout   P-DARTS (Chen et al., "Progressive Differentiable Architecture Search",
                          ICCV 2019): dropout (rate `MixedEdge.dropout`, decayed by the search loop)
                          on the op layer's parameter-free candidates
 """
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -88,7 +86,7 @@ class MixedEdge(nn.Module):
             make_candidate(names[k], C, stride, height, width, affine, search=pool_bn) for k in self.active)
         self.auxiliary = skip_connect(C, stride, affine=False) if auxiliary_skip else None
         self.auxiliary_weight = 0.0
-        self.droppable = [param_free_dropout and not any(True for _ in op.parameters()) for op in self.candidates]
+        self.droppable = [param_free_dropout and not list(op.parameters()) for op in self.candidates]
         self.dropout = 0.0
 
     def forward(self, x, weights):

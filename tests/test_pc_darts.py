@@ -2,7 +2,6 @@
 DARTS+) of the DARTS supernet and train_search.py."""
 import json
 import math
-import random
 
 import pytest
 import torch
@@ -12,7 +11,7 @@ import collapse_guards
 import visualize
 from model_search import LOCATIONS, MixedEdge, SearchNetwork
 from tests import data_factory
-from tests.helpers import kill_when, run
+from tests.helpers import kill_and_resume, run
 from tests.test_kernels import TOLERANCE, both_implementations, max_difference, search_step_results
 from tests.test_scripts import TINY_SEARCH, assert_same_state, final_state
 
@@ -237,11 +236,7 @@ def test_guarded_search_logs_its_schedules_and_resumes_exactly(tmp_path, fashion
     assert (whole / 'report' / 'guards.png').exists() and 'Collapse guards' in open(report).read()
 
     save = tmp_path / 'killed'
-    rng = random.Random(0)
-    kill_when('train_search.py', args, save, lambda: (save / 'checkpoint.pt').exists(), rng.uniform(0, 1.5))
-    for _ in range(2):
-        kill_when('train_search.py', [*args, '--resume'], save, lambda: True, rng.uniform(1.0, 4.0))
-    run('train_search.py', *args, '--save', save, '--resume')
+    kill_and_resume('train_search.py', args, save, seed=0, kills=2)
     assert_same_state(final_state(whole), final_state(save))
     for name in ('genotype.json', 'alphas.jsonl'):
         assert (whole / name).read_text() == (save / name).read_text()
