@@ -306,7 +306,10 @@ class SharedInputs:
 
 class FastSearchCell(SharedInputs, model_search.SearchCell):
     def edge_input(self, h):
-        return self.mixed_channels(h)
+        # A copy of the mixed channels, not a view: what the candidates keep for backward (a max
+        # pool's input) then holds C/K channels rather than the whole state.
+        mixed = self.mixed_channels(h)
+        return mixed if mixed is h else mixed.contiguous(memory_format=memory_layout(h))
 
     def node(self, states, edges, weights):
         inputs = [self.shared(h) for h in states]
