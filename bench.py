@@ -78,8 +78,9 @@ def make_step(name, args, device):
             optimizer.step()
         return step, batch
 
-    model = place_model(SearchNetwork(args.init_channels, 10, args.layers, location=args.location, steps=args.nodes),
-                        args, device)
+    model = place_model(SearchNetwork(args.init_channels, 10, args.layers, location=args.location, steps=args.nodes,
+                                      partial_channels=args.partial_channels,
+                                      edge_normalization=args.edge_normalization), args, device)
     batch = args.batch_size
     x, x_valid = (torch.randn(batch, 3, 32, 32, generator=g).to(device) for _ in range(2))
     y, y_valid = (torch.randint(0, 10, (batch,), generator=g).to(device) for _ in range(2))
@@ -178,6 +179,8 @@ def build_parser():
     parser.add_argument('--layers', type=int, default=8)
     parser.add_argument('--nodes', type=int, default=4)
     parser.add_argument('--location', default='after_every', choices=list(LOCATIONS))
+    parser.add_argument('--partial_channels', type=int, default=1, help='as train_search.py (PC-DARTS)')
+    parser.add_argument('--edge_normalization', action='store_true', help='as train_search.py (PC-DARTS)')
     parser.add_argument('--hessian', default='central', choices=HESSIAN_STENCILS,
                         help='finite-difference stencil of the second-order step (as train_search.py)')
     parser.add_argument('--channels_last', action=argparse.BooleanOptionalAction, default=True,

@@ -16,6 +16,22 @@ attention is searched (the locations of the Att-DARTS authors' code):
 
 The architecture weights are registered parameters (`arch.*`) shared by all normal (resp. all
 reduction) cells; they are in `state_dict` and are kept out of `weight_parameters()`.
+
+Options against the memory and the collapse of DARTS (`train_search.py` flags; all off by default):
+
+    partial_channels K   PC-DARTS (Xu et al., "PC-DARTS: Partial Channel Connections for
+                         Memory-Efficient Architecture Search", ICLR 2020): each edge sends the
+                         first C/K channels of its input through its mixture (both layers: ops, then
+                         attentions on those C/K channels) and the other channels around it (a 2x2
+                         max pool on stride-2 edges), then shuffles the channels in K groups
+    edge_normalization   PC-DARTS's edge weights: node = sum_j softmax_j(edges) * edge_j, with the
+                         softmax over the node's inputs; the derivation ranks edges by them too
+    auxiliary_skip       DARTS- (Chu et al., "DARTS-: Robustly Stepping out of Performance Collapse
+                         without Indicators", ICLR 2021): every op mixture adds a * skip(x), with `a`
+                         (`MixedEdge.auxiliary_weight`) decayed to 0 by the search loop
+    param_free_dropout   P-DARTS (Chen et al., "Progressive Differentiable Architecture Search",
+                         ICCV 2019): dropout (rate `MixedEdge.dropout`, decayed by the search loop)
+                         on the op layer's parameter-free candidates
 """
 import torch
 import torch.nn as nn
@@ -23,11 +39,12 @@ import torch.nn.functional as F
 
 from genotypes import ATT_PRIMITIVES, AttGenotype, Genotype, entry_attention, entry_input, entry_op
 from model import ResNetBody, build_cell_stack, cifar_stem
-from operations import FactorizedReduce, ReLUConvBN, make_candidate, regroup_shuffle_convs
+from operations import (ChannelShuffle, FactorizedReduce, ReLUConvBN, make_candidate, regroup_shuffle_convs,
+                        skip_connect)
 from search_space import LOCATIONS, candidate_lists, resolve_primitives  # noqa: F401 (LOCATIONS re-exported)
 
-# Arch-parameter prefix per layer, as named in the logs and the checkpoint.
-TABLE_PREFIX = {'first': 'alphas', 'second': 'betas', 'bottleneck': 'gammas'}
+# Arch-parameter prefix per layer (and of the edge weights), as named in the logs and the checkpoint.
+TABLE_PREFIX = {'first': 'alphas', 'second': 'betas', 'bottleneck': 'gammas', 'edges': 'edges'}
 
 
 def best_candidate(row, names, allow_none):
@@ -54,40 +71,81 @@ def strongest_edges(alphas, names, steps, allow_none=False):
 class MixedEdge(nn.Module):
     """sum_k w_k * candidate_k(x), the DARTS mixed operation.  `none` is never built: its term is
     zero.  `pool_bn` wraps the weight-free pools in a BN with the supernet's `affine` (DARTS; ANAS's
-    unit does not)."""
+    unit does not).
 
-    def __init__(self, names, C, stride, height, width, affine, pool_bn=True):
+    `auxiliary_skip` adds `auxiliary_weight * skip(x)` (DARTS-; skip: identity, or a non-affine
+    FactorizedReduce on a stride-2 edge); `param_free_dropout` drops out the outputs of the
+    candidates without parameters at the rate `dropout` (P-DARTS).  The search loop sets both
+    rates every epoch."""
+
+    def __init__(self, names, C, stride, height, width, affine, pool_bn=True, auxiliary_skip=False,
+                 param_free_dropout=False):
         super().__init__()
         self.active = [k for k, name in enumerate(names) if name != 'none']
         self.candidates = nn.ModuleList(
             make_candidate(names[k], C, stride, height, width, affine, search=pool_bn) for k in self.active)
+        self.auxiliary = skip_connect(C, stride, affine=False) if auxiliary_skip else None
+        self.auxiliary_weight = 0.0
+        self.droppable = [param_free_dropout and not list(op.parameters()) for op in self.candidates]
+        self.dropout = 0.0
 
     def forward(self, x, weights):
-        return sum(weights[k] * op(x) for k, op in zip(self.active, self.candidates))
+        out = sum(weights[k] * self.dropped(j, op(x)) for j, (k, op) in enumerate(zip(self.active, self.candidates)))
+        return self.add_auxiliary(out, x)
+
+    def dropped(self, j, h):
+        """Candidate j's output h, dropped out if it is a parameter-free candidate."""
+        return F.dropout(h, self.dropout, self.training) if self.droppable[j] and self.dropout > 0 else h
+
+    def add_auxiliary(self, out, x):
+        return out if self.auxiliary is None else out + self.auxiliary_weight * self.auxiliary(x)
 
     def candidate(self, k):
         """The module of candidate k (of the names the edge was built from)."""
         return self.candidates[self.active.index(k)]
 
 
+def node_sizes(steps):
+    """Input edges of each intermediate node: 2, 3, 4, ..."""
+    return [2 + i for i in range(steps)]
+
+
+def node_softmax(edge_logits, steps):
+    """PC-DARTS's edge weights: a softmax over each node's input edges (the rows of its node)."""
+    return torch.cat([F.softmax(group, dim=-1) for group in torch.split(edge_logits, node_sizes(steps))])
+
+
 class SearchCell(nn.Module):
+    """A DARTS search cell.  With `partial_channels` K > 1 (PC-DARTS) the mixed edges are built
+    for C/K channels: `mixed_channels` is what enters them, `bypass` what goes around, `merge`
+    joins the two."""
+
     def __init__(self, lists, steps, multiplier, C_prev_prev, C_prev, C, reduction, reduction_prev,
-                 height, width, affine):
+                 height, width, affine, partial_channels=1, auxiliary_skip=False, param_free_dropout=False):
         super().__init__()
         self.steps, self.multiplier, self.reduction = steps, multiplier, reduction
+        self.partial_channels = partial_channels
         self.preprocess0 = (FactorizedReduce(C_prev_prev, C, affine) if reduction_prev
                             else ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine))
         self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine)
+        C_mixed = C // partial_channels
         self.first = nn.ModuleList()
         self.second = nn.ModuleList() if lists['second'] else None
+        self.strides = []
         for i in range(steps):
             for j in range(2 + i):
                 stride = 2 if reduction and j < 2 else 1
-                self.first.append(MixedEdge(lists['first'], C, stride, height, width, affine))
+                self.strides.append(stride)
+                self.first.append(MixedEdge(lists['first'], C_mixed, stride, height, width, affine,
+                                            auxiliary_skip=auxiliary_skip, param_free_dropout=param_free_dropout))
                 if self.second is not None:
-                    self.second.append(MixedEdge(lists['second'], C, 1, height, width, affine))
+                    self.second.append(MixedEdge(lists['second'], C_mixed, 1, height, width, affine))
         self.bottleneck = (MixedEdge(lists['bottleneck'], C * multiplier, 1, height, width, affine)
                            if lists['bottleneck'] else None)
+        if partial_channels > 1:
+            # ceil_mode: on odd sizes the stride-2 candidates round up (7 -> 4), and so must the bypass.
+            self.bypass_pool = nn.MaxPool2d(2, 2, ceil_mode=True)
+            self.shuffle = ChannelShuffle(partial_channels)
 
     def forward(self, s0, s1, weights):
         states = [self.preprocess0(s0), self.preprocess1(s1)]
@@ -103,10 +161,30 @@ class SearchCell(nn.Module):
 
     def node(self, states, edges, weights):
         """An intermediate node: the sum of its input edges, edge e reading states[e - edges[0]]."""
-        outs = [self.first[e](h, weights['first'][e]) for e, h in zip(edges, states)]
+        outs = [self.first[e](self.mixed_channels(h), weights['first'][e]) for e, h in zip(edges, states)]
         if self.second is not None:
             outs = [self.second[e](h, weights['second'][e]) for e, h in zip(edges, outs)]
-        return sum(outs)
+        if self.partial_channels > 1:
+            outs = [self.merge(out, self.bypass(e, h)) for e, out, h in zip(edges, outs, states)]
+        return self.edge_sum(outs, edges, weights)
+
+    def mixed_channels(self, h):
+        return h[:, :h.shape[1] // self.partial_channels] if self.partial_channels > 1 else h
+
+    def bypass(self, e, h):
+        """The channels of h that edge e sends around its mixture, at the edge's output size."""
+        rest = h[:, h.shape[1] // self.partial_channels:]
+        return self.bypass_pool(rest) if self.strides[e] == 2 else rest
+
+    def merge(self, mixed, bypassed):
+        return self.shuffle(torch.cat([mixed, bypassed], dim=1))
+
+    @staticmethod
+    def edge_sum(outs, edges, weights):
+        """sum_e outs[e], or with edge normalization sum_e edge_weight_e * outs[e]."""
+        if weights.get('edges') is None:
+            return sum(outs)
+        return sum(w * out for w, out in zip(weights['edges'][edges[0]:edges[-1] + 1], outs))
 
     def forward_path(self, s0, s1, path):
         """The cell of one discrete architecture (`SearchNetwork.path`): each node sums only its two
@@ -114,9 +192,11 @@ class SearchCell(nn.Module):
         nodes, bottleneck = path
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         for edges in nodes:
-            outs = [self.first[row].candidate(first)(states[j]) for row, j, first, _ in edges]
+            outs = [self.first[row].candidate(first)(self.mixed_channels(states[j])) for row, j, first, _ in edges]
             if self.second is not None:
                 outs = [self.second[row].candidate(second)(h) for (row, _, _, second), h in zip(edges, outs)]
+            if self.partial_channels > 1:
+                outs = [self.merge(out, self.bypass(row, states[j])) for (row, j, _, _), out in zip(edges, outs)]
             states.append(sum(outs))
         out = torch.cat(states[-self.multiplier:], dim=1)
         return out if bottleneck is None else self.bottleneck.candidate(bottleneck)(out)
@@ -130,17 +210,23 @@ class SearchNetwork(nn.Module):
     `stem_affine` or `affine`: DARTS and Att-DARTS have an affine stem, CNAS's follows its cells
     (stem_affine=False).  `reduce_level` 1 or 2 halves the image in the stem (CNAS, for data
     sets larger than CIFAR; model.cifar_stem); `shuffle_groups='auto'` the grouped
-    `shuffle_conv_3x3`."""
+    `shuffle_conv_3x3`.  `partial_channels`, `edge_normalization`, `auxiliary_skip` and
+    `param_free_dropout`: see the module docstring."""
 
     def __init__(self, C=16, num_classes=10, layers=8, location='after_every', primitives='darts',
                  steps=4, multiplier=None, stem_multiplier=3, in_channels=3, image_size=32, affine=False,
-                 stem_affine=True, reduce_level=0, shuffle_groups='1'):
+                 stem_affine=True, reduce_level=0, shuffle_groups='1', partial_channels=1,
+                 edge_normalization=False, auxiliary_skip=False, param_free_dropout=False):
         super().__init__()
+        if partial_channels < 1 or C % partial_channels:
+            raise ValueError(f"partial channels {partial_channels} must divide the {C} initial channels")
         self.config = dict(C=C, num_classes=num_classes, layers=layers, location=location,
                            primitives=resolve_primitives(primitives), steps=steps,
                            multiplier=multiplier or steps, stem_multiplier=stem_multiplier,
                            in_channels=in_channels, image_size=image_size, affine=affine,
-                           stem_affine=stem_affine, reduce_level=reduce_level, shuffle_groups=shuffle_groups)
+                           stem_affine=stem_affine, reduce_level=reduce_level, shuffle_groups=shuffle_groups,
+                           partial_channels=partial_channels, edge_normalization=edge_normalization,
+                           auxiliary_skip=auxiliary_skip, param_free_dropout=param_free_dropout)
         self.steps, self.multiplier = steps, multiplier or steps
         self.lists = candidate_lists(location, self.config['primitives'])
 
@@ -149,7 +235,8 @@ class SearchNetwork(nn.Module):
 
         def make_cell(C_prev_prev, C_prev, C_curr, reduction, reduction_prev, size):
             return SearchCell(self.lists, steps, self.multiplier, C_prev_prev, C_prev, C_curr, reduction,
-                              reduction_prev, size, size, affine)
+                              reduction_prev, size, size, affine, partial_channels, auxiliary_skip,
+                              param_free_dropout)
         self.cells, outputs = build_cell_stack(make_cell, layers, C, C_stem, C_stem, size=stem_size(image_size))
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(outputs[-1][0], num_classes)
@@ -163,6 +250,9 @@ class SearchNetwork(nn.Module):
             shape = (num_edges, len(names)) if layer != 'bottleneck' else (len(names),)
             for cell_type in ('normal', 'reduce'):
                 self.arch[f'{TABLE_PREFIX[layer]}_{cell_type}'] = nn.Parameter(1e-3 * torch.randn(*shape))
+        if edge_normalization:
+            for cell_type in ('normal', 'reduce'):
+                self.arch[f'{TABLE_PREFIX["edges"]}_{cell_type}'] = nn.Parameter(1e-3 * torch.randn(num_edges))
 
     def new(self):
         """A fresh supernet with the same configuration and a copy of the architecture weights."""
@@ -180,8 +270,17 @@ class SearchNetwork(nn.Module):
         return [p for _, p in self.named_weight_parameters()]
 
     def softmaxed(self):
-        """{table name: softmax over candidates}, e.g. alphas_normal of shape (edges, candidates)."""
-        return {name: F.softmax(p, dim=-1) for name, p in self.arch.items()}
+        """{table name: softmax over candidates}, e.g. alphas_normal of shape (edges, candidates);
+        the edge weights (edge normalization) softmaxed over each node's inputs."""
+        return {name: node_softmax(p, self.steps) if name.startswith(TABLE_PREFIX['edges']) else F.softmax(p, dim=-1)
+                for name, p in self.arch.items()}
+
+    def set_guards(self, auxiliary_skip_weight, dropout):
+        """This epoch's weight of the auxiliary skip connections and dropout rate of the
+        parameter-free candidates (see the module docstring)."""
+        for cell in self.cells:
+            for edge in cell.first:
+                edge.auxiliary_weight, edge.dropout = auxiliary_skip_weight, dropout
 
     def forward(self, x, genotype=None):
         """The supernet, every edge a mixture weighted by the softmaxed architecture weights; or,
@@ -190,8 +289,7 @@ class SearchNetwork(nn.Module):
         of random search with weight sharing (Li and Talwalkar, UAI 2019)."""
         if genotype is None:
             tables = self.softmaxed()
-            weights = {cell_type: {layer: tables.get(f'{TABLE_PREFIX[layer]}_{cell_type}')
-                                   for layer in TABLE_PREFIX}
+            weights = {cell_type: {layer: tables.get(f'{prefix}_{cell_type}') for layer, prefix in TABLE_PREFIX.items()}
                        for cell_type in ('normal', 'reduce')}
 
             def apply(cell, s0, s1, cell_type):
@@ -229,16 +327,23 @@ class SearchNetwork(nn.Module):
         """(node, input) of every edge, in the row order of the weight tables."""
         return [(i, j) for i in range(self.steps) for j in range(2 + i)]
 
-    def genotype(self, sparse=False):
+    def genotype(self, sparse=False, max_skip_connect=None):
         """Derive the discrete cell (DARTS, section 2.4): per node keep the two strongest input edges, ranked
-        by their best first-layer weight; on each, the best op and the best attention.  'none' is
-        excluded unless `sparse` (CNAS), where a node may keep a `none` edge."""
+        by their best first-layer weight (times the edge weight under edge normalization, as in
+        PC-DARTS); on each, the best op and the best attention.  'none' is excluded unless `sparse`
+        (CNAS), where a node may keep a `none` edge.  `max_skip_connect` M (P-DARTS): while the
+        normal cell has more than M skip_connect edges, the weakest of their skip_connect weights is
+        set to 0 and the cell derived again."""
         with torch.no_grad():
             tables = {k: v.cpu() for k, v in self.softmaxed().items()}
         cells = {}
         for cell_type in ('normal', 'reduce'):
-            cells[cell_type] = self._derive_cell(tables[f'alphas_{cell_type}'],
-                                                 tables.get(f'betas_{cell_type}'), sparse)
+            alphas = tables[f'alphas_{cell_type}']
+            edge_weights = tables.get(f'edges_{cell_type}')
+            if edge_weights is not None:
+                alphas = alphas * edge_weights[:, None]
+            limit = max_skip_connect if cell_type == 'normal' else None
+            cells[cell_type] = self._derive_cell(alphas, tables.get(f'betas_{cell_type}'), sparse, limit)
             gammas = tables.get(f'gammas_{cell_type}')
             cells[cell_type + '_bottleneck'] = (self.lists['bottleneck'][int(gammas.argmax())]
                                                 if gammas is not None else '')
@@ -247,24 +352,37 @@ class SearchNetwork(nn.Module):
                         reduce_concat=concat, normal_bottleneck=cells['normal_bottleneck'],
                         reduce_bottleneck=cells['reduce_bottleneck'])
 
-    def _derive_cell(self, alphas, betas, sparse):
+    def _derive_cell(self, alphas, betas, sparse, max_skip_connect=None):
         first, second = self.lists['first'], self.lists['second']
-        entries = []
-        for row, j, k in strongest_edges(alphas, first, self.steps, sparse):
-            attn = second[best_candidate(betas[row], second, False)] if betas is not None else ''
-            entries.append((first[k], j, attn))
-        return entries
+        while True:
+            kept = strongest_edges(alphas, first, self.steps, sparse)
+            skips = [row for row, _, k in kept if first[k] == 'skip_connect']
+            if max_skip_connect is None or len(skips) <= max_skip_connect:
+                break
+            skip = first.index('skip_connect')
+            alphas = alphas.clone()
+            alphas[min(skips, key=lambda row: float(alphas[row, skip])), skip] = 0
+        return [(first[k], j, second[best_candidate(betas[row], second, False)] if betas is not None else '')
+                for row, j, k in kept]
 
     def weight_tables(self):
-        """The softmaxed tables with their candidate names, as logged to alphas.jsonl."""
+        """The softmaxed tables with their candidate names, as logged to alphas.jsonl (the edge
+        weights of edge normalization are `edge_weights`)."""
         with torch.no_grad():
             tables = self.softmaxed()
         out = {}
         for name, values in tables.items():
             layer = next(layer for layer, prefix in TABLE_PREFIX.items() if name.startswith(prefix))
-            rows = values.reshape(-1, values.shape[-1]).cpu().tolist()
-            out[name] = {'candidates': self.lists[layer], 'values': rows}
+            if layer != 'edges':
+                rows = values.reshape(-1, values.shape[-1]).cpu().tolist()
+                out[name] = {'candidates': self.lists[layer], 'values': rows}
         return out
+
+    def edge_weights(self):
+        """{cell type: the normalised weight of each edge} under edge normalization, else {}."""
+        with torch.no_grad():
+            return {name.split('_')[-1]: table.cpu().tolist() for name, table in self.softmaxed().items()
+                    if name.startswith(TABLE_PREFIX['edges'])}
 
 
 # --------------------------------------------------------------------------------------------------

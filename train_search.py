@@ -6,7 +6,10 @@
 Writes into the run directory (--save): genotype.json every epoch, alphas.jsonl (softmaxed
 architecture weights per epoch), metrics.jsonl (with the diagnostics of search_diagnostics.py),
 log.txt, checkpoint.pt (resume with --resume).  --strategy rsws: random search with weight sharing
-on the same supernet (rsws.py).
+on the same supernet (rsws.py).  --partial_channels and --edge_normalization: PC-DARTS (see
+model_search.py); the collapse guards of DARTS-, P-DARTS and DARTS+: collapse_guards.py.
+
+    python train_search.py --partial_channels 4 --edge_normalization --batch_size 256   # PC-DARTS
 """
 import argparse
 import hashlib
@@ -16,6 +19,7 @@ import sys
 import torch
 import torch.nn as nn
 
+import collapse_guards
 import datasets
 import genotypes
 import presets
@@ -60,6 +64,13 @@ def build_parser():
     g.add_argument('--strategy', choices=('darts', 'rsws'), default='darts',
                    help='darts: architecture weights by gradient (DARTS); rsws: random search with weight sharing '
                         '(Li and Talwalkar 2019) on the same supernet')
+    g = parser.add_argument_group('partial channels (PC-DARTS)')
+    g.add_argument('--partial_channels', type=int, default=1, metavar='K',
+                   help='each edge mixes 1/K of its channels (K=4 in PC-DARTS) and passes the rest around; '
+                        'K must divide --init_channels')
+    g.add_argument('--edge_normalization', action='store_true',
+                   help='PC-DARTS edge weights: softmax over each node\'s inputs, in the forward and the derivation')
+    collapse_guards.add_arguments(parser)
     rsws.add_arguments(parser)
     add_search_arguments(parser)
     return presets.add_argument(parser, 'search')
@@ -76,8 +87,31 @@ def search_signature(args, info):
                        'sparse': args.use_sparse, 'stem_affine': args.stem_affine,
                        'reduce_level': args.reduce_level, 'shuffle_groups': args.shuffle_groups,
                        'classes': info.num_classes, 'in_channels': info.in_channels,
-                       # Only where it is not the default, so that DARTS checkpoints stay resumable.
+                       # Only where not the default, so that earlier checkpoints stay resumable.
+                       **{name: value for name, value in supernet_options(args).items() if value},
                        **({'strategy': args.strategy} if args.strategy != 'darts' else {})})
+
+
+def supernet_options(args):
+    """The SearchNetwork options of PC-DARTS and the collapse guards that change its modules."""
+    return {'partial_channels': args.partial_channels if args.partial_channels > 1 else 0,
+            'edge_normalization': args.edge_normalization, 'auxiliary_skip': args.auxiliary_skip > 0,
+            'param_free_dropout': args.param_free_dropout > 0}
+
+
+def check_strategy_options(args):
+    """The architecture-weight options work with --strategy darts only."""
+    if args.strategy == 'darts':
+        return
+    used = [flag for flag, on in (('--edge_normalization', args.edge_normalization),
+                                  ('--auxiliary_skip', args.auxiliary_skip),
+                                  ('--param_free_dropout', args.param_free_dropout),
+                                  ('--max_skip_connect', args.max_skip_connect is not None),
+                                  ('--early_stop_param_free', args.early_stop_param_free is not None),
+                                  ('--early_stop_stable', args.early_stop_stable is not None)) if on]
+    if used:
+        raise utils.UserError(f"{used[0]} works with --strategy darts only (it acts on the architecture weights); "
+                              f"drop it for --strategy {args.strategy}")
 
 
 def add_search_arguments(parser):
@@ -103,18 +137,26 @@ def main(argv=None):
     if args.batch_size < 2:
         # The supernet's BatchNorms (and BAM's and GE's on pooled vectors) normalise over the batch.
         raise utils.UserError(f"--batch_size must be at least 2 in a search (batch statistics), got {args.batch_size}")
+    if args.partial_channels < 1 or args.init_channels % args.partial_channels:
+        raise utils.UserError(f"--partial_channels {args.partial_channels} must divide --init_channels "
+                              f"{args.init_channels}; pick a divisor (PC-DARTS uses 4 with 16 channels)")
+    check_strategy_options(args)
+    guards = collapse_guards.Guards(args)
     device = training.select_device(args.device)
     info = training.dataset_info(args, need_data=not args.dry_run)
     utils.seed_everything(args.seed)
+    options = supernet_options(args)
     model = SearchNetwork(args.init_channels, info.num_classes, args.layers, location=args.location,
                           primitives=args.primitives, steps=args.num_meta_node, affine=args.use_sparse,
                           stem_affine=args.stem_affine, reduce_level=args.reduce_level,
                           shuffle_groups=args.shuffle_groups, in_channels=info.in_channels,
-                          image_size=info.image_size)
+                          image_size=info.image_size, partial_channels=args.partial_channels,
+                          edge_normalization=options['edge_normalization'],
+                          auxiliary_skip=options['auxiliary_skip'], param_free_dropout=options['param_free_dropout'])
     training.place_model(model, args, device, compiled=False)
     if args.strategy == 'rsws' and not args.dry_run:
         return rsws.random_search(args, model, info, device, search_signature(args, info), search_loaders)
-    return search(args, model, info, device, search_signature(args, info), compiled=False)
+    return search(args, model, info, device, search_signature(args, info), compiled=False, guards=guards)
 
 
 def search_loaders(args, device):
@@ -130,10 +172,11 @@ def search_loaders(args, device):
                                  drop_last=True, on_device=on_device) for idx in (weight_idx, arch_idx)]
 
 
-def search(args, model, info, device, signature, compiled=True):
+def search(args, model, info, device, signature, compiled=True, guards=None):
     """The bilevel search loop for any supernet with arch_parameters(), weight_parameters(),
     named_weight_parameters(), genotype(), edges() and weight_tables().  `compiled`: whether
-    `model` was placed with --compile honoured."""
+    `model` was placed with --compile honoured; `guards`: the collapse_guards.Guards of a
+    SearchNetwork (schedules, derivation, early stopping), or None."""
     if not 0 < args.train_portion < 1:
         raise utils.UserError(f"--train_portion must be between 0 and 1, got {args.train_portion}")
     input_shape = (info.in_channels, info.image_size, info.image_size)
@@ -163,6 +206,7 @@ def search(args, model, info, device, signature, compiled=True):
     def run_epoch(ctx):
         lr = scheduler.get_last_lr()[0]
         model.train()
+        schedules = guards.begin_epoch(model, ctx.epoch) if guards else {}
 
         def step(batch, where, guard):
             (x, y), (x_valid, y_valid) = ((t.to(device, non_blocking=True) for t in pair) for pair in batch)
@@ -187,19 +231,23 @@ def search(args, model, info, device, signature, compiled=True):
                                           f'search {ctx.epoch + 1}/{args.epochs}')
         scheduler.step()
         valid = training.evaluate(model, valid_loader, criterion, device, no_progress=args.no_progress)
-        # Only train_search.py offers the sparse (CNAS) derivation; other supernets derive as DARTS.
-        genotype = model.genotype(sparse=True) if getattr(args, 'use_sparse', False) else model.genotype()
+        genotype = guards.derive(model) if guards else model.genotype()
         if training.is_main():
             genotypes.save(genotype, run.path('genotype.json'))
         tables = model.weight_tables()
-        run.append_jsonl('alphas.jsonl', {'epoch': ctx.epoch, 'edges': model.edges(), 'weights': tables})
+        edge_weights = model.edge_weights() if guards else {}
+        run.append_jsonl('alphas.jsonl', {'epoch': ctx.epoch, 'edges': model.edges(), 'weights': tables,
+                                          **({'edge_weights': edge_weights} if edge_weights else {})})
         run.tensorboard.log_weights(tables, ctx.epoch)
         run.tensorboard.log_genotype(genotype, ctx.epoch)
         logger.info('genotype = %s', genotype)
-        previous = next((m.get('genotype') for m in run.read_jsonl('metrics.jsonl') if m['epoch'] == ctx.epoch - 1), None)
-        return {'lr': lr, 'train_loss': train_loss, 'train_acc': train_acc, 'valid_loss': valid['loss'],
-                'valid_acc': valid['top1'], 'params_MB': params, 'genotype': genotypes.to_dict(genotype),
-                **search_diagnostics.epoch_record(tables, genotypes.to_dict(genotype), previous)}
+        previous = next((m for m in run.read_jsonl('metrics.jsonl') if m['epoch'] == ctx.epoch - 1), None)
+        record = {'lr': lr, 'train_loss': train_loss, 'train_acc': train_acc, 'valid_loss': valid['loss'],
+                  'valid_acc': valid['top1'], 'params_MB': params, 'genotype': genotypes.to_dict(genotype),
+                  **search_diagnostics.epoch_record(tables, genotypes.to_dict(genotype),
+                                                    previous and previous.get('genotype')),
+                  **schedules}
+        return {**record, **(guards.end_epoch(record, tables, previous) if guards else {})}
 
     stateful = {'model': model, 'optimizer': optimizer, 'scheduler': scheduler, 'architect': architect.optimizer,
                 'scaler': scaler}

@@ -527,17 +527,20 @@ def fit(run, args, stateful, run_epoch, loaders=(), device=None):
     A checkpoint with all state and every RNG state is written atomically after every epoch, every
     --checkpoint_steps steps, and on SIGTERM/SIGINT (then the run stops and returns preempted=True).
     `--resume` continues from it and replays exactly what an uninterrupted run would have done.
-    Returns (preempted, last epoch's metrics)."""
+    An epoch whose metrics hold `early_stop` (the reason) ends the run there; a resume of it
+    trains nothing more.  Returns (preempted, last epoch's metrics)."""
     if args.deterministic:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
-    start, resume_point, checkpoint = 0, None, run.checkpoint
+    start, resume_point, checkpoint, stopped = 0, None, run.checkpoint, None
     if run.resume and checkpoint is None:
         logger.info('no checkpoint in %s yet (killed in the first epoch): starting from epoch 0', run.dir)
     elif run.resume:
         for name, obj in stateful.items():
             obj.load_state_dict(checkpoint['state'][name])
-        start = checkpoint['epoch']
+        start, stopped = checkpoint['epoch'], checkpoint.get('early_stop')
+        if stopped:
+            logger.info('the run stopped early after epoch %d (%s): nothing to resume', start, stopped)
         if checkpoint.get('step'):
             resume_point = checkpoint
         else:
@@ -547,17 +550,18 @@ def fit(run, args, stateful, run_epoch, loaders=(), device=None):
         for name in ('metrics.jsonl', 'alphas.jsonl'):
             run.truncate_jsonl(name, start)
 
-    def save(epoch, step, meters=None, skipped=0):
+    def save(epoch, step, meters=None, skipped=0, early_stop=None):
         if not is_main():
             return
         utils.atomic_torch_save({'epoch': epoch, 'step': step, 'meters': meters, 'skipped': skipped,
+                                 **({'early_stop': early_stop} if early_stop else {}),
                                  'signature': run.signature, 'rng': utils.rng_state(),
                                  'state': {name: obj.state_dict() for name, obj in stateful.items()}},
                                 run.path(CHECKPOINT))
 
     record = None
     with _StopRequest() as stop:
-        for epoch in range(start, args.epochs):
+        for epoch in range(start, start if stopped else args.epochs):
             for index, loader in enumerate(loaders):
                 loader.generator.manual_seed(args.seed * 1_000_003 + epoch * 101 + index)
                 if isinstance(loader.sampler, torch.utils.data.DistributedSampler):
@@ -579,7 +583,10 @@ def fit(run, args, stateful, run_epoch, loaders=(), device=None):
             run.tensorboard.log_scalars({k: v for k, v in record.items() if isinstance(v, (int, float))}, epoch)
             logger.info('epoch %d/%d %s', epoch + 1, args.epochs,
                         ' '.join(f'{k} {v:.4g}' for k, v in record.items() if isinstance(v, float)))
-            save(epoch + 1, 0)
+            save(epoch + 1, 0, early_stop=record.get('early_stop'))
+            if record.get('early_stop'):
+                logger.info('stopping early after epoch %d: %s', epoch + 1, record['early_stop'])
+                break
             if stop.signal:
                 logger.info('%s: checkpoint written after epoch %d; continue with --resume', stop.signal, epoch)
                 return True, record

@@ -428,6 +428,56 @@ def plot_diagnostics(alphas, metrics, path):
     return _save_figure(fig, path)
 
 
+GUARD_SCHEDULES = {'auxiliary_skip_weight': 'auxiliary skip weight (DARTS-)',
+                   'param_free_dropout': 'dropout of parameter-free ops (P-DARTS)'}
+
+
+def plot_guards(metrics, args, path):
+    """The collapse guards of a search (collapse_guards.py) and what they did, per epoch: their
+    schedules, the parameter-free ops and skip connections of the normal cell (with the
+    --max_skip_connect and --early_stop_param_free lines), the epochs the ranking has been stable
+    (with --early_stop_stable), and the epoch an early stop ended the search."""
+    args = args or {}
+    schedules = [key for key in GUARD_SCHEDULES if any(_number(m.get(key)) for m in metrics)]
+    stable = [(m['epoch'], m['ranking_stable_epochs']) for m in metrics if _number(m.get('ranking_stable_epochs'))]
+    limits = {name: args.get(name) for name in ('max_skip_connect', 'early_stop_param_free', 'early_stop_stable')}
+    if not schedules and not stable and all(value is None for value in limits.values()):
+        return None
+    genotyped = [m for m in metrics if isinstance(m.get('genotype'), dict)]
+    fig = _figure(14, 3.6)
+    axes = fig.subplots(1, 3)
+    for c, key in enumerate(schedules):
+        points = [(m['epoch'], m[key]) for m in metrics if _number(m.get(key))]
+        axes[0].plot([p[0] for p in points], [p[1] for p in points], marker='.', color=f'C{c}', label=GUARD_SCHEDULES[key])
+    axes[0].set_title('guard schedules')
+    epochs = [m['epoch'] for m in genotyped]
+    axes[1].plot(epochs, [search_diagnostics.parameter_free_ops(m['genotype']) for m in genotyped], marker='s',
+                 color='C3', label='parameter-free ops')
+    axes[1].plot(epochs, [skip_counts(m['genotype'])[0] for m in genotyped], marker='o', color='black',
+                 label='skip_connect')
+    for name, style in (('max_skip_connect', ':'), ('early_stop_param_free', '--')):
+        if limits[name] is not None:
+            axes[1].axhline(limits[name], color='grey', linestyle=style, label=f'--{name} {limits[name]}')
+    axes[1].yaxis.get_major_locator().set_params(integer=True)
+    axes[1].set_title('normal cell of the derived genotype')
+    axes[2].plot([p[0] for p in stable], [p[1] for p in stable], marker='o', color='C2')
+    if limits['early_stop_stable'] is not None:
+        axes[2].axhline(limits['early_stop_stable'], color='grey', linestyle='--',
+                        label=f"--early_stop_stable {limits['early_stop_stable']}")
+    axes[2].set_title('epochs the learnable ranking has been stable')
+    stopped = [m['epoch'] for m in metrics if m.get('early_stop')]
+    for ax in axes:
+        for epoch in stopped:
+            ax.axvline(epoch, color='C3', alpha=0.5, label='early stop')
+        _integer_epochs(ax)
+        ax.set_xlabel('epoch')
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save_figure(fig, path)
+
+
 def plot_weights_over_epochs(table, candidates, epochs, series, row_labels, path):
     """One subplot per row (edge), one line per candidate; skip_connect drawn thick black dashed."""
     import numpy as np
@@ -699,10 +749,18 @@ def write_report(run_dir, out_dir=None, fmt='png'):
             page.heading('Search diagnostics')
             page.image(diagnostics, 'is the search deciding? Entropy of the architecture weights, their distance '
                                     'from uniform, genotype stability and parameter-free ops per epoch')
+    guards = plot_guards(metrics, run['args'], os.path.join(out_dir, 'guards.png')) if metrics else None
+    if guards:
+        page.heading('Collapse guards')
+        page.image(guards, 'the guards\' schedules, the normal cell they act on, the ranking stability and any early stop')
+    stop = next((m for m in metrics if m.get('early_stop')), None)
+    if stop:
+        page.para(f"The search stopped early after epoch {stop['epoch']}: {html.escape(stop['early_stop'])}.")
     if metrics:
         page.heading('Per epoch')
         keys = [k for k in ('epoch', 'lr', 'train_loss', 'train_acc', 'valid_loss', 'valid_acc',
-                            'epoch_time', 'params_MB', 'genotype_stability', 'param_free_normal')
+                            'epoch_time', 'params_MB', 'genotype_stability', 'param_free_normal',
+                            *GUARD_SCHEDULES, 'ranking_stable_epochs')
                 if any(k in m for m in metrics)]
         rows = [[m.get(k, '') for k in keys] for m in metrics]
         if any(isinstance(m.get('genotype'), dict) for m in metrics):

@@ -191,7 +191,11 @@ class FastMixedEdge(model_search.MixedEdge):
             return super().forward(x, weights)
         shared = SharedInput(x) if shared is None else shared
         out, normalized, gates = None, [], None
-        for k, op in zip(self.active, self.candidates):
+        for j, (k, op) in enumerate(zip(self.active, self.candidates)):
+            if self.droppable[j] and self.dropout > 0:
+                term = weights[k] * self.dropped(j, op(x))
+                out = term if out is None else out + term
+                continue
             if rescales_channels(op):
                 gate = weights[k] * op.channel_scale(x)
                 gates = gate if gates is None else gates + gate
@@ -220,7 +224,7 @@ class FastMixedEdge(model_search.MixedEdge):
             out = mixture if out is None else out + mixture
         if gates is not None:
             out = x * gates if out is None else torch.addcmul(out, x, gates)
-        return out
+        return self.add_auxiliary(out, x)
 
     @staticmethod
     def node_sum(edges, xs, weights):
@@ -289,18 +293,41 @@ class SharedInputs:
             self._shared = None
 
     def shared(self, h):
+        """The SharedInput of what state h's edges mix (`edge_input(h)`)."""
         # The states are alive until the forward ends, so their ids are not reused before then.
         if id(h) not in self._shared:
-            self._shared[id(h)] = SharedInput(h)
+            self._shared[id(h)] = SharedInput(self.edge_input(h))
         return self._shared[id(h)]
+
+    @staticmethod
+    def edge_input(h):
+        return h
 
 
 class FastSearchCell(SharedInputs, model_search.SearchCell):
+    def edge_input(self, h):
+        # A copy of the mixed channels, not a view: what the candidates keep for backward (a max
+        # pool's input) then holds C/K channels rather than the whole state.
+        mixed = self.mixed_channels(h)
+        return mixed if mixed is h else mixed.contiguous(memory_format=memory_layout(h))
+
     def node(self, states, edges, weights):
-        outs = [self.first[e](h, weights['first'][e], self.shared(h)) for e, h in zip(edges, states)]
+        inputs = [self.shared(h) for h in states]
+        outs = [self.first[e](shared.x, weights['first'][e], shared) for e, shared in zip(edges, inputs)]
         if self.second is None:
-            return sum(outs)
-        return FastMixedEdge.node_sum([self.second[e] for e in edges], outs, weights['second'][edges[0]:edges[-1] + 1])
+            if self.partial_channels > 1:
+                outs = [self.merge(out, self.bypass(e, h)) for e, out, h in zip(edges, outs, states)]
+            return self.edge_sum(outs, edges, weights)
+        # The attention layer of the node's edges summed in one call: an edge's output is linear in
+        # its mixture weights, so an edge weight scales them, and shuffle(cat(.)) is linear too.
+        rows = weights['second'][edges[0]:edges[-1] + 1]
+        edge_weights = weights.get('edges')
+        if edge_weights is not None:
+            rows = rows * edge_weights[edges[0]:edges[-1] + 1, None]
+        mixed = FastMixedEdge.node_sum([self.second[e] for e in edges], outs, rows)
+        if self.partial_channels == 1:
+            return mixed
+        return self.merge(mixed, self.edge_sum([self.bypass(e, h) for e, h in zip(edges, states)], edges, weights))
 
 
 class FastMixedAttentionUnit(SharedInputs, model_search.MixedAttentionUnit):

@@ -5,6 +5,7 @@ torch and torchvision once (seconds of CPU a process)."""
 import atexit
 import json
 import os
+import random
 import select
 import shutil
 import signal
@@ -129,6 +130,17 @@ def kill_when(script, args, save, condition, delay=0.0):
     time.sleep(delay)
     process.kill()
     process.wait()
+
+
+def kill_and_resume(script, args, save, seed, kills):
+    """Start `script` into `save`, SIGKILL it at a random moment after its first checkpoint, then
+    `kills` times resume it and kill it again at random, and finally resume it to the end: every
+    kill lands inside an epoch, between steps or while a checkpoint is written."""
+    rng = random.Random(seed)
+    kill_when(script, args, save, lambda: (save / 'checkpoint.pt').exists(), rng.uniform(0, 1.5))
+    for _ in range(kills):
+        kill_when(script, [*args, '--resume'], save, lambda: True, rng.uniform(1.0, 4.0))
+    run(script, *args, '--save', save, '--resume')
 
 
 def top1_range(model_path, dataset, data):

@@ -2,7 +2,6 @@
 written in the real on-disk formats."""
 import json
 import os
-import random
 import re
 import signal
 import time
@@ -13,7 +12,7 @@ import torch
 import genotypes
 import registry
 from tests import data_factory
-from tests.helpers import assert_top1_in, kill_when, run, start, top1_range
+from tests.helpers import assert_top1_in, kill_and_resume, kill_when, run, start, top1_range
 
 TINY_SEARCH = ['--dataset', 'fashion-mnist', '--init_channels', '4', '--layers', '3', '--batch_size', '8',
                '--workers', '0', '--no_progress', '--num_meta_node', '2', '--report_freq', '0']
@@ -95,11 +94,7 @@ def test_killed_search_resumes_to_the_uninterrupted_result(tmp_path, fashion):
     # Killed at random moments (inside epochs, between steps, while checkpoints are written),
     # resumed each time from whatever checkpoint survived.
     save = tmp_path / 'killed'
-    rng = random.Random(0)
-    kill_when('train_search.py', args, save, lambda: (save / 'checkpoint.pt').exists(), rng.uniform(0, 1.5))
-    for _ in range(3):
-        kill_when('train_search.py', [*args, '--resume'], save, lambda: True, rng.uniform(1.0, 4.0))
-    run('train_search.py', *args, '--save', save, '--resume')
+    kill_and_resume('train_search.py', args, save, seed=0, kills=3)
     assert_same_state(final_state(whole), final_state(save))
     for name in ('genotype.json', 'alphas.jsonl'):
         assert (whole / name).read_text() == (save / name).read_text()
@@ -153,11 +148,7 @@ def test_killed_training_resumes(tmp_path, cifar):
             '--checkpoint_steps', '1']
     run('train_CIFAR10.py', *args, '--save', tmp_path / 'whole')
     save = tmp_path / 'part'
-    rng = random.Random(1)
-    kill_when('train_CIFAR10.py', args, save, lambda: (save / 'checkpoint.pt').exists(), rng.uniform(0, 1))
-    for _ in range(2):
-        kill_when('train_CIFAR10.py', [*args, '--resume'], save, lambda: True, rng.uniform(1.0, 3.0))
-    run('train_CIFAR10.py', *args, '--save', save, '--resume')
+    kill_and_resume('train_CIFAR10.py', args, save, seed=1, kills=2)
     assert_same_state(final_state(tmp_path / 'whole'), final_state(save))
     whole = torch.load(tmp_path / 'whole' / 'trained.pt', weights_only=False)
     resumed = torch.load(save / 'trained.pt', weights_only=False)
