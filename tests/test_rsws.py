@@ -46,13 +46,22 @@ def one_hot_weights(net, genotype):
 
 
 @pytest.mark.parametrize('location', list(search_space.LOCATIONS))
-def test_the_sampled_path_is_the_mixture_with_one_hot_weights(location):
+@pytest.mark.parametrize('partial_channels', [1, 2])
+def test_the_sampled_path_is_the_mixture_with_one_hot_weights(location, partial_channels):
+    """With partial channels an edge's bypassed channels are not weighted by its candidates, so
+    the mixture equals the path when the edge weights (edge normalization) are one-hot too."""
     torch.manual_seed(0)
-    net = SearchNetwork(4, 10, 3, location=location, steps=2).double()
+    net = SearchNetwork(4, 10, 3, location=location, steps=2, partial_channels=partial_channels,
+                        edge_normalization=partial_channels > 1).double()
     genotype = search_space.sample_genotype(random.Random(3), net.lists, net.steps)
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
     weights = one_hot_weights(net, genotype)
     paths = net.path(genotype)
+    if partial_channels > 1:
+        for kind, (nodes, _) in paths.items():
+            chosen = {row for edges in nodes for row, _, _, _ in edges}
+            weights[kind]['edges'] = torch.tensor([float(row in chosen) for row in range(len(net.edges()))],
+                                                  dtype=torch.float64)
     net.eval()  # running statistics: both forwards see the same normalisation
     with torch.no_grad():
         s0 = s1 = net.stem(x)
