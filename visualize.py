@@ -450,6 +450,10 @@ def plot_guards(metrics, args, path):
         points = [(m['epoch'], m[key]) for m in metrics if _number(m.get(key))]
         axes[0].plot([p[0] for p in points], [p[1] for p in points], marker='.', color=f'C{c}', label=GUARD_SCHEDULES[key])
     axes[0].set_title('guard schedules')
+    if not schedules:
+        axes[0].text(0.5, 0.5, 'none (--auxiliary_skip, --param_free_dropout)', ha='center', va='center',
+                     transform=axes[0].transAxes, color='grey')
+        axes[0].set_yticks([])
     epochs = [m['epoch'] for m in genotyped]
     axes[1].plot(epochs, [search_diagnostics.parameter_free_ops(m['genotype']) for m in genotyped], marker='s',
                  color='C3', label='parameter-free ops')
@@ -461,6 +465,11 @@ def plot_guards(metrics, args, path):
     axes[1].yaxis.get_major_locator().set_params(integer=True)
     axes[1].set_title('normal cell of the derived genotype')
     axes[2].plot([p[0] for p in stable], [p[1] for p in stable], marker='o', color='C2')
+    if not stable:
+        axes[2].text(0.5, 0.5, 'not logged (without --early_stop_stable)', ha='center', va='center',
+                     transform=axes[2].transAxes, color='grey')
+        axes[2].set_yticks([])
+        axes[2].set_xlim(axes[1].get_xlim())
     if limits['early_stop_stable'] is not None:
         axes[2].axhline(limits['early_stop_stable'], color='grey', linestyle='--',
                         label=f"--early_stop_stable {limits['early_stop_stable']}")
