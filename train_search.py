@@ -137,7 +137,9 @@ def main(argv=None):
     if args.batch_size < 2:
         # The supernet's BatchNorms (and BAM's and GE's on pooled vectors) normalise over the batch.
         raise utils.UserError(f"--batch_size must be at least 2 in a search (batch statistics), got {args.batch_size}")
-    if args.partial_channels < 1 or args.init_channels % args.partial_channels:
+    if args.partial_channels < 1:
+        raise utils.UserError(f"--partial_channels must be at least 1 (1: all channels), got {args.partial_channels}")
+    if args.init_channels % args.partial_channels:
         raise utils.UserError(f"--partial_channels {args.partial_channels} must divide --init_channels "
                               f"{args.init_channels}; pick a divisor (PC-DARTS uses 4 with 16 channels)")
     check_strategy_options(args)
