@@ -60,10 +60,10 @@ def check_arguments(args):
         raise UserError(f"--param_free_dropout must be in [0, 1), got {args.param_free_dropout}")
     if args.param_free_dropout_decay < 0:
         raise UserError(f"--param_free_dropout_decay must be at least 0, got {args.param_free_dropout_decay}")
-    for name in ('max_skip_connect', 'early_stop_param_free', 'early_stop_stable'):
+    for name, least in (('max_skip_connect', 0), ('early_stop_param_free', 1), ('early_stop_stable', 1)):
         value = getattr(args, name)
-        if value is not None and value < (0 if name == 'max_skip_connect' else 1):
-            raise UserError(f"--{name} must be at least {0 if name == 'max_skip_connect' else 1}, got {value}")
+        if value is not None and value < least:
+            raise UserError(f"--{name} must be at least {least}, got {value}")
 
 
 def auxiliary_skip_weight(initial, epoch, epochs, decay='linear'):
