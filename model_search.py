@@ -164,6 +164,11 @@ class SearchCell(nn.Module):
         outs = [self.first[e](self.mixed_channels(h), weights['first'][e]) for e, h in zip(edges, states)]
         if self.second is not None:
             outs = [self.second[e](h, weights['second'][e]) for e, h in zip(edges, outs)]
+        return self.join(outs, edges, states, weights)
+
+    def join(self, outs, edges, states, weights):
+        """The node from its edges' mixture outputs: each merged with its bypassed channels (partial
+        channels), then summed (weighted under edge normalization)."""
         if self.partial_channels > 1:
             outs = [self.merge(out, self.bypass(e, h)) for e, out, h in zip(edges, outs, states)]
         return self.edge_sum(outs, edges, weights)

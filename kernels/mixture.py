@@ -315,9 +315,7 @@ class FastSearchCell(SharedInputs, model_search.SearchCell):
         inputs = [self.shared(h) for h in states]
         outs = [self.first[e](shared.x, weights['first'][e], shared) for e, shared in zip(edges, inputs)]
         if self.second is None:
-            if self.partial_channels > 1:
-                outs = [self.merge(out, self.bypass(e, h)) for e, out, h in zip(edges, outs, states)]
-            return self.edge_sum(outs, edges, weights)
+            return self.join(outs, edges, states, weights)
         # The attention layer of the node's edges summed in one call: an edge's output is linear in
         # its mixture weights, so an edge weight scales them, and shuffle(cat(.)) is linear too.
         rows = weights['second'][edges[0]:edges[-1] + 1]
