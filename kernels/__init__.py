@@ -40,6 +40,7 @@ FAST_FORMS = {
     operations.DilConv: convolution.FastDilConv,
     operations.SepConv: convolution.FastSepConv,
     operations.StridedPointwiseConv: convolution.FastStridedPointwiseConv,
+    operations.ReLUConvBN: convolution.FastReLUConvBN,
     nn.MaxPool2d: convolution.IndexFreeMaxPool,
     attention.Identity: fast_attention.FastIdentity,
     attention.SE: fast_attention.FastSE,
@@ -63,8 +64,7 @@ def register(plain_class, fast_class):
 def _fast_form(module):
     if isinstance(module, nn.AdaptiveAvgPool2d) and type(module) is nn.AdaptiveAvgPool2d:
         return GlobalAveragePool if module.output_size in (1, (1, 1)) else None
-    if isinstance(module, nn.MaxPool2d) and (module.dilation not in (1, (1, 1)) or module.return_indices
-                                             or module.ceil_mode):
+    if isinstance(module, nn.MaxPool2d) and (module.dilation not in (1, (1, 1)) or module.return_indices):
         return None
     return FAST_FORMS.get(type(module))
 

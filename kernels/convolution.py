@@ -256,25 +256,58 @@ class _IndexFreeMaxPool(torch.autograd.Function):
     several edges, so the input is usually kept once for all of them while indices were per edge."""
 
     @staticmethod
-    def forward(ctx, x, kernel_size, stride, padding):
-        ctx.geometry = (kernel_size, stride, padding)
+    def forward(ctx, x, kernel_size, stride, padding, ceil_mode):
+        ctx.geometry = (kernel_size, stride, padding, 1, ceil_mode)
         ctx.save_for_backward(x)
-        return F.max_pool2d(x, kernel_size, stride, padding)
+        return F.max_pool2d(x, kernel_size, stride, padding, ceil_mode=ceil_mode)
 
     @staticmethod
     def backward(ctx, grad):
         x, = ctx.saved_tensors
-        kernel_size, stride, padding = ctx.geometry
-        _, indices = torch.ops.aten.max_pool2d_with_indices(x, kernel_size, stride, padding)
-        grad_x = torch.ops.aten.max_pool2d_with_indices_backward(grad, x, kernel_size, stride, padding, 1, False,
-                                                                 indices)
-        return grad_x, None, None, None
+        _, indices = torch.ops.aten.max_pool2d_with_indices(x, *ctx.geometry)
+        grad_x = torch.ops.aten.max_pool2d_with_indices_backward(grad, x, *ctx.geometry, indices)
+        return grad_x, None, None, None, None
 
 
 class IndexFreeMaxPool(nn.MaxPool2d):
-    """nn.MaxPool2d (dilation 1, floor mode) with the index-free backward of `_IndexFreeMaxPool`."""
+    """nn.MaxPool2d (dilation 1) with the index-free backward of `_IndexFreeMaxPool`."""
 
     def forward(self, x):
         if not (torch.is_grad_enabled() and x.requires_grad):
             return super().forward(x)
-        return _IndexFreeMaxPool.apply(x, self.kernel_size, self.stride, self.padding)
+        return _IndexFreeMaxPool.apply(x, self.kernel_size, self.stride, self.padding, self.ceil_mode)
+
+
+class _ReLUConv(torch.autograd.Function):
+    """conv(relu(x)) keeping x for backward instead of relu(x), which is recomputed there.  A cell's
+    output feeds the preprocessing of the next two cells, each of which kept its own ReLU of it:
+    now both keep the one x."""
+
+    @staticmethod
+    def forward(ctx, x, weight, conv):
+        ctx.conv = conv
+        ctx.save_for_backward(x, weight)
+        return conv._conv_forward(F.relu(x), weight, None)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        conv = ctx.conv
+        grad_relu, grad_weight, _ = torch.ops.aten.convolution_backward(
+            grad, F.relu(x), weight, None, conv.stride, conv.padding, conv.dilation, False, [0, 0], conv.groups,
+            [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False])
+        grad_x = grad_relu.masked_fill_(x <= 0, 0) if grad_relu is not None else None
+        return grad_x, grad_weight, None
+
+
+class FastReLUConvBN(operations.ReLUConvBN):
+    """ReLUConvBN (a cell's preprocessing) whose ReLU and conv keep only their input (`_ReLUConv`)."""
+
+    def forward(self, x):
+        relu, conv, bn = self
+        if not (recording() and conv.bias is None and conv.padding_mode == 'zeros'
+                and not torch.is_autocast_enabled(x.device.type)):
+            return super().forward(x)
+        return bn(_ReLUConv.apply(x, conv.weight, conv))
+

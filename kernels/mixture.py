@@ -283,7 +283,8 @@ class FastMixedEdge(model_search.MixedEdge):
 
 
 class SharedInputs:
-    """For a cell or unit: one `SharedInput` per state during a forward, for its edges to share."""
+    """For a cell or unit: what a forward computes once per state for the edges reading it to share,
+    a `SharedInput` (and, in a partial-channel cell, the bypassed channels)."""
 
     def forward(self, *args):
         self._shared = {}
@@ -310,6 +311,15 @@ class FastSearchCell(SharedInputs, model_search.SearchCell):
         # pool's input) then holds C/K channels rather than the whole state.
         mixed = self.mixed_channels(h)
         return mixed if mixed is h else mixed.contiguous(memory_format=memory_layout(h))
+
+    def bypass(self, e, h):
+        # The edges reading h send the same channels around their mixtures: pooled once per state.
+        if getattr(self, '_shared', None) is None:
+            return super().bypass(e, h)
+        key = 'bypass', id(h), self.strides[e]
+        if key not in self._shared:
+            self._shared[key] = super().bypass(e, h)
+        return self._shared[key]
 
     def node(self, states, edges, weights):
         inputs = [self.shared(h) for h in states]
