@@ -20,7 +20,7 @@ from kernels import attention_kernels, convolution, mixture
 from kernels.layout import subsample
 from model import NetworkCIFAR
 from model_search import LOCATIONS, MixedEdge, SearchNetwork
-from operations import FactorizedReduce, StridedPointwiseConv, make_candidate
+from operations import FactorizedReduce, ReLUConvBN, StridedPointwiseConv, make_candidate
 from registry import ATTENTIONS, OPS
 
 TOLERANCE = 1e-10
@@ -292,6 +292,18 @@ def test_pools_run_once_per_cell_state():
     assert sorted(calls.values()) == [3, 3]
 
 
+def test_partial_channel_bypass_is_pooled_once_per_state():
+    """A reduction cell's stride-2 edges reading one state pool the same bypassed channels: the
+    fast cell pools them once per state (the plain cell once per edge, as PC-DARTS does)."""
+    torch.manual_seed(0)
+    plain, fast = both_implementations(SearchNetwork(4, 10, 3, steps=2, image_size=8, partial_channels=2))
+    for net, expected in ((plain, 4), (fast, 2)):  # two nodes, each with a stride-2 edge from both inputs
+        calls = []
+        net.cells[1].bypass_pool.register_forward_hook(lambda m, i, o: calls.append(m))
+        F.cross_entropy(net(torch.randn(4, 3, 8, 8, dtype=torch.float64)), torch.randint(0, 10, (4,))).backward()
+        assert net.cells[1].reduction and len(calls) == expected
+
+
 def saved_bytes(run):
     """Bytes of the distinct storages autograd keeps for backward while `run()` records its graph."""
     storages = {}
@@ -432,8 +444,10 @@ def test_subsample_is_the_strided_slice_with_a_gradient_in_the_input_layout():
     assert torch.equal(torch.autograd.grad((grad ** 2).sum(), x)[0], torch.autograd.grad((expected ** 2).sum(), x)[0])
 
 
-@pytest.mark.parametrize('stride, channels_last', [(1, False), (2, True), (1, True)])
-def test_index_free_max_pool_matches_max_pool(stride, channels_last):
+@pytest.mark.parametrize('kernel, stride, padding, ceil_mode, channels_last',
+                         [(3, 1, 1, False, False), (3, 2, 1, False, True), (3, 1, 1, False, True),
+                          (2, 2, 0, True, False)])  # the last: PC-DARTS's bypass, 9 -> 5 in ceil mode
+def test_index_free_max_pool_matches_max_pool(kernel, stride, padding, ceil_mode, channels_last):
     """The max pool keeps its input instead of int64 indices; gradients (ties included: the same
     first-argmax rule) and second derivatives stay those of nn.MaxPool2d."""
     g = torch.Generator().manual_seed(0)
@@ -441,12 +455,38 @@ def test_index_free_max_pool_matches_max_pool(stride, channels_last):
     if channels_last:
         x = x.to(memory_format=torch.channels_last)
     x.requires_grad_()
-    ours, reference = convolution.IndexFreeMaxPool(3, stride, 1), nn.MaxPool2d(3, stride, 1)
+    geometry = dict(kernel_size=kernel, stride=stride, padding=padding, ceil_mode=ceil_mode)
+    ours, reference = convolution.IndexFreeMaxPool(**geometry), nn.MaxPool2d(**geometry)
     out, expected = ours(x), reference(x)
     assert torch.equal(out, expected)
     grad = torch.randn(expected.shape, generator=g, dtype=torch.float64)
     assert torch.equal(torch.autograd.grad(out, x, grad)[0], torch.autograd.grad(expected, x, grad)[0])
     assert torch.autograd.gradgradcheck(ours, (torch.randn(1, 2, 5, 5, dtype=torch.float64, requires_grad=True),))
+
+
+class TwoPreprocessings(nn.Module):
+    """The preprocessing of one cell output by the next two cells."""
+
+    def __init__(self):
+        super().__init__()
+        self.next, self.after_next = ReLUConvBN(8, 4, 1, 1, 0), ReLUConvBN(8, 4, 1, 1, 0)
+
+    def forward(self, h):
+        return torch.cat([self.next(h), self.after_next(h)], 1)
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_preprocessing_keeps_its_input_once_for_the_cells_reading_it(channels_last):
+    """Each plain ReLUConvBN keeps its own ReLU of the cell output for backward, the fast ones keep
+    the one input: exactly one feature map less, and the same outputs, gradients and running
+    statistics."""
+    torch.manual_seed(0)
+    plain, fast = both_implementations(TwoPreprocessings())
+    assert type(fast.next) is convolution.FastReLUConvBN
+    x = random_batch((2, 8, 5, 5), channels_last)
+    assert max_difference(outputs_and_gradients(plain, [x]), outputs_and_gradients(fast, [x])) < TOLERANCE
+    feature_map = x.numel() * x.element_size()
+    assert saved_bytes(lambda: plain(x)) - saved_bytes(lambda: fast(x)) == feature_map
 
 
 def test_strided_pointwise_conv_is_a_stride_2_conv():
