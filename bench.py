@@ -7,7 +7,9 @@
 Each measurement runs in its own process (so its peak memory is its own): warm-up steps, then the
 median of `--repeats` timed steps.  Reported per measurement: median and all step times (wall, and
 the process's CPU time over all its threads, which other load on a shared machine disturbs less), peak memory
-(CPU max RSS, or CUDA max allocated), FLOPs of the timed work (torch.utils.flop_counter: a
+(CPU max RSS, or CUDA max allocated), the step's own memory (the peak of tensor bytes live during one
+more step above those live before it: what the batch's activations and gradients add to the model,
+the same quantity on every device), FLOPs of the timed work (torch.utils.flop_counter: a
 multiply-add counts 2) and the achieved fraction of this machine's fp32 matmul rate, measured in the
 same run on a 2048x2048 matmul.  The record names the machine: torch, CUDA and cuDNN versions, the GPU,
 the threads, cudnn.benchmark and every fp32 precision (TF32) setting the measurements ran under.
@@ -126,6 +128,29 @@ def environment(device):
     return record
 
 
+def step_memory(step, device):
+    """Peak bytes of tensors live during `step()` above those live before it.  CUDA: the caching
+    allocator's statistics; CPU: the allocations and frees the profiler records (which are not in
+    the max RSS's library pages, allocator caches and fragmentation)."""
+    synchronize(device)
+    if device.type == 'cuda':
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profiler:
+        step()
+    events = sorted((e for e in profiler.profiler.kineto_results.events()
+                     if e.name() == '[memory]' and e.device_type() == torch._C._autograd.DeviceType.CPU),
+                    key=lambda e: e.start_ns())
+    live = peak = 0
+    for event in events:
+        live += event.nbytes()
+        peak = max(peak, live)
+    return peak
+
+
 def measure(name, args):
     device = torch.device(args.device)
     configure(args, device)
@@ -147,6 +172,7 @@ def measure(name, args):
     # Read the peak before the FLOP-counting step, which keeps extra tensors alive.
     peak = (torch.cuda.max_memory_allocated(device) if device.type == 'cuda'
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    own_memory = step_memory(step, device)
     # The FLOPs of the plain implementation: FlopCounterMode's module hooks cannot follow a
     # recomputing backward, and recomputation is not useful work anyway.
     plain_step, _ = make_step(name, argparse.Namespace(**{**vars(args), 'kernels': 'plain'}), device)
@@ -158,6 +184,7 @@ def measure(name, args):
             'median_s': median, 'times_s': times, 'median_cpu_s': statistics.median(cpu_times), 'cpu_times_s': cpu_times,
             'images_per_s': batch / median, 'peak_memory_GB': peak / 1e9,
             'peak_memory_kind': 'cuda_max_allocated' if device.type == 'cuda' else 'cpu_max_rss',
+            'step_memory_GB': own_memory / 1e9,
             'flops_per_step': flops, 'achieved_GFLOPs': flops / median / 1e9,
             'matmul_GFLOPs': rate, 'fraction_of_matmul_rate': flops / median / 1e9 / rate}
 
@@ -211,6 +238,7 @@ def main(argv=None):
         results.append(result)
         print(f"{name:24s} batch {result['batch_size']:3d}  median {result['median_s']:7.3f} s  "
               f"{result['images_per_s']:7.1f} img/s  peak {result['peak_memory_GB']:5.2f} GB  "
+              f"step {result['step_memory_GB']:5.2f} GB  "
               f"{result['achieved_GFLOPs']:6.1f} GFLOP/s ({100 * result['fraction_of_matmul_rate']:.0f}% of matmul)")
     config = {k: v for k, v in vars(args).items() if k not in ('child', 'out', 'only')}
     device = torch.device(args.device)

@@ -1,6 +1,7 @@
 """bench.py end to end on a tiny configuration: the record has the documented fields, its derived
 figures follow from the measured ones, the FLOPs are those of one step counted here independently,
-and the peak memory lies between the stepped weights' size and the machine's memory."""
+the peak memory lies between the stepped weights' size and the machine's memory, and the step
+memory is the peak of the tensor bytes live."""
 import json
 import os
 import statistics
@@ -10,6 +11,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+import bench
 import genotypes
 from model import NetworkCIFAR
 from model_search import SearchNetwork
@@ -21,7 +23,7 @@ from training import place_model
 RECORD_FIELDS = {'config', 'torch', 'cuda', 'cudnn', 'threads', 'cudnn_benchmark', 'fp32_precision', 'machine',
                  'processor', 'cpus', 'time', 'results'}
 RESULT_FIELDS = {'measurement', 'kernels', 'batch_size', 'median_s', 'times_s', 'median_cpu_s', 'cpu_times_s',
-                 'images_per_s', 'peak_memory_GB',
+                 'images_per_s', 'peak_memory_GB', 'step_memory_GB',
                  'peak_memory_kind', 'flops_per_step', 'achieved_GFLOPs', 'matmul_GFLOPs', 'fraction_of_matmul_rate'}
 CHANNELS, LAYERS, NODES, BATCH = 4, 3, 2, 2
 
@@ -62,6 +64,7 @@ def test_bench_record_against_independent_figures(tmp_path):
         assert r['achieved_GFLOPs'] == r['flops_per_step'] / r['median_s'] / 1e9
         assert r['fraction_of_matmul_rate'] == r['achieved_GFLOPs'] / r['matmul_GFLOPs']
         assert r['peak_memory_kind'] == 'cpu_max_rss' and at_least <= r['peak_memory_GB'] * 1e9 <= physical, (r, at_least)
+        assert 0 < r['step_memory_GB'] < r['peak_memory_GB']
 
     criterion = nn.CrossEntropyLoss()
     search = SearchNetwork(CHANNELS, 10, LAYERS, location='after_every', steps=NODES)
@@ -73,3 +76,13 @@ def test_bench_record_against_independent_figures(tmp_path):
     # a second-order one also unrolls the weights and differences two more passes.
     flops = {name: r['flops_per_step'] for name, r in results.items()}
     assert flops['search_forward_backward'] < flops['search_first'] < flops['search_second'] / 2
+
+
+def test_step_memory_is_the_peak_of_the_tensor_bytes_live_during_the_step():
+    def step():
+        first = torch.empty(250_000)  # 1 MB (float32)
+        second = torch.empty(500_000)  # 2 MB: 3 MB live, the peak
+        del first
+        third = torch.empty(100_000)  # 2.4 MB live
+        return second, third
+    assert bench.step_memory(step, torch.device('cpu')) == 3_000_000
