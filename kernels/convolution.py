@@ -306,7 +306,7 @@ class FastReLUConvBN(operations.ReLUConvBN):
 
     def forward(self, x):
         relu, conv, bn = self
-        if not (recording() and conv.bias is None and conv.padding_mode == 'zeros'
+        if not (recording() and isinstance(relu, nn.ReLU) and conv.bias is None and conv.padding_mode == 'zeros'
                 and not torch.is_autocast_enabled(x.device.type)):
             return super().forward(x)
         return bn(_ReLUConv.apply(x, conv.weight, conv))
