@@ -310,4 +310,3 @@ class FastReLUConvBN(operations.ReLUConvBN):
                 and not torch.is_autocast_enabled(x.device.type)):
             return super().forward(x)
         return bn(_ReLUConv.apply(x, conv.weight, conv))
-
