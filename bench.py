@@ -33,8 +33,10 @@ import kernels
 from architect import HESSIAN_STENCILS, Architect, fp32_precision_settings
 from model import NetworkCIFAR
 from model_search import LOCATIONS, SearchNetwork
+import training
+from train_search import check_partial_channels
 from training import place_model
-from utils import atomic_write_json
+from utils import UserError, atomic_write_json
 
 MEASUREMENTS = ('search_first', 'search_second', 'search_forward_backward', 'train_step')
 
@@ -223,11 +225,26 @@ def build_parser():
     return parser
 
 
+def check_arguments(args):
+    """Refuse, before minutes of measuring, what would fail in a step or when writing `--out`."""
+    if args.repeats < 1 or args.warmup < 0:
+        raise UserError(f"--repeats must be at least 1 and --warmup at least 0, got {args.repeats} and {args.warmup}")
+    if args.batch_size < 2 or args.train_batch_size < 2:
+        raise UserError(f"--batch_size and --train_batch_size must be at least 2 (batch statistics), "
+                        f"got {args.batch_size} and {args.train_batch_size}")
+    check_partial_channels(args)
+    folder = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(folder):
+        raise UserError(f"--out {args.out}: the folder {folder} does not exist; create it or pick another path")
+
+
+@training.cli
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.child:
         print(json.dumps(measure(args.child, args)))
         return 0
+    check_arguments(args)
     passthrough = [a for a in (argv if argv is not None else sys.argv[1:])]
     results = []
     for name in args.only:

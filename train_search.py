@@ -129,6 +129,15 @@ def add_search_arguments(parser):
     return parser
 
 
+def check_partial_channels(args):
+    """--partial_channels K (also bench.py's): at least 1 and a divisor of --init_channels."""
+    if args.partial_channels < 1:
+        raise utils.UserError(f"--partial_channels must be at least 1 (1: all channels), got {args.partial_channels}")
+    if args.init_channels % args.partial_channels:
+        raise utils.UserError(f"--partial_channels {args.partial_channels} must divide --init_channels "
+                              f"{args.init_channels}; pick a divisor (PC-DARTS uses 4 with 16 channels)")
+
+
 @training.cli
 def main(argv=None):
     args = training.parse(build_parser(), argv)
@@ -137,11 +146,7 @@ def main(argv=None):
     if args.batch_size < 2:
         # The supernet's BatchNorms (and BAM's and GE's on pooled vectors) normalise over the batch.
         raise utils.UserError(f"--batch_size must be at least 2 in a search (batch statistics), got {args.batch_size}")
-    if args.partial_channels < 1:
-        raise utils.UserError(f"--partial_channels must be at least 1 (1: all channels), got {args.partial_channels}")
-    if args.init_channels % args.partial_channels:
-        raise utils.UserError(f"--partial_channels {args.partial_channels} must divide --init_channels "
-                              f"{args.init_channels}; pick a divisor (PC-DARTS uses 4 with 16 channels)")
+    check_partial_channels(args)
     check_strategy_options(args)
     guards = collapse_guards.Guards(args)
     device = training.select_device(args.device)

@@ -7,6 +7,7 @@ import os
 import statistics
 import types
 
+import pytest
 import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -86,3 +87,19 @@ def test_step_memory_is_the_peak_of_the_tensor_bytes_live_during_the_step():
         third = torch.empty(100_000)  # 2.4 MB live
         return second, third
     assert bench.step_memory(step, torch.device('cpu')) == 3_000_000
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--partial_channels', '3'], '--partial_channels 3 must divide --init_channels 4'),
+    (['--partial_channels', '0'], '--partial_channels must be at least 1'),
+    (['--batch_size', '1'], '--batch_size and --train_batch_size must be at least 2'),
+    (['--repeats', '0'], '--repeats must be at least 1'),
+    (['--out', 'missing/bench.json'], 'does not exist; create it'),
+])
+def test_bad_input_is_one_line_before_any_measurement(tmp_path, capsys, monkeypatch, flags, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'bench.json').write_text('earlier')
+    assert bench.main(['--only', 'search_first', '--init_channels', '4', *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and message in err
+    assert (tmp_path / 'bench.json').read_text() == 'earlier'
