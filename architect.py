@@ -21,8 +21,8 @@ TF32 / reduced-precision settings: eps * v is ~1e-4 of a weight, below TF32's 10
 under TF32 (cuDNN's default for convolutions on Ampere and later GPUs) the difference would be
 rounding noise, as it is under bfloat16.
 
-Unlike the reference code, the virtual networks are the supernet itself evaluated with
-`torch.func.functional_call` on substituted weight tensors: nothing is rebuilt or copied per step,
+Unlike the reference code, the virtual networks are the supernet itself evaluated on substituted
+weight tensors (`substituted`): nothing is rebuilt or copied per step,
 only weights (not the architecture parameters) are unrolled and perturbed, and the supernet's
 BatchNorm running statistics are not touched by the virtual passes.
 """
@@ -30,7 +30,6 @@ import contextlib
 
 import torch
 import torch.distributed as dist
-from torch.func import functional_call
 
 from utils import UserError
 
@@ -92,6 +91,26 @@ def full_fp32():
                     where.fp32_precision = value
 
 
+@contextlib.contextmanager
+def substituted(module, tensors):
+    """`module` computing with `tensors` ({name: tensor}) in place of its parameters and buffers of
+    those names, inside.  Unlike `torch.func.functional_call`, which puts the module's own tensors
+    back when the forward returns, the substitution lasts for the backward pass too, where a
+    recomputed forward (`SearchNetwork(recompute_cells=True)`) must see the same tensors."""
+    swapped = []
+    try:
+        for name, tensor in tensors.items():
+            prefix, _, leaf = name.rpartition('.')
+            owner = module.get_submodule(prefix)
+            table = owner._parameters if leaf in owner._parameters else owner._buffers
+            swapped.append((table, leaf, table[leaf]))
+            table[leaf] = tensor
+        yield
+    finally:
+        for table, leaf, original in reversed(swapped):
+            table[leaf] = original
+
+
 class Architect:
     def __init__(self, model, criterion, arch_learning_rate=3e-4, arch_weight_decay=1e-3,
                  unrolled=False, arch_grad_clip=None, hessian_radius=0.01, hessian='central'):
@@ -151,9 +170,12 @@ class Architect:
             for p in weights:
                 p.requires_grad_(True)
 
-    def _virtual_loss(self, weights, buffers, x, y):
-        # No tied weights in these networks, so functional_call's tie check (a walk over every module) is skipped.
-        return self.criterion(functional_call(self.model, {**weights, **buffers}, (x,), tie_weights=False), y)
+    def _virtual_gradients(self, weights, buffers, x, y, inputs):
+        """(the loss on (x, y) of the supernet with `weights` and `buffers` substituted, its gradients
+        to `inputs`)."""
+        with substituted(self.model, {**weights, **buffers}):
+            loss = self.criterion(self.model(x), y)
+            return loss, self._gradients(loss, inputs)
 
     def virtual_weights(self, x_train, y_train, eta, weight_optimizer, alpha_grad=False):
         """(w' after one SGD step with the momentum and weight decay of `weight_optimizer`, detached;
@@ -192,8 +214,7 @@ class Architect:
               contextlib.nullcontext() if central else full_fp32()):
             w_prime, at_w = self.virtual_weights(x_train, y_train, eta, weight_optimizer, alpha_grad=not central)
         w_prime = {n: w.requires_grad_() for n, w in w_prime.items()}
-        loss = self._virtual_loss(w_prime, buffers, x_valid, y_valid)
-        grads = self._gradients(loss, alphas + list(w_prime.values()))
+        loss, grads = self._virtual_gradients(w_prime, buffers, x_valid, y_valid, alphas + list(w_prime.values()))
         d_alpha, v = grads[:len(alphas)], grads[len(alphas):]
 
         eps = self.hessian_radius / torch.linalg.vector_norm(torch.stack(torch._foreach_norm(v)))
@@ -204,7 +225,7 @@ class Architect:
                 shifted = dict(zip(names, torch._foreach_add(weights, torch._foreach_mul(v, sign * eps))))
             with torch.autocast(device, enabled=False), full_fp32():
                 # The shifted weights were made without a graph: this pass computes no weight gradients.
-                differenced.append(self._gradients(self._virtual_loss(shifted, buffers, x_train, y_train), alphas))
+                differenced.append(self._virtual_gradients(shifted, buffers, x_train, y_train, alphas)[1])
         if central:
             grads = [da - eta * (hp - hm) / (2 * eps) for da, hp, hm in zip(d_alpha, *differenced)]
         else:

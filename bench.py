@@ -84,7 +84,8 @@ def make_step(name, args, device):
 
     model = place_model(SearchNetwork(args.init_channels, 10, args.layers, location=args.location, steps=args.nodes,
                                       partial_channels=args.partial_channels,
-                                      edge_normalization=args.edge_normalization), args, device)
+                                      edge_normalization=args.edge_normalization,
+                                      recompute_cells=args.recompute_cells), args, device)
     batch = args.batch_size
     x, x_valid = (torch.randn(batch, 3, 32, 32, generator=g).to(device) for _ in range(2))
     y, y_valid = (torch.randint(0, 10, (batch,), generator=g).to(device) for _ in range(2))
@@ -175,9 +176,10 @@ def measure(name, args):
     peak = (torch.cuda.max_memory_allocated(device) if device.type == 'cuda'
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     own_memory = step_memory(step, device)
-    # The FLOPs of the plain implementation: FlopCounterMode's module hooks cannot follow a
-    # recomputing backward, and recomputation is not useful work anyway.
-    plain_step, _ = make_step(name, argparse.Namespace(**{**vars(args), 'kernels': 'plain'}), device)
+    # The FLOPs of the plain implementation without recomputed cells: FlopCounterMode's module hooks
+    # cannot follow a recomputing backward, and recomputation is not useful work anyway.
+    plain_step, _ = make_step(name, argparse.Namespace(**{**vars(args), 'kernels': 'plain', 'recompute_cells': False}),
+                              device)
     with FlopCounterMode(display=False) as counter:
         plain_step()
     flops = counter.get_total_flops()
@@ -210,6 +212,7 @@ def build_parser():
     parser.add_argument('--location', default='after_every', choices=list(LOCATIONS))
     parser.add_argument('--partial_channels', type=int, default=1, help='as train_search.py (PC-DARTS)')
     parser.add_argument('--edge_normalization', action='store_true', help='as train_search.py (PC-DARTS)')
+    parser.add_argument('--recompute_cells', action='store_true', help='as train_search.py')
     parser.add_argument('--hessian', default='central', choices=HESSIAN_STENCILS,
                         help='finite-difference stencil of the second-order step (as train_search.py)')
     parser.add_argument('--channels_last', action=argparse.BooleanOptionalAction, default=True,

@@ -32,10 +32,21 @@ Options against the memory and the collapse of DARTS (`train_search.py` flags; a
     param_free_dropout   P-DARTS (Chen et al., "Progressive Differentiable Architecture Search",
                          ICCV 2019): dropout (rate `MixedEdge.dropout`, decayed by the search loop)
                          on the op layer's parameter-free candidates
+
+And one against the memory that changes nothing the network computes:
+
+    recompute_cells      activation checkpointing (Chen et al., "Training Deep Nets with Sublinear
+                         Memory Cost", 2016) per cell: in training, each cell's forward keeps only
+                         its inputs, and its activations are computed again in the backward pass;
+                         a step then holds the cell boundaries and one cell's activations, for
+                         about one more forward pass of compute
 """
+from contextlib import contextmanager, nullcontext
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from genotypes import ATT_PRIMITIVES, AttGenotype, Genotype, entry_attention, entry_input, entry_op
 from model import ResNetBody, build_cell_stack, cifar_stem
@@ -103,6 +114,22 @@ class MixedEdge(nn.Module):
     def candidate(self, k):
         """The module of candidate k (of the names the edge was built from)."""
         return self.candidates[self.active.index(k)]
+
+
+@contextmanager
+def own_buffers(module):
+    """Inside, `module`'s buffers are copies: a forward computed again for the backward pass
+    (`recompute_cells`) updates the BatchNorm running statistics of the copies, so that the
+    model's are updated once per step, as without recomputation."""
+    originals = [(owner, name, buffer) for owner in module.modules() for name, buffer in owner._buffers.items()
+                 if buffer is not None]
+    for owner, name, buffer in originals:
+        owner._buffers[name] = buffer.clone()
+    try:
+        yield
+    finally:
+        for owner, name, buffer in originals:
+            owner._buffers[name] = buffer
 
 
 def node_sizes(steps):
@@ -215,13 +242,13 @@ class SearchNetwork(nn.Module):
     `stem_affine` or `affine`: DARTS and Att-DARTS have an affine stem, CNAS's follows its cells
     (stem_affine=False).  `reduce_level` 1 or 2 halves the image in the stem (CNAS, for data
     sets larger than CIFAR; model.cifar_stem); `shuffle_groups='auto'` the grouped
-    `shuffle_conv_3x3`.  `partial_channels`, `edge_normalization`, `auxiliary_skip` and
-    `param_free_dropout`: see the module docstring."""
+    `shuffle_conv_3x3`.  `partial_channels`, `edge_normalization`, `auxiliary_skip`,
+    `param_free_dropout` and `recompute_cells`: see the module docstring."""
 
     def __init__(self, C=16, num_classes=10, layers=8, location='after_every', primitives='darts',
                  steps=4, multiplier=None, stem_multiplier=3, in_channels=3, image_size=32, affine=False,
                  stem_affine=True, reduce_level=0, shuffle_groups='1', partial_channels=1,
-                 edge_normalization=False, auxiliary_skip=False, param_free_dropout=False):
+                 edge_normalization=False, auxiliary_skip=False, param_free_dropout=False, recompute_cells=False):
         super().__init__()
         if partial_channels < 1 or C % partial_channels:
             raise ValueError(f"partial channels {partial_channels} must divide the {C} initial channels")
@@ -231,7 +258,9 @@ class SearchNetwork(nn.Module):
                            in_channels=in_channels, image_size=image_size, affine=affine,
                            stem_affine=stem_affine, reduce_level=reduce_level, shuffle_groups=shuffle_groups,
                            partial_channels=partial_channels, edge_normalization=edge_normalization,
-                           auxiliary_skip=auxiliary_skip, param_free_dropout=param_free_dropout)
+                           auxiliary_skip=auxiliary_skip, param_free_dropout=param_free_dropout,
+                           recompute_cells=recompute_cells)
+        self.recompute_cells = recompute_cells
         self.steps, self.multiplier = steps, multiplier or steps
         self.lists = candidate_lists(location, self.config['primitives'])
 
@@ -304,9 +333,19 @@ class SearchNetwork(nn.Module):
 
             def apply(cell, s0, s1, cell_type):
                 return cell.forward_path(s0, s1, paths[cell_type])
+        if self.recompute_cells and self.training and torch.is_grad_enabled():
+            def apply_recomputed(cell, s0, s1, cell_type):
+                # The recomputation runs under the autocast and random-number state of the forward
+                # (the same dropout masks) and within the backward of the caller, so under any
+                # weights it substituted (Architect's virtual passes).
+                return checkpoint(apply, cell, s0, s1, cell_type, use_reentrant=False,
+                                  context_fn=lambda: (nullcontext(), own_buffers(cell)))
+            run = apply_recomputed
+        else:
+            run = apply
         s0 = s1 = self.stem(x)
         for cell in self.cells:
-            s0, s1 = s1, apply(cell, s0, s1, 'reduce' if cell.reduction else 'normal')
+            s0, s1 = s1, run(cell, s0, s1, 'reduce' if cell.reduction else 'normal')
         return self.classifier(self.global_pooling(s1).flatten(1))
 
     def path(self, genotype):

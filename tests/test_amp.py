@@ -91,12 +91,12 @@ def test_hessian_term_is_computed_in_float32_under_autocast():
     optimizer = torch.optim.SGD(net.weight_parameters(), 0.1, momentum=0.9)
     architect = Architect(net, torch.nn.CrossEntropyLoss(), unrolled=True)
     seen = []
-    original = architect._virtual_loss
+    original = architect._virtual_gradients
 
-    def spy(weights, buffers, xs, ys):
+    def spy(weights, buffers, xs, ys, inputs):
         seen.append(torch.is_autocast_enabled('cpu'))
-        return original(weights, buffers, xs, ys)
-    architect._virtual_loss = spy
+        return original(weights, buffers, xs, ys, inputs)
+    architect._virtual_gradients = spy
     with torch.autocast('cpu', dtype=torch.bfloat16):
         architect.unrolled_gradients(x, y, x, y, 0.1, optimizer)
     assert seen == [True, False, False]
