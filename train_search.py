@@ -10,6 +10,7 @@ on the same supernet (rsws.py).  --partial_channels and --edge_normalization: PC
 model_search.py); the collapse guards of DARTS-, P-DARTS and DARTS+: collapse_guards.py.
 
     python train_search.py --partial_channels 4 --edge_normalization --batch_size 256   # PC-DARTS
+    python train_search.py --partial_channels 4 --edge_normalization --batch_size 256 --recompute_cells
 """
 import argparse
 import hashlib
@@ -70,6 +71,11 @@ def build_parser():
                         'K must divide --init_channels')
     g.add_argument('--edge_normalization', action='store_true',
                    help='PC-DARTS edge weights: softmax over each node\'s inputs, in the forward and the derivation')
+    g = parser.add_argument_group('memory')
+    g.add_argument('--recompute_cells', action='store_true',
+                   help='keep only each cell\'s inputs in the forward and recompute its activations in the backward: '
+                        'a step holds about one cell\'s activations instead of all cells\', for about one more '
+                        'forward pass of compute; the search computes the same (a run may be resumed with or without it)')
     collapse_guards.add_arguments(parser)
     rsws.add_arguments(parser)
     add_search_arguments(parser)
@@ -159,7 +165,8 @@ def main(argv=None):
                           shuffle_groups=args.shuffle_groups, in_channels=info.in_channels,
                           image_size=info.image_size, partial_channels=args.partial_channels,
                           edge_normalization=options['edge_normalization'],
-                          auxiliary_skip=options['auxiliary_skip'], param_free_dropout=options['param_free_dropout'])
+                          auxiliary_skip=options['auxiliary_skip'], param_free_dropout=options['param_free_dropout'],
+                          recompute_cells=args.recompute_cells)
     training.place_model(model, args, device, compiled=False)
     if args.strategy == 'rsws' and not args.dry_run:
         return rsws.random_search(args, model, info, device, search_signature(args, info), search_loaders)

@@ -7,7 +7,7 @@ from torch.func import functional_call
 
 import genotypes
 import kernels
-from architect import FP32_PRECISION, Architect, fp32_precision_settings, full_fp32
+from architect import FP32_PRECISION, HESSIAN_STENCILS, Architect, fp32_precision_settings, full_fp32
 from model import NetworkCIFAR
 from model_search import LOCATIONS, SearchNetwork
 from utils import UserError
@@ -100,6 +100,25 @@ def test_second_order_gradient_matches_autograd(location, radius, rtol, implemen
         # The implicit term must matter, or this test would not tell the orders apart.
         assert (e - f).norm() > 1e-3 * e.norm()
         assert (a - e).norm() <= rtol * e.norm()
+
+
+@pytest.mark.parametrize('implementation', ['plain', 'fast'])
+@pytest.mark.parametrize('stencil', HESSIAN_STENCILS)
+def test_second_order_gradient_is_the_same_with_recomputed_cells(implementation, stencil):
+    """The virtual passes compute with substituted weights: a cell recomputed in their backward
+    passes must compute with the same ones (a recomputation with the network's own weights would
+    save other tensors, and torch refuses it).  Gradient, loss and running statistics bit for bit."""
+    results = []
+    for recompute in (False, True):
+        net = tiny_supernet()
+        x_train, y_train, x_valid, y_valid = batches()
+        opt = weight_optimizer_with_momentum(net, x_train, y_train)
+        kernels.apply(net, implementation, 'cpu')
+        net.recompute_cells = recompute
+        architect = Architect(net, torch.nn.CrossEntropyLoss(), unrolled=True, hessian=stencil)
+        grads, loss = architect.unrolled_gradients(x_train, y_train, x_valid, y_valid, 0.1, opt)
+        results.append([*grads, loss.detach(), *net.buffers()])
+    assert all(torch.equal(a, b) for a, b in zip(*results))
 
 
 def test_first_order_step_uses_validation_gradient():

@@ -1,5 +1,6 @@
-"""Partial channels and edge normalization (PC-DARTS) and the collapse guards (DARTS-, P-DARTS,
-DARTS+) of the DARTS supernet and train_search.py."""
+"""Partial channels and edge normalization (PC-DARTS), the collapse guards (DARTS-, P-DARTS,
+DARTS+) and the recomputed cells of the DARTS supernet and train_search.py."""
+import copy
 import json
 import math
 
@@ -11,7 +12,7 @@ import collapse_guards
 import visualize
 from model_search import LOCATIONS, MixedEdge, SearchNetwork
 from tests import data_factory
-from tests.helpers import kill_and_resume, run
+from tests.helpers import kill_and_resume, kill_when, run
 from tests.test_kernels import TOLERANCE, both_implementations, max_difference, search_step_results
 from tests.test_scripts import TINY_SEARCH, assert_same_state, final_state
 
@@ -269,3 +270,76 @@ def test_architecture_guards_need_the_darts_strategy():
     assert result.returncode == 2
     assert result.stderr.strip() == ('error: --auxiliary_skip works with --strategy darts only (it acts on the '
                                      'architecture weights); drop it for --strategy rsws')
+
+
+def cell_forward_counter(net):
+    calls = []
+    for cell in net.cells:
+        cell.register_forward_pre_hook(lambda module, args: calls.append(module))
+    return calls
+
+
+@pytest.mark.parametrize('implementation', ['plain', 'fast'])
+@pytest.mark.parametrize('location', list(LOCATIONS))
+@pytest.mark.parametrize('options', [{}, {'partial_channels': 2, 'edge_normalization': True, 'auxiliary_skip': True,
+                                          'param_free_dropout': True}])
+def test_recomputed_cells_give_the_same_step(implementation, location, options):
+    """Loss, every gradient, the running statistics after the step (updated once, not again by the
+    recomputation) and the random-number state (the dropout masks drawn once) are those of the
+    step without recomputation, bit for bit; the cells' forwards did run twice."""
+    torch.manual_seed(0)
+    net = SearchNetwork(8, 10, 3, location=location, steps=2, image_size=8, **options)
+    for p in net.arch_parameters():
+        p.data.normal_()
+    net.set_guards(0.7, 0.3)
+    net = both_implementations(net)[implementation == 'fast']
+    results = []
+    for recompute in (False, True):
+        twin = copy.deepcopy(net)
+        twin.recompute_cells = recompute
+        calls = cell_forward_counter(twin)
+        torch.manual_seed(5)
+        results.append([*search_step_results(twin, *batch()), torch.rand(1)])
+        assert len(calls) == len(twin.cells) * (2 if recompute else 1)
+    assert max_difference(*results) == 0
+
+
+def test_recomputed_cells_give_the_same_weight_sharing_step():
+    """One architecture's path through the shared weights (--strategy rsws), recomputed."""
+    torch.manual_seed(0)
+    net = SearchNetwork(8, 10, 3, steps=2, image_size=8, partial_channels=2).double()
+    genotype = net.genotype()
+    x, y = batch()
+    results = []
+    for recompute in (False, True):
+        twin = copy.deepcopy(net)
+        twin.recompute_cells = recompute
+        loss = F.cross_entropy(twin(x, genotype), y)
+        grads = torch.autograd.grad(loss, list(twin.parameters()), allow_unused=True, materialize_grads=True)
+        results.append([loss.detach(), *grads, *twin.buffers()])
+    assert max_difference(*results) == 0
+
+
+def test_cells_are_recomputed_only_for_a_training_backward():
+    torch.manual_seed(0)
+    net = SearchNetwork(8, 10, 3, steps=2, image_size=8, recompute_cells=True).double()
+    calls = cell_forward_counter(net)
+    x, y = batch()
+    with torch.no_grad():
+        net(x)
+    net.eval()
+    F.cross_entropy(net(x), y).backward()
+    assert len(calls) == 2 * len(net.cells)
+    assert net.new().recompute_cells
+
+
+def test_search_with_recomputed_cells_is_the_same_and_resumes_with_or_without_it(tmp_path, fashion):
+    args = [*TINY_SEARCH, *GUARDED, '--data', fashion, '--epochs', '2', '--seed', '5', '--checkpoint_steps', '1']
+    recomputed, stored, switched = tmp_path / 'recomputed', tmp_path / 'stored', tmp_path / 'switched'
+    run('train_search.py', *args, '--recompute_cells', '--save', recomputed)
+    run('train_search.py', *args, '--save', stored)
+    kill_when('train_search.py', args, switched, lambda: (switched / 'checkpoint.pt').exists(), 0.5)
+    run('train_search.py', *args, '--recompute_cells', '--save', switched, '--resume')
+    for other in (stored, switched):
+        assert_same_state(final_state(recomputed), final_state(other))
+        assert (recomputed / 'alphas.jsonl').read_text() == (other / 'alphas.jsonl').read_text()
