@@ -335,9 +335,9 @@ class SearchNetwork(nn.Module):
                 return cell.forward_path(s0, s1, paths[cell_type])
         if self.recompute_cells and self.training and torch.is_grad_enabled():
             def apply_recomputed(cell, s0, s1, cell_type):
-                # The recomputation runs under the autocast and random-number state of the forward
-                # (the same dropout masks) and within the backward of the caller, so under any
-                # weights it substituted (Architect's virtual passes).
+                # The recomputation runs under the forward's autocast and random-number state (the
+                # same dropout masks) but with the tensors the cell holds during the backward: a
+                # caller that substitutes weights keeps them through the backward (architect.substituted).
                 return checkpoint(apply, cell, s0, s1, cell_type, use_reentrant=False,
                                   context_fn=lambda: (nullcontext(), own_buffers(cell)))
             run = apply_recomputed

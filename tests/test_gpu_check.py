@@ -22,8 +22,13 @@ def test_gpu_check_runs_on_the_cpu_and_names_what_needs_cuda(tmp_path):
     for order in ('first_order', 'second_order'):
         assert sections['amp_search'][order]['ok'] and sections['amp_search'][order]['loss_scale'] > 0
     runs = sections['bench']['runs']
-    assert set(runs) == {'channels_last/fast', 'channels_last/plain'}
+    variants = ['', '/recompute_cells', '/partial_channels_4_recompute_cells_4x_batch']
+    assert set(runs) == {f'channels_last/{implementation}{variant}' for implementation in ('fast', 'plain')
+                         for variant in variants}
     for implementation in ('fast', 'plain'):
         bench = runs[f'channels_last/{implementation}']
         assert [(r['measurement'], r['kernels']) for r in bench['results']] == [('search_first', implementation)]
         assert record['environment']['torch'] == bench['torch']
+        cheap = runs[f'channels_last/{implementation}/partial_channels_4_recompute_cells_4x_batch']
+        assert cheap['config']['recompute_cells'] and cheap['config']['partial_channels'] == 4
+        assert cheap['results'][0]['batch_size'] == 4 * bench['results'][0]['batch_size']

@@ -16,7 +16,9 @@ measured.  Sections (`--only` picks some):
   amp_search      train_search.py --amp --amp_dtype float16 (loss-scaled weight steps), first and
                   second order, on a tiny CIFAR-10 written to disk
   data_on_device  train_search.py --data_on_device on that data set, with its host synchronisations
-  bench           bench.py at batch 64 for both memory layouts and both kernel implementations
+  bench           bench.py at batch 64 for both memory layouts and both kernel implementations, and
+                  the first-order step with --recompute_cells, at that batch and with
+                  --partial_channels 4 at 4x the batch (channels-last)
 
 On the CPU the CUDA-only parts say so ('skipped') and the rest runs at small sizes, so the whole
 script is exercised by the test suite before a GPU ever runs it.
@@ -60,6 +62,14 @@ SECTIONS = ('float64', 'hessian_tf32', 'host_syncs', 'amp_search', 'data_on_devi
 FLOAT64_BOUND = 1e-8
 ETA = 0.025  # the search's weight learning rate, which scales the Hessian term
 
+
+def memory_variants(batch):
+    """{name: bench.py flags} of the first-order steps that trade compute for memory."""
+    return {'recompute_cells': ['--recompute_cells'],
+            'partial_channels_4_recompute_cells_4x_batch': ['--partial_channels', 4, '--recompute_cells',
+                                                            '--batch_size', 4 * batch]}
+
+
 # Per device: the supernet of each section (C, layers, nodes, image size, batch) and the runs' sizes.
 SIZES = {
     'cuda': {'float64': dict(C=8, layers=5, nodes=4, image=32, batch=8),
@@ -67,13 +77,14 @@ SIZES = {
              'host_syncs': dict(C=16, layers=8, nodes=4, image=32, batch=64),
              'search': dict(C=16, layers=8, nodes=4, batch=64, images=512, subset=256),
              'bench': dict(C=16, layers=8, nodes=4, batch=64, only=['search_first', 'search_second'],
-                           layouts=['channels_last', 'no-channels_last'], flags=[])},
+                           layouts=['channels_last', 'no-channels_last'], flags=[],
+                           variants=memory_variants(64))},
     'cpu': {'float64': dict(C=4, layers=3, nodes=2, image=16, batch=4),
             'hessian_tf32': dict(C=4, layers=3, nodes=2, image=16, batch=4),
             'host_syncs': dict(C=4, layers=3, nodes=2, image=16, batch=4),
             'search': dict(C=4, layers=3, nodes=2, batch=8, images=64, subset=32),
             'bench': dict(C=4, layers=3, nodes=2, batch=2, only=['search_first'], layouts=['channels_last'],
-                          flags=['--threads', '0', '--warmup', '0', '--repeats', '1'])},
+                          flags=['--threads', '0', '--warmup', '0', '--repeats', '1'], variants=memory_variants(2))},
 }
 
 
@@ -287,17 +298,24 @@ def check_data_on_device(device, sizes, work):
 def check_bench(device, sizes, choices, work):
     size = sizes['bench']
     record = {'kernels_dimension': list(choices), 'runs': {}}
+
+    def measure(name, layout, implementation, only, variant_flags=()):
+        out = os.path.join(work['bench'], name.replace('/', '-') + '.json')
+        argv = ['--device', str(device), '--only', *only, '--batch_size', size['batch'],
+                '--init_channels', size['C'], '--layers', size['layers'], '--nodes', size['nodes'],
+                f'--{layout}', '--out', out, *size['flags'], '--kernels', implementation, *variant_flags]
+        log(f'bench {name}')
+        bench.main([str(a) for a in argv])
+        with open(out) as f:
+            record['runs'][name] = json.load(f)
+
     for layout in size['layouts']:
         for implementation in choices:
-            name = f'{layout}/{implementation}'
-            out = os.path.join(work['bench'], name.replace('/', '-') + '.json')
-            argv = ['--device', str(device), '--only', *size['only'], '--batch_size', size['batch'],
-                    '--init_channels', size['C'], '--layers', size['layers'], '--nodes', size['nodes'],
-                    f'--{layout}', '--out', out, *size['flags'], '--kernels', implementation]
-            log(f'bench {name}')
-            bench.main([str(a) for a in argv])
-            with open(out) as f:
-                record['runs'][name] = json.load(f)
+            measure(f'{layout}/{implementation}', layout, implementation, size['only'])
+    for variant, flags in size['variants'].items():
+        for implementation in choices:
+            measure(f'channels_last/{implementation}/{variant}', 'channels_last', implementation, ['search_first'],
+                    flags)
     return record
 
 
