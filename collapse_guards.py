@@ -20,6 +20,10 @@ Differentiable Architecture Search", ICLR 2020).  The remedies here, each off by
                                has N or more parameter-free ops
     --early_stop_stable E      DARTS+: stop when the ranking of the learnable candidates of every
                                edge has not changed for E epochs
+    --early_stop_after S       the two DARTS+ rules stop a search only after its first S epochs
+                               (0, DARTS+, by default): in the first epochs the weights are near
+                               uniform and pools lead many edges, which is not the collapse that the
+                               parameter-free rule is meant to catch
 
 The schedules are functions of the epoch, so a resumed search replays them exactly; the stopping
 rules read the metrics of the epochs before, which a resume keeps.  No torch here.
@@ -51,6 +55,8 @@ def add_arguments(parser):
     g.add_argument('--early_stop_stable', type=int, default=None, metavar='E',
                    help='DARTS+: stop when the ranking of the learnable candidates has been stable for E epochs '
                         '(10 in the paper)')
+    g.add_argument('--early_stop_after', type=int, default=0, metavar='S',
+                   help='the DARTS+ rules stop the search only after its first S epochs (0: from the first, as DARTS+)')
 
 
 def check_arguments(args):
@@ -64,6 +70,11 @@ def check_arguments(args):
         value = getattr(args, name)
         if value is not None and value < least:
             raise UserError(f"--{name} must be at least {least}, got {value}")
+    if args.early_stop_after < 0:
+        raise UserError(f"--early_stop_after must be at least 0, got {args.early_stop_after}")
+    if args.early_stop_after and args.early_stop_param_free is None and args.early_stop_stable is None:
+        raise UserError("--early_stop_after delays the DARTS+ rules: add --early_stop_param_free N or "
+                        "--early_stop_stable E, or drop it")
 
 
 def auxiliary_skip_weight(initial, epoch, epochs, decay='linear'):
@@ -111,10 +122,11 @@ class Guards:
     def derive(self, model):
         return model.genotype(sparse=self.args.use_sparse, max_skip_connect=self.args.max_skip_connect)
 
-    def end_epoch(self, record, tables, previous):
-        """The stopping rules' metrics for an epoch's `record` (with its diagnostics) and the
-        previous epoch's record (None in the first): the ranking and for how many epochs it has been
-        stable, and `early_stop` (the reason) when a rule fires."""
+    def end_epoch(self, epoch, record, tables, previous):
+        """The stopping rules' metrics for the `record` (with its diagnostics) of `epoch` (0-based)
+        and the previous epoch's record (None in the first): the ranking and for how many epochs it
+        has been stable, and `early_stop` (the reason) when a rule fires after --early_stop_after
+        epochs."""
         a, out, reasons = self.args, {}, []
         if a.early_stop_stable is not None:
             ranking = learnable_ranking(tables)
@@ -127,6 +139,6 @@ class Guards:
         if a.early_stop_param_free is not None and free is not None and free >= a.early_stop_param_free:
             reasons.append(f'the normal cell has {free} parameter-free ops (--early_stop_param_free '
                            f'{a.early_stop_param_free})')
-        if reasons:
+        if reasons and epoch + 1 > a.early_stop_after:
             out['early_stop'] = '; '.join(reasons)
         return out

@@ -114,7 +114,8 @@ def check_strategy_options(args):
                                   ('--param_free_dropout', args.param_free_dropout),
                                   ('--max_skip_connect', args.max_skip_connect is not None),
                                   ('--early_stop_param_free', args.early_stop_param_free is not None),
-                                  ('--early_stop_stable', args.early_stop_stable is not None)) if on]
+                                  ('--early_stop_stable', args.early_stop_stable is not None),
+                                  ('--early_stop_after', args.early_stop_after > 0)) if on]
     if used:
         raise utils.UserError(f"{used[0]} works with --strategy darts only (it acts on the architecture weights); "
                               f"drop it for --strategy {args.strategy}")
@@ -261,7 +262,7 @@ def search(args, model, info, device, signature, compiled=True, guards=None):
                   **search_diagnostics.epoch_record(tables, genotypes.to_dict(genotype),
                                                     previous and previous.get('genotype')),
                   **schedules}
-        return {**record, **(guards.end_epoch(record, tables, previous) if guards else {})}
+        return {**record, **(guards.end_epoch(ctx.epoch, record, tables, previous) if guards else {})}
 
     stateful = {'model': model, 'optimizer': optimizer, 'scheduler': scheduler, 'architect': architect.optimizer,
                 'scaler': scaler}

@@ -210,17 +210,40 @@ def test_learnable_ranking_and_stopping_rules():
                                 'values': [[0.5, 0.2, 0.3], [0.1, 0.6, 0.3]]}}
     assert collapse_guards.learnable_ranking(tables) == {
         'alphas_normal': [['dil_conv_3x3', 'sep_conv_3x3'], ['sep_conv_3x3', 'dil_conv_3x3']]}
-    args = type('Args', (), dict(auxiliary_skip=0.0, param_free_dropout=0.0, param_free_dropout_decay=0.2,
-                                 max_skip_connect=None, early_stop_param_free=3, early_stop_stable=2))()
-    guards = collapse_guards.Guards(args)
-    first = guards.end_epoch({'param_free_normal': 2}, tables, None)
+
+    def epochs(early_stop_after, param_free_counts):
+        args = type('Args', (), dict(auxiliary_skip=0.0, param_free_dropout=0.0, param_free_dropout_decay=0.2,
+                                     max_skip_connect=None, early_stop_param_free=3, early_stop_stable=2,
+                                     early_stop_after=early_stop_after))()
+        guards, records, previous = collapse_guards.Guards(args), [], None
+        for epoch, free in enumerate(param_free_counts):
+            previous = guards.end_epoch(epoch, {'param_free_normal': free}, tables, previous)
+            records.append(previous)
+        return records
+
+    first, second, third = epochs(0, [2, 2, 3])
     assert first['ranking_stable_epochs'] == 0 and 'early_stop' not in first
-    second = guards.end_epoch({'param_free_normal': 2}, tables, first)
     assert second['ranking_stable_epochs'] == 1 and 'early_stop' not in second
-    third = guards.end_epoch({'param_free_normal': 3}, tables, second)
     assert third['ranking_stable_epochs'] == 2
     assert third['early_stop'] == ("the learnable candidates' ranking has been stable for 2 epochs; the normal cell "
                                    "has 3 parameter-free ops (--early_stop_param_free 3)")
+    # Both rules hold from the first epoch on (6 pools, then a stable ranking); after 3 epochs they stop it.
+    delayed = epochs(3, [6, 6, 6, 6])
+    assert ['early_stop' in record for record in delayed] == [False, False, False, True]
+    assert delayed[3]['early_stop'].startswith("the learnable candidates' ranking has been stable for 3 epochs")
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--early_stop_after', '2'], '--early_stop_after delays the DARTS+ rules: add --early_stop_param_free N or '
+                                  '--early_stop_stable E, or drop it'),
+    (['--early_stop_after', '-1', '--early_stop_stable', '2'], '--early_stop_after must be at least 0, got -1'),
+    (['--strategy', 'rsws', '--early_stop_after', '2'], '--early_stop_after works with --strategy darts only '
+                                                        '(it acts on the architecture weights); drop it for '
+                                                        '--strategy rsws'),
+])
+def test_early_stop_after_is_refused_where_it_means_nothing(flags, message):
+    result = run('train_search.py', *flags, '--dry_run', check=False)
+    assert result.returncode == 2 and result.stderr.strip() == f'error: {message}'
 
 
 def test_guarded_search_logs_its_schedules_and_resumes_exactly(tmp_path, fashion):
@@ -263,6 +286,11 @@ def test_early_stopping_stops_and_a_resume_trains_nothing_more(tmp_path, fashion
     save = tmp_path / 'free'
     run('train_search.py', *args, '--early_stop_param_free', str(free), '--save', save)
     assert [json.loads(line)['epoch'] for line in open(save / 'metrics.jsonl')] == [0]
+    # The same rule, from the third epoch on (the architecture weights do not move, so it holds in every epoch).
+    save = tmp_path / 'free-after-2'
+    run('train_search.py', *args, '--early_stop_param_free', str(free), '--early_stop_after', '2', '--save', save)
+    metrics = [json.loads(line) for line in open(save / 'metrics.jsonl')]
+    assert [(m['epoch'], 'early_stop' in m) for m in metrics] == [(0, False), (1, False), (2, True)]
 
 
 def test_architecture_guards_need_the_darts_strategy():
