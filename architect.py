@@ -22,7 +22,7 @@ under TF32 (cuDNN's default for convolutions on Ampere and later GPUs) the diffe
 rounding noise, as it is under bfloat16.
 
 Unlike the reference code, the virtual networks are the supernet itself evaluated on substituted
-weight tensors (`substituted`): nothing is rebuilt or copied per step,
+weight tensors (`utils.substituted`): nothing is rebuilt or copied per step,
 only weights (not the architecture parameters) are unrolled and perturbed, and the supernet's
 BatchNorm running statistics are not touched by the virtual passes.
 """
@@ -31,7 +31,7 @@ import contextlib
 import torch
 import torch.distributed as dist
 
-from utils import UserError
+from utils import UserError, substituted
 
 HESSIAN_STENCILS = ('central', 'forward')
 # Where torch keeps the precision of float32 convolutions, matmuls and RNNs, per backend (the
@@ -89,26 +89,6 @@ def full_fp32():
             for value in ('none', before[name]):
                 if where.fp32_precision != before[name]:
                     where.fp32_precision = value
-
-
-@contextlib.contextmanager
-def substituted(module, tensors):
-    """`module` computing with `tensors` ({name: tensor}) in place of its parameters and buffers of
-    those names, inside.  Unlike `torch.func.functional_call`, which puts the module's own tensors
-    back when the forward returns, the substitution lasts for the backward pass too, where a
-    recomputed forward (`SearchNetwork(recompute_cells=True)`) must see the same tensors."""
-    swapped = []
-    try:
-        for name, tensor in tensors.items():
-            prefix, _, leaf = name.rpartition('.')
-            owner = module.get_submodule(prefix)
-            table = owner._parameters if leaf in owner._parameters else owner._buffers
-            swapped.append((table, leaf, table[leaf]))
-            table[leaf] = tensor
-        yield
-    finally:
-        for table, leaf, original in reversed(swapped):
-            table[leaf] = original
 
 
 class Architect:

@@ -53,6 +53,7 @@ from model import ResNetBody, build_cell_stack, cifar_stem
 from operations import (ChannelShuffle, FactorizedReduce, ReLUConvBN, make_candidate, regroup_shuffle_convs,
                         skip_connect)
 from search_space import LOCATIONS, candidate_lists, resolve_primitives  # noqa: F401 (LOCATIONS re-exported)
+from utils import substituted
 
 # Arch-parameter prefix per layer (and of the edge weights), as named in the logs and the checkpoint.
 TABLE_PREFIX = {'first': 'alphas', 'second': 'betas', 'bottleneck': 'gammas', 'edges': 'edges'}
@@ -121,15 +122,8 @@ def own_buffers(module):
     """Inside, `module`'s buffers are copies: a forward computed again for the backward pass
     (`recompute_cells`) updates the BatchNorm running statistics of the copies, so that the
     model's are updated once per step, as without recomputation."""
-    originals = [(owner, name, buffer) for owner in module.modules() for name, buffer in owner._buffers.items()
-                 if buffer is not None]
-    for owner, name, buffer in originals:
-        owner._buffers[name] = buffer.clone()
-    try:
+    with substituted(module, {name: buffer.clone() for name, buffer in module.named_buffers()}):
         yield
-    finally:
-        for owner, name, buffer in originals:
-            owner._buffers[name] = buffer
 
 
 def node_sizes(steps):
@@ -337,7 +331,7 @@ class SearchNetwork(nn.Module):
             def apply_recomputed(cell, s0, s1, cell_type):
                 # The recomputation runs under the forward's autocast and random-number state (the
                 # same dropout masks) but with the tensors the cell holds during the backward: a
-                # caller that substitutes weights keeps them through the backward (architect.substituted).
+                # caller that substitutes weights keeps them through the backward (utils.substituted).
                 return checkpoint(apply, cell, s0, s1, cell_type, use_reentrant=False,
                                   context_fn=lambda: (nullcontext(), own_buffers(cell)))
             run = apply_recomputed

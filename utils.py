@@ -1,4 +1,6 @@
-"""Small helpers shared by every script: errors, atomic files, meters, accuracy, drop path, seeding."""
+"""Small helpers shared by every script: errors, atomic files, meters, accuracy, drop path, seeding,
+substituted module tensors."""
+import contextlib
 import os
 import random
 
@@ -88,3 +90,21 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state['cuda'])
 
 
+@contextlib.contextmanager
+def substituted(module, tensors):
+    """`module` computing with `tensors` ({name: tensor}) in place of its parameters and buffers of
+    those names, inside.  Unlike `torch.func.functional_call`, which puts the module's own tensors
+    back when the forward returns, the substitution lasts for the backward pass too, where a
+    recomputed forward (`SearchNetwork(recompute_cells=True)`) must see the same tensors."""
+    swapped = []
+    try:
+        for name, tensor in tensors.items():
+            prefix, _, leaf = name.rpartition('.')
+            owner = module.get_submodule(prefix)
+            table = owner._parameters if leaf in owner._parameters else owner._buffers
+            swapped.append((table, leaf, table[leaf]))
+            table[leaf] = tensor
+        yield
+    finally:
+        for table, leaf, original in reversed(swapped):
+            table[leaf] = original
