@@ -33,6 +33,10 @@ Options against the memory and the collapse of DARTS (`train_search.py` flags; a
                          ICCV 2019): dropout (rate `MixedEdge.dropout`, decayed by the search loop)
                          on the op layer's parameter-free candidates
 
+P-DARTS's progressive search (`train_search.py --stage_layers`) builds the supernet of each stage
+with `kept_ops`: on each edge only the op candidates the stage before kept (see
+`strongest_candidates`) are built, and the softmax of the op layer runs over them alone.
+
 And one against the memory that changes nothing the network computes:
 
     recompute_cells      activation checkpointing (Chen et al., "Training Deep Nets with Sublinear
@@ -80,6 +84,13 @@ def strongest_edges(alphas, names, steps, allow_none=False):
     return kept
 
 
+def strongest_candidates(weights, keep):
+    """P-DARTS's pruning between stages: per edge (row of `weights`, a softmaxed op table), the
+    indices of its `keep` strongest candidates ('none' counts like any other, as in P-DARTS), in
+    candidate order; ties go to the earlier candidate."""
+    return [sorted(sorted(range(len(row)), key=lambda k: -float(row[k]))[:keep]) for row in weights]
+
+
 class MixedEdge(nn.Module):
     """sum_k w_k * candidate_k(x), the DARTS mixed operation.  `none` is never built: its term is
     zero.  `pool_bn` wraps the weight-free pools in a BN with the supernet's `affine` (DARTS; ANAS's
@@ -88,12 +99,13 @@ class MixedEdge(nn.Module):
     `auxiliary_skip` adds `auxiliary_weight * skip(x)` (DARTS-; skip: identity, or a non-affine
     FactorizedReduce on a stride-2 edge); `param_free_dropout` drops out the outputs of the
     candidates without parameters at the rate `dropout` (P-DARTS).  The search loop sets both
-    rates every epoch."""
+    rates every epoch.  `kept`: the indices of the candidates to build (all by default; P-DARTS's
+    later stages)."""
 
     def __init__(self, names, C, stride, height, width, affine, pool_bn=True, auxiliary_skip=False,
-                 param_free_dropout=False):
+                 param_free_dropout=False, kept=None):
         super().__init__()
-        self.active = [k for k, name in enumerate(names) if name != 'none']
+        self.active = [k for k in (range(len(names)) if kept is None else kept) if names[k] != 'none']
         self.candidates = nn.ModuleList(
             make_candidate(names[k], C, stride, height, width, affine, search=pool_bn) for k in self.active)
         self.auxiliary = skip_connect(C, stride, affine=False) if auxiliary_skip else None
@@ -142,7 +154,8 @@ class SearchCell(nn.Module):
     joins the two."""
 
     def __init__(self, lists, steps, multiplier, C_prev_prev, C_prev, C, reduction, reduction_prev,
-                 height, width, affine, partial_channels=1, auxiliary_skip=False, param_free_dropout=False):
+                 height, width, affine, partial_channels=1, auxiliary_skip=False, param_free_dropout=False,
+                 kept_ops=None):
         super().__init__()
         self.steps, self.multiplier, self.reduction = steps, multiplier, reduction
         self.partial_channels = partial_channels
@@ -158,7 +171,8 @@ class SearchCell(nn.Module):
                 stride = 2 if reduction and j < 2 else 1
                 self.strides.append(stride)
                 self.first.append(MixedEdge(lists['first'], C_mixed, stride, height, width, affine,
-                                            auxiliary_skip=auxiliary_skip, param_free_dropout=param_free_dropout))
+                                            auxiliary_skip=auxiliary_skip, param_free_dropout=param_free_dropout,
+                                            kept=kept_ops[len(self.strides) - 1] if kept_ops else None))
                 if self.second is not None:
                     self.second.append(MixedEdge(lists['second'], C_mixed, 1, height, width, affine))
         self.bottleneck = (MixedEdge(lists['bottleneck'], C * multiplier, 1, height, width, affine)
@@ -237,12 +251,14 @@ class SearchNetwork(nn.Module):
     (stem_affine=False).  `reduce_level` 1 or 2 halves the image in the stem (CNAS, for data
     sets larger than CIFAR; model.cifar_stem); `shuffle_groups='auto'` the grouped
     `shuffle_conv_3x3`.  `partial_channels`, `edge_normalization`, `auxiliary_skip`,
-    `param_free_dropout` and `recompute_cells`: see the module docstring."""
+    `param_free_dropout`, `recompute_cells` and `kept_ops` ({'normal': per edge the indices of the
+    op candidates to keep, 'reduce': ...}): see the module docstring."""
 
     def __init__(self, C=16, num_classes=10, layers=8, location='after_every', primitives='darts',
                  steps=4, multiplier=None, stem_multiplier=3, in_channels=3, image_size=32, affine=False,
                  stem_affine=True, reduce_level=0, shuffle_groups='1', partial_channels=1,
-                 edge_normalization=False, auxiliary_skip=False, param_free_dropout=False, recompute_cells=False):
+                 edge_normalization=False, auxiliary_skip=False, param_free_dropout=False, recompute_cells=False,
+                 kept_ops=None):
         super().__init__()
         if partial_channels < 1 or C % partial_channels:
             raise ValueError(f"partial channels {partial_channels} must divide the {C} initial channels")
@@ -253,7 +269,7 @@ class SearchNetwork(nn.Module):
                            stem_affine=stem_affine, reduce_level=reduce_level, shuffle_groups=shuffle_groups,
                            partial_channels=partial_channels, edge_normalization=edge_normalization,
                            auxiliary_skip=auxiliary_skip, param_free_dropout=param_free_dropout,
-                           recompute_cells=recompute_cells)
+                           recompute_cells=recompute_cells, kept_ops=kept_ops)
         self.recompute_cells = recompute_cells
         self.steps, self.multiplier = steps, multiplier or steps
         self.lists = candidate_lists(location, self.config['primitives'])
@@ -264,7 +280,7 @@ class SearchNetwork(nn.Module):
         def make_cell(C_prev_prev, C_prev, C_curr, reduction, reduction_prev, size):
             return SearchCell(self.lists, steps, self.multiplier, C_prev_prev, C_prev, C_curr, reduction,
                               reduction_prev, size, size, affine, partial_channels, auxiliary_skip,
-                              param_free_dropout)
+                              param_free_dropout, kept_ops and kept_ops['reduce' if reduction else 'normal'])
         self.cells, outputs = build_cell_stack(make_cell, layers, C, C_stem, C_stem, size=stem_size(image_size))
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(outputs[-1][0], num_classes)
@@ -281,6 +297,18 @@ class SearchNetwork(nn.Module):
         if edge_normalization:
             for cell_type in ('normal', 'reduce'):
                 self.arch[f'{TABLE_PREFIX["edges"]}_{cell_type}'] = nn.Parameter(1e-3 * torch.randn(num_edges))
+        for cell_type, kept in (kept_ops or {}).items():
+            if len(kept) != num_edges:
+                raise ValueError(f"kept_ops['{cell_type}'] has {len(kept)} edges, the cells {num_edges}")
+            mask = torch.zeros(num_edges, len(self.lists['first']), dtype=torch.bool)
+            for row, candidates in enumerate(kept):
+                # Two ops besides none: where the skip limit zeroes a kept skip_connect, another kept op
+                # (weight > 0) is derived, never a pruned one (weight 0).
+                if sum(self.lists['first'][k] != 'none' for k in candidates) < 2:
+                    raise ValueError(f"kept_ops['{cell_type}'][{row}] keeps fewer than two candidates besides none")
+                mask[row, candidates] = True
+            # Not in the state dict: it is the configuration, rebuilt from kept_ops.
+            self.register_buffer(f'kept_{cell_type}', mask, persistent=False)
 
     def new(self):
         """A fresh supernet with the same configuration and a copy of the architecture weights."""
@@ -298,10 +326,15 @@ class SearchNetwork(nn.Module):
         return [p for _, p in self.named_weight_parameters()]
 
     def softmaxed(self):
-        """{table name: softmax over candidates}, e.g. alphas_normal of shape (edges, candidates);
-        the edge weights (edge normalization) softmaxed over each node's inputs."""
-        return {name: node_softmax(p, self.steps) if name.startswith(TABLE_PREFIX['edges']) else F.softmax(p, dim=-1)
-                for name, p in self.arch.items()}
+        """{table name: softmax over candidates}, e.g. alphas_normal of shape (edges, candidates), over
+        the kept candidates only under `kept_ops` (the others weigh 0); the edge weights (edge
+        normalization) softmaxed over each node's inputs."""
+        return {name: node_softmax(p, self.steps) if name.startswith(TABLE_PREFIX['edges'])
+                else F.softmax(self.masked_logits(name, p), dim=-1) for name, p in self.arch.items()}
+
+    def masked_logits(self, name, logits):
+        mask = self._buffers.get('kept_' + name.split('_')[-1]) if name.startswith(TABLE_PREFIX['first']) else None
+        return logits if mask is None else logits.masked_fill(~mask, float('-inf'))
 
     def set_guards(self, auxiliary_skip_weight, dropout):
         """This epoch's weight of the auxiliary skip connections and dropout rate of the

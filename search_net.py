@@ -58,7 +58,8 @@ def main(argv=None):
                                  args, device)
     signature = json.dumps({'kind': 'anas-search', 'net_type': args.net_type, 'classes': info.num_classes,
                             'in_channels': info.in_channels})
-    return search(args, model, info, device, signature)
+    search(args, model, info, device, signature)
+    return 0
 
 
 if __name__ == '__main__':

@@ -7,15 +7,20 @@ Writes into the run directory (--save): genotype.json every epoch, alphas.jsonl 
 architecture weights per epoch), metrics.jsonl (with the diagnostics of search_diagnostics.py),
 log.txt, checkpoint.pt (resume with --resume).  --strategy rsws: random search with weight sharing
 on the same supernet (rsws.py).  --partial_channels and --edge_normalization: PC-DARTS (see
-model_search.py); the collapse guards of DARTS-, P-DARTS and DARTS+: collapse_guards.py.
+model_search.py); the collapse guards of DARTS-, P-DARTS and DARTS+: collapse_guards.py;
+--stage_layers and --stage_keep: P-DARTS's progressive search (`progressive_search`).
 
     python train_search.py --partial_channels 4 --edge_normalization --batch_size 256   # PC-DARTS
+    python train_search.py --stage_layers 5 11 17 --stage_keep 5 3 --epochs 25 --max_skip_connect 2   # P-DARTS
     python train_search.py --partial_channels 4 --edge_normalization --batch_size 256 --recompute_cells
 """
 import argparse
 import hashlib
 import json
+import os
+import shutil
 import sys
+import time
 
 import torch
 import torch.nn as nn
@@ -26,11 +31,12 @@ import genotypes
 import presets
 import rsws
 import search_diagnostics
+import search_space
 import training
 import utils
 from architect import HESSIAN_STENCILS, Architect
 from model import REDUCE_LEVELS
-from model_search import LOCATIONS, SearchNetwork
+from model_search import LOCATIONS, SearchNetwork, strongest_candidates
 from operations import SHUFFLE_GROUP_CHOICES
 from training import logger
 
@@ -75,7 +81,16 @@ def build_parser():
     g.add_argument('--recompute_cells', action='store_true',
                    help='keep only each cell\'s inputs in the forward and recompute its activations in the backward: '
                         'a step holds about one cell\'s activations instead of all cells\', for about one more '
-                        'forward pass of compute; the search computes the same (a run may be resumed with or without it)')
+                        'forward pass of compute; the search computes the same (a run may be resumed with or '
+                        'without it)')
+    g = parser.add_argument_group('progressive search (P-DARTS)')
+    g.add_argument('--stage_layers', type=int, nargs='+', metavar='L',
+                   help='search in stages of L cells each instead of one of --layers (P-DARTS: 5 11 17), each stage '
+                        '--epochs epochs with fresh weights, into SAVE/stage-1, SAVE/stage-2, ...; the last stage\'s '
+                        'genotype is also written to SAVE/genotype.json')
+    g.add_argument('--stage_keep', type=int, nargs='+', metavar='K',
+                   help='after each stage but the last, every edge keeps its K strongest op candidates for the next '
+                        '(P-DARTS: 5 3, of 8 with none)')
     collapse_guards.add_arguments(parser)
     rsws.add_arguments(parser)
     add_search_arguments(parser)
@@ -87,7 +102,7 @@ def repeat(loader):
         yield from loader
 
 
-def search_signature(args, info):
+def search_signature(args, info, kept_ops=None):
     return json.dumps({'kind': 'search', 'location': args.location, 'primitives': args.primitives,
                        'C': args.init_channels, 'layers': args.layers, 'steps': args.num_meta_node,
                        'sparse': args.use_sparse, 'stem_affine': args.stem_affine,
@@ -95,7 +110,8 @@ def search_signature(args, info):
                        'classes': info.num_classes, 'in_channels': info.in_channels,
                        # Only where not the default, so that earlier checkpoints stay resumable.
                        **{name: value for name, value in supernet_options(args).items() if value},
-                       **({'strategy': args.strategy} if args.strategy != 'darts' else {})})
+                       **({'strategy': args.strategy} if args.strategy != 'darts' else {}),
+                       **({'kept_ops': kept_ops} if kept_ops else {})})
 
 
 def supernet_options(args):
@@ -115,7 +131,8 @@ def check_strategy_options(args):
                                   ('--max_skip_connect', args.max_skip_connect is not None),
                                   ('--early_stop_param_free', args.early_stop_param_free is not None),
                                   ('--early_stop_stable', args.early_stop_stable is not None),
-                                  ('--early_stop_after', args.early_stop_after > 0)) if on]
+                                  ('--early_stop_after', args.early_stop_after > 0),
+                                  ('--stage_layers', args.stage_layers is not None)) if on]
     if used:
         raise utils.UserError(f"{used[0]} works with --strategy darts only (it acts on the architecture weights); "
                               f"drop it for --strategy {args.strategy}")
@@ -145,6 +162,39 @@ def check_partial_channels(args):
                               f"{args.init_channels}; pick a divisor (PC-DARTS uses 4 with 16 channels)")
 
 
+def check_stages(args):
+    """--stage_layers and --stage_keep: one K per transition, each at least 3 (two ops besides none,
+    SearchNetwork's kept_ops) and at most the candidates of the stage before."""
+    if args.stage_layers is None:
+        if args.stage_keep is not None:
+            raise utils.UserError("--stage_keep needs --stage_layers (the stages it prunes between)")
+        return
+    if min(args.stage_layers) < 1:
+        raise utils.UserError(f"--stage_layers must all be at least 1, got {' '.join(map(str, args.stage_layers))}")
+    keep = args.stage_keep or []
+    if len(keep) != len(args.stage_layers) - 1:
+        raise utils.UserError(f"--stage_keep needs one value per transition between stages: {len(args.stage_layers)} "
+                              f"stages take {len(args.stage_layers) - 1}, got {len(keep)}")
+    lists = search_space.candidate_lists(args.location, search_space.resolve_primitives(args.primitives))
+    candidates = len(lists['first'])
+    for before, k in zip([candidates, *keep], keep):
+        if not 3 <= k <= before:
+            raise utils.UserError(f"--stage_keep {k}: each value must be at least 3 and at most the candidates of the "
+                                  f"stage before ({before}); P-DARTS keeps 5, then 3, of 8")
+
+
+def build_supernet(args, info, layers, kept_ops=None):
+    options = supernet_options(args)
+    return SearchNetwork(args.init_channels, info.num_classes, layers, location=args.location,
+                         primitives=args.primitives, steps=args.num_meta_node, affine=args.use_sparse,
+                         stem_affine=args.stem_affine, reduce_level=args.reduce_level,
+                         shuffle_groups=args.shuffle_groups, in_channels=info.in_channels,
+                         image_size=info.image_size, partial_channels=args.partial_channels,
+                         edge_normalization=options['edge_normalization'],
+                         auxiliary_skip=options['auxiliary_skip'], param_free_dropout=options['param_free_dropout'],
+                         recompute_cells=args.recompute_cells, kept_ops=kept_ops)
+
+
 @training.cli
 def main(argv=None):
     args = training.parse(build_parser(), argv)
@@ -155,23 +205,61 @@ def main(argv=None):
         raise utils.UserError(f"--batch_size must be at least 2 in a search (batch statistics), got {args.batch_size}")
     check_partial_channels(args)
     check_strategy_options(args)
+    check_stages(args)
     guards = collapse_guards.Guards(args)
     device = training.select_device(args.device)
     info = training.dataset_info(args, need_data=not args.dry_run)
     utils.seed_everything(args.seed)
-    options = supernet_options(args)
-    model = SearchNetwork(args.init_channels, info.num_classes, args.layers, location=args.location,
-                          primitives=args.primitives, steps=args.num_meta_node, affine=args.use_sparse,
-                          stem_affine=args.stem_affine, reduce_level=args.reduce_level,
-                          shuffle_groups=args.shuffle_groups, in_channels=info.in_channels,
-                          image_size=info.image_size, partial_channels=args.partial_channels,
-                          edge_normalization=options['edge_normalization'],
-                          auxiliary_skip=options['auxiliary_skip'], param_free_dropout=options['param_free_dropout'],
-                          recompute_cells=args.recompute_cells)
-    training.place_model(model, args, device, compiled=False)
+    if args.stage_layers:
+        return progressive_search(args, info, device, guards)
+    model = training.place_model(build_supernet(args, info, args.layers), args, device, compiled=False)
     if args.strategy == 'rsws' and not args.dry_run:
         return rsws.random_search(args, model, info, device, search_signature(args, info), search_loaders)
-    return search(args, model, info, device, search_signature(args, info), compiled=False, guards=guards)
+    search(args, model, info, device, search_signature(args, info), compiled=False, guards=guards)
+    return 0
+
+
+def progressive_search(args, info, device, guards):
+    """P-DARTS (Chen et al., "Progressive Differentiable Architecture Search", ICCV 2019): stage s
+    searches a supernet of --stage_layers[s] cells, fresh weights and architecture weights (seed
+    --seed + s), for --epochs epochs into SAVE/stage-{s+1}; then every edge keeps its --stage_keep[s]
+    strongest op candidates (by the op layer's weights, none included), the only candidates built in
+    the next stage.  The attention layers are not pruned.  A --resume continues in the stage a kill
+    stopped, after reading the completed stages' results from their checkpoints."""
+    if args.dry_run:
+        search(args, training.place_model(build_supernet(args, info, args.stage_layers[0]), args, device,
+                                          compiled=False), info, device, None)
+        return 0
+    args.save = args.save or os.path.join('runs', f"search-{time.strftime('%Y%m%d-%H%M%S')}")
+    first = os.path.join(args.save, 'stage-1')
+    if args.resume and not os.path.isfile(os.path.join(first, 'args.json')):
+        raise utils.UserError(f"nothing to resume: {args.save} holds no progressive search (no stage-1/args.json); "
+                              f"start it without --resume")
+    if not args.resume and os.path.isdir(args.save) and os.listdir(args.save):
+        raise utils.UserError(f"run directory {args.save} already exists; pass --resume to continue it "
+                              f"or choose a new --save")
+    kept_ops = None
+    for stage, layers in enumerate(args.stage_layers):
+        save = os.path.join(args.save, f'stage-{stage + 1}')
+        stage_args = argparse.Namespace(**{**vars(args), 'layers': layers, 'save': save,
+                                           'resume': os.path.isfile(os.path.join(save, 'args.json'))})
+        utils.seed_everything(args.seed + stage)
+        model = training.place_model(build_supernet(args, info, layers, kept_ops), stage_args, device, compiled=False)
+        if search(stage_args, model, info, device, search_signature(stage_args, info, kept_ops), compiled=False,
+                  guards=guards):
+            return 0
+        if stage + 1 < len(args.stage_layers):
+            tables = model.weight_tables()
+            kept_ops = {cell_type: strongest_candidates(tables[f'alphas_{cell_type}']['values'], args.stage_keep[stage])
+                        for cell_type in ('normal', 'reduce')}
+            logger.info('stage %d done: every edge keeps its %d strongest op candidates for stage %d',
+                        stage + 1, args.stage_keep[stage], stage + 2)
+    result = os.path.join(args.save, 'genotype.json')
+    if training.is_main():
+        shutil.copyfile(os.path.join(save, 'genotype.json'), result + '.tmp')
+        os.replace(result + '.tmp', result)
+    print(result)
+    return 0
 
 
 def search_loaders(args, device):
@@ -191,13 +279,14 @@ def search(args, model, info, device, signature, compiled=True, guards=None):
     """The bilevel search loop for any supernet with arch_parameters(), weight_parameters(),
     named_weight_parameters(), genotype(), edges() and weight_tables().  `compiled`: whether
     `model` was placed with --compile honoured; `guards`: the collapse_guards.Guards of a
-    SearchNetwork (schedules, derivation, early stopping), or None."""
+    SearchNetwork (schedules, derivation, early stopping), or None.  Returns whether a signal
+    stopped it (the checkpoint is written; --resume continues)."""
     if not 0 < args.train_portion < 1:
         raise utils.UserError(f"--train_portion must be between 0 and 1, got {args.train_portion}")
     input_shape = (info.in_channels, info.image_size, info.image_size)
     if args.dry_run:
         print(training.describe(model, input_shape)[2])
-        return 0
+        return False
 
     run = training.Run(args.save, args, args.resume, kind='search', signature=signature)
     train_loader, valid_loader = search_loaders(args, device)
@@ -269,7 +358,7 @@ def search(args, model, info, device, signature, compiled=True, guards=None):
     preempted, _ = training.fit(run, args, stateful, run_epoch, loaders=(train_loader, valid_loader),
                                  device=device)
     if preempted:
-        return 0
+        return True
     if training.distributed():
         arch, weights = (hashlib.sha256(b''.join(p.detach().cpu().numpy().tobytes() for p in params)).hexdigest()
                          for params in (model.arch_parameters(), model.weight_parameters()))
@@ -277,7 +366,7 @@ def search(args, model, info, device, signature, compiled=True, guards=None):
               f'network weights sha256 {weights}', flush=True)
     logger.info('search done; genotype written to %s', run.path('genotype.json'))
     print(run.path('genotype.json'))
-    return 0
+    return False
 
 
 if __name__ == '__main__':

@@ -1,5 +1,6 @@
 """Partial channels and edge normalization (PC-DARTS), the collapse guards (DARTS-, P-DARTS,
-DARTS+) and the recomputed cells of the DARTS supernet and train_search.py."""
+DARTS+), the progressive search (P-DARTS) and the recomputed cells of the DARTS supernet and
+train_search.py."""
 import copy
 import json
 import math
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 
 import collapse_guards
 import visualize
-from model_search import LOCATIONS, MixedEdge, SearchNetwork
+from model_search import LOCATIONS, MixedEdge, SearchNetwork, strongest_candidates
 from tests import data_factory
 from tests.helpers import kill_and_resume, kill_when, run
 from tests.test_kernels import TOLERANCE, both_implementations, max_difference, search_step_results
@@ -371,3 +372,92 @@ def test_search_with_recomputed_cells_is_the_same_and_resumes_with_or_without_it
     for other in (stored, switched):
         assert_same_state(final_state(recomputed), final_state(other))
         assert (recomputed / 'alphas.jsonl').read_text() == (other / 'alphas.jsonl').read_text()
+
+
+def test_strongest_candidates_keep_the_top_k_of_each_edge_in_candidate_order():
+    weights = [[0.1, 0.4, 0.2, 0.3], [0.25, 0.25, 0.25, 0.25], [0.7, 0.1, 0.1, 0.1]]
+    assert strongest_candidates(weights, 2) == [[1, 3], [0, 1], [0, 1]]
+    assert strongest_candidates(weights, 4) == [[0, 1, 2, 3]] * 3
+
+
+def test_pruned_supernet_builds_and_weighs_only_the_kept_candidates():
+    """Each edge builds its kept op candidates (none is never built); the op layer's softmax runs
+    over them alone (recomputed here), the others weigh exactly 0 and are never derived, not even
+    where the skip limit removes a kept skip_connect (each edge keeps two ops besides none); the
+    implementations agree; the state dict is that of the pruned modules, without the masks."""
+    torch.manual_seed(0)
+    names = SearchNetwork(8, 10, 3, steps=2, image_size=8).lists['first']
+    skip, pool = names.index('skip_connect'), names.index('max_pool_3x3')
+    normal = [[0, skip, pool], [skip, pool], [0, skip, 4], [1, 2, 5], [skip, 6, 7]]
+    kept = {'normal': normal, 'reduce': [[1, 2, 3, 4, 5, 6, 7]] * 5}
+    net = SearchNetwork(8, 10, 3, steps=2, image_size=8, kept_ops=kept)
+    for p in net.arch_parameters():
+        p.data.normal_()
+    cell = next(c for c in net.cells if not c.reduction)
+    assert [edge.active for edge in cell.first] == [[k for k in row if names[k] != 'none'] for row in normal]
+    weights = net.softmaxed()['alphas_normal']
+    for row, candidates in enumerate(normal):
+        expected = torch.zeros(len(names))
+        expected[candidates] = F.softmax(net.arch['alphas_normal'][row, candidates], dim=0)
+        assert torch.equal(weights[row], expected)
+    for limit in (None, 0):
+        derived = net.genotype(max_skip_connect=limit).normal
+        for i, (op, j, _) in enumerate(derived):
+            node = i // 2
+            assert names.index(op) in normal[node * (node + 3) // 2 + j]
+    assert all(op != 'skip_connect' for op, _, _ in net.genotype(max_skip_connect=0).normal)
+    plain, fast = both_implementations(net)
+    assert max_difference(search_step_results(plain, *batch()), search_step_results(fast, *batch())) < TOLERANCE
+    twin = SearchNetwork(8, 10, 3, steps=2, image_size=8, kept_ops=kept)
+    twin.load_state_dict(net.state_dict())
+    assert not any(name.startswith('kept_') for name in net.state_dict())
+    # An edge of none and skip_connect alone would have nothing to derive in place of a limited skip.
+    with pytest.raises(ValueError, match=r"kept_ops\['normal'\]\[1\] keeps fewer than two candidates besides none"):
+        SearchNetwork(8, 10, 3, steps=2, image_size=8, kept_ops={**kept, 'normal': [normal[0], [0, skip], *normal[2:]]})
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--stage_keep', '3'], '--stage_keep needs --stage_layers (the stages it prunes between)'),
+    (['--stage_layers', '3', '4'], '--stage_keep needs one value per transition between stages: 2 stages take 1, '
+                                   'got 0'),
+    (['--stage_layers', '3', '0', '4', '--stage_keep', '3', '2'], '--stage_layers must all be at least 1, got 3 0 4'),
+    (['--stage_layers', '3', '4', '--stage_keep', '9'], '--stage_keep 9: each value must be at least 3 and at most the '
+                                                        'candidates of the stage before (8); P-DARTS keeps 5, then 3, '
+                                                        'of 8'),
+    (['--stage_layers', '3', '4', '5', '--stage_keep', '3', '4'], '--stage_keep 4: each value must be at least 3 and '
+                                                                  'at most the candidates of the stage before (3); '
+                                                                  'P-DARTS keeps 5, then 3, of 8'),
+    (['--strategy', 'rsws', '--stage_layers', '3'], '--stage_layers works with --strategy darts only (it acts on the '
+                                                    'architecture weights); drop it for --strategy rsws'),
+])
+def test_bad_stages_are_refused(flags, message):
+    result = run('train_search.py', *flags, '--dry_run', check=False)
+    assert result.returncode == 2 and result.stderr.strip() == f'error: {message}'
+
+
+def test_progressive_search_prunes_between_stages_and_resumes_exactly(tmp_path, fashion):
+    args = [*TINY_SEARCH, '--data', fashion, '--epochs', '2', '--seed', '3', '--checkpoint_steps', '1',
+            '--stage_layers', '3', '4', '--stage_keep', '3', '--max_skip_connect', '1']
+    whole = tmp_path / 'whole'
+    run('train_search.py', *args, '--save', whole)
+    assert sorted(p.name for p in whole.iterdir()) == ['genotype.json', 'stage-1', 'stage-2']
+    assert (whole / 'genotype.json').read_text() == (whole / 'stage-2' / 'genotype.json').read_text()
+    first = [json.loads(line) for line in open(whole / 'stage-1' / 'alphas.jsonl')][-1]['weights']
+    second = [json.loads(line) for line in open(whole / 'stage-2' / 'alphas.jsonl')]
+    for name in ('alphas_normal', 'alphas_reduce'):
+        kept = strongest_candidates(first[name]['values'], 3)
+        for epoch in second:
+            assert [[k for k, w in enumerate(row) if w > 0] for row in epoch['weights'][name]['values']] == kept
+
+    # Killed in the first stage, resumed and killed in the second, resumed to the end.
+    save = tmp_path / 'killed'
+    kill_when('train_search.py', args, save, lambda: (save / 'stage-1' / 'checkpoint.pt').exists(), 0.3)
+    kill_when('train_search.py', [*args, '--resume'], save, lambda: (save / 'stage-2' / 'checkpoint.pt').exists(), 0.3)
+    run('train_search.py', *args, '--save', save, '--resume')
+    for stage in ('stage-1', 'stage-2'):
+        assert_same_state(final_state(whole / stage), final_state(save / stage))
+        assert (whole / stage / 'alphas.jsonl').read_text() == (save / stage / 'alphas.jsonl').read_text()
+    assert (whole / 'genotype.json').read_text() == (save / 'genotype.json').read_text()
+
+    result = run('train_search.py', *args, '--save', save, check=False)
+    assert result.returncode == 2 and 'already exists; pass --resume' in result.stderr
