@@ -230,6 +230,8 @@ def progressive_search(args, info, device, guards):
         search(args, training.place_model(build_supernet(args, info, args.stage_layers[0]), args, device,
                                           compiled=False), info, device, None)
         return 0
+    if args.resume and not args.save:
+        raise utils.UserError('--resume needs --save RUN_DIR, the run directory to continue')
     args.save = args.save or os.path.join('runs', f"search-{time.strftime('%Y%m%d-%H%M%S')}")
     first = os.path.join(args.save, 'stage-1')
     if args.resume and not os.path.isfile(os.path.join(first, 'args.json')):

@@ -461,3 +461,6 @@ def test_progressive_search_prunes_between_stages_and_resumes_exactly(tmp_path, 
 
     result = run('train_search.py', *args, '--save', save, check=False)
     assert result.returncode == 2 and 'already exists; pass --resume' in result.stderr
+    for where, message in ((['--save', tmp_path / 'none'], 'nothing to resume'), ([], '--resume needs --save')):
+        result = run('train_search.py', *args, *where, '--resume', check=False)
+        assert result.returncode == 2 and message in result.stderr
