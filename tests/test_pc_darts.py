@@ -288,10 +288,16 @@ def test_early_stopping_stops_and_a_resume_trains_nothing_more(tmp_path, fashion
     run('train_search.py', *args, '--early_stop_param_free', str(free), '--save', save)
     assert [json.loads(line)['epoch'] for line in open(save / 'metrics.jsonl')] == [0]
     # The same rule, from the third epoch on (the architecture weights do not move, so it holds in every epoch).
+    delayed = [*args, '--early_stop_param_free', str(free), '--early_stop_after', '2', '--checkpoint_steps', '1']
     save = tmp_path / 'free-after-2'
-    run('train_search.py', *args, '--early_stop_param_free', str(free), '--early_stop_after', '2', '--save', save)
+    run('train_search.py', *delayed, '--save', save)
     metrics = [json.loads(line) for line in open(save / 'metrics.jsonl')]
     assert [(m['epoch'], 'early_stop' in m) for m in metrics] == [(0, False), (1, False), (2, True)]
+    killed = tmp_path / 'free-after-2-killed'
+    kill_and_resume('train_search.py', delayed, killed, seed=1, kills=2)
+    untimed = [{**m, 'epoch_time': None} for m in metrics]
+    assert [{**json.loads(line), 'epoch_time': None} for line in open(killed / 'metrics.jsonl')] == untimed
+    assert_same_state(final_state(save), final_state(killed))
 
 
 def test_architecture_guards_need_the_darts_strategy():
