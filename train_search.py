@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import sys
-import time
 
 import torch
 import torch.nn as nn
@@ -230,16 +229,7 @@ def progressive_search(args, info, device, guards):
         search(args, training.place_model(build_supernet(args, info, args.stage_layers[0]), args, device,
                                           compiled=False), info, device, None)
         return 0
-    if args.resume and not args.save:
-        raise utils.UserError('--resume needs --save RUN_DIR, the run directory to continue')
-    args.save = args.save or os.path.join('runs', f"search-{time.strftime('%Y%m%d-%H%M%S')}")
-    first = os.path.join(args.save, 'stage-1')
-    if args.resume and not os.path.isfile(os.path.join(first, 'args.json')):
-        raise utils.UserError(f"nothing to resume: {args.save} holds no progressive search (no stage-1/args.json); "
-                              f"start it without --resume")
-    if not args.resume and os.path.isdir(args.save) and os.listdir(args.save):
-        raise utils.UserError(f"run directory {args.save} already exists; pass --resume to continue it "
-                              f"or choose a new --save")
+    args.save = training.run_directory(args.save, args.resume, 'search', marker=os.path.join('stage-1', 'args.json'))
     kept_ops = None
     for stage, layers in enumerate(args.stage_layers):
         save = os.path.join(args.save, f'stage-{stage + 1}')

@@ -297,29 +297,38 @@ def _differences(stored, wanted):
     return ', '.join(walk(a, b, '')) or 'nothing'
 
 
+def run_directory(save, resume, kind, marker='args.json'):
+    """The directory of a run: `save`, or a new one named by `kind` and the time.  A `resume` needs
+    `save` to hold `marker` (what a started run has written); a new run needs it new or empty, so
+    that nothing already there is overwritten."""
+    directory = save or os.path.join('runs', f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if resume:
+        if not save:
+            raise UserError('--resume needs --save RUN_DIR, the run directory to continue')
+        if not os.path.isfile(os.path.join(directory, marker)):
+            raise UserError(f"nothing to resume: {directory} is not a run directory (no {marker}); "
+                            f"start the run without --resume")
+    elif os.path.isdir(directory) and os.listdir(directory):
+        raise UserError(f"run directory {directory} already exists; pass --resume to continue it "
+                        f"or choose a new --save")
+    return directory
+
+
 class Run:
     """A run directory, created fresh or reopened with `resume`.  `signature` identifies the
     architecture and setting; resuming a checkpoint with another signature is refused before
     anything in the directory is touched."""
 
     def __init__(self, save, args, resume=False, kind='run', signature=None):
-        self.dir = save or os.path.join('runs', f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
+        self.dir = run_directory(save, resume, kind)
         self.resume, self.signature, self.checkpoint = resume, signature, None
         if resume:
-            if not save:
-                raise UserError('--resume needs --save RUN_DIR, the run directory to continue')
-            if not os.path.isfile(self.path('args.json')):
-                raise UserError(f"nothing to resume: {self.dir} is not a run directory (no args.json); "
-                                f"start the run without --resume")
             if os.path.exists(self.path(CHECKPOINT)):
                 self.checkpoint = utils.load_checkpoint_file(self.path(CHECKPOINT))
                 if self.checkpoint.get('signature') != signature:
                     raise UserError(f"{self.path(CHECKPOINT)} belongs to another architecture or setting "
                                     f"(differs in: {_differences(self.checkpoint.get('signature'), signature)}); "
                                     f"resume with the flags of that run")
-        elif os.path.isdir(self.dir) and os.listdir(self.dir):
-            raise UserError(f"run directory {self.dir} already exists; pass --resume to continue it "
-                            f"or choose a new --save")
         if distributed():
             # Every rank has checked the directory before rank 0 creates it.
             dist.barrier()
