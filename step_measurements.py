@@ -1,8 +1,4 @@
-"""Speed and memory of the search and training steps, measured the same way every time.
-
-    python bench.py                                   # the default suite on this machine, JSON to bench.json
-    python bench.py --only search_first search_second --batch_size 16 --out bench-b16.json
-    python bench.py --device cuda
+"""Speed and memory of the search and training steps, measured the same way every time (bench.py).
 
 Each measurement runs in its own process (so its peak memory is its own): warm-up steps, then the
 median of `--repeats` timed steps.  Reported per measurement: median and all step times (wall, and
@@ -28,15 +24,17 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+import cli
 import genotypes
 import kernels
-from architect import HESSIAN_STENCILS, Architect, fp32_precision_settings
+import search
+from architect import Architect, fp32_precision_settings
+from devices import place_model
 from model import NetworkCIFAR
 from model_search import LOCATIONS, SearchNetwork
-import training
-from train_search import check_partial_channels
-from training import place_model
 from utils import UserError, atomic_write_json
+
+BENCH_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'bench.py')
 
 MEASUREMENTS = ('search_first', 'search_second', 'search_forward_backward', 'train_step')
 
@@ -194,8 +192,7 @@ def measure(name, args):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.default_parser(__doc__.splitlines()[0].replace(' (bench.py)', ''))
     parser.add_argument('--only', nargs='+', choices=MEASUREMENTS, default=list(MEASUREMENTS))
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--threads', type=int, default=len(os.sched_getaffinity(0)),
@@ -210,11 +207,8 @@ def build_parser():
     parser.add_argument('--layers', type=int, default=8)
     parser.add_argument('--nodes', type=int, default=4)
     parser.add_argument('--location', default='after_every', choices=list(LOCATIONS))
-    parser.add_argument('--partial_channels', type=int, default=1, help='as train_search.py (PC-DARTS)')
-    parser.add_argument('--edge_normalization', action='store_true', help='as train_search.py (PC-DARTS)')
-    parser.add_argument('--recompute_cells', action='store_true', help='as train_search.py')
-    parser.add_argument('--hessian', default='central', choices=HESSIAN_STENCILS,
-                        help='finite-difference stencil of the second-order step (as train_search.py)')
+    search.add_hessian_argument(parser)
+    search.add_supernet_arguments(parser)
     parser.add_argument('--channels_last', action=argparse.BooleanOptionalAction, default=True,
                         help='as the training scripts: channels-last weights and feature maps')
     parser.add_argument('--kernels', choices=kernels.CHOICES, default='auto', help='as the training scripts')
@@ -235,23 +229,23 @@ def check_arguments(args):
     if args.batch_size < 2 or args.train_batch_size < 2:
         raise UserError(f"--batch_size and --train_batch_size must be at least 2 (batch statistics), "
                         f"got {args.batch_size} and {args.train_batch_size}")
-    check_partial_channels(args)
+    search.check_partial_channels(args)
     folder = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(folder):
         raise UserError(f"--out {args.out}: the folder {folder} does not exist; create it or pick another path")
 
 
-@training.cli
-def main(argv=None):
-    args = build_parser().parse_args(argv)
+def run(args, argv):
+    """Measure `args.only`, each in a process of its own (bench.py with `argv` and --child), and
+    write the record to --out; returns the exit status."""
     if args.child:
         print(json.dumps(measure(args.child, args)))
         return 0
     check_arguments(args)
-    passthrough = [a for a in (argv if argv is not None else sys.argv[1:])]
+    passthrough = list(argv if argv is not None else sys.argv[1:])
     results = []
     for name in args.only:
-        out = subprocess.run([sys.executable, __file__, *passthrough, '--child', name], capture_output=True, text=True)
+        out = subprocess.run([sys.executable, BENCH_SCRIPT, *passthrough, '--child', name], capture_output=True, text=True)
         if out.returncode != 0:
             raise RuntimeError(f'the {name} measurement failed (exit {out.returncode}):\n{out.stderr[-4000:]}')
         result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -268,7 +262,3 @@ def main(argv=None):
     atomic_write_json(args.out, record)
     print(f'written {args.out}')
     return 0
-
-
-if __name__ == '__main__':
-    sys.exit(main())
