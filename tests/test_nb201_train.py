@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import datasets
-from data_factory import make_cifar10, make_imagenet16
+from data_factory import make_cifar10, make_fashion_mnist, make_imagenet16
 from helpers import run
 from userio import UserError
 
@@ -73,3 +73,29 @@ def test_options_of_other_networks_are_refused(tmp_path, flag):
     make_cifar10(tmp_path)
     result = run('train_CIFAR10.py', '--arch', EXAMPLE, '--data', tmp_path, '--dry_run', *flag, check=False)
     assert result.returncode == 2 and 'NAS-Bench-201 network has none of them' in result.stderr
+
+
+def test_compare_draws_benchmark_cells_and_trains_them_in_the_benchmark_network(tmp_path):
+    import compare
+    import nb201
+    fashion = make_fashion_mnist(tmp_path / 'data', n_train=32, n_test=16)
+    args = compare.build_parser().parse_args(['random:2', '--space', 'nb201', '--dataset', 'fashion-mnist',
+                                              '--data', fashion])
+    protocol, _ = compare.make_plan(args, [])
+    flags = protocol['flags']
+    assert flags[flags.index('--layers') + 1] == '5' and flags[flags.index('--drop_path_prob') + 1] == '0.0'
+    assert [e['init_channels'] for e in protocol['architectures']] == [16, 16]
+    assert [e['genotype'] for e in protocol['architectures']] == [nb201.to_dict(g) for g in nb201.sample_genotypes(2, 0)]
+    assert protocol['random_space'] == {'space': 'nb201', 'seed': 0}
+
+    save = tmp_path / 'cmp'
+    run('compare.py', 'random:1', EXAMPLE, '--space', 'nb201', '--dataset', 'fashion-mnist', '--data', fashion,
+        '--epochs', '1', '--init_channels', '4', '--layers', '1', '--batch_size', '16', '--seeds', '1',
+        '--workers', '0', '--latency_repeats', '1', '--save', save)
+    rows = json.loads((save / 'results.json').read_text())['architectures']
+    assert [row['genotype'] for row in rows] == [nb201.to_dict(nb201.sample_genotypes(1, 0)[0]), {'nb201': EXAMPLE}]
+    trained = torch.load(save / rows[1]['runs'][0]['run_dir'] / 'trained.pt', weights_only=False)
+    assert trained['network']['type'] == 'nb201' and trained['network']['C'] == 4
+
+    mixed = run('compare.py', 'DARTS_V2', EXAMPLE, '--dataset', 'fashion-mnist', '--data', fashion, check=False)
+    assert mixed.returncode == 2 and 'separate comparisons' in mixed.stderr
