@@ -232,6 +232,7 @@ def train_parser(preset):
     g = parser.add_argument_group('optimizer and schedule')
     g.add_argument('--optimizer', choices=OPTIMIZERS, default='sgd',
                    help='sgd (with --momentum) or adabelief (NAG: --preset nag on CIFAR-10 and ImageNet)')
+    g.add_argument('--nesterov', action='store_true', help="sgd: Nesterov momentum (NAS-Bench-201's training)")
     g.add_argument('--adabelief_eps', type=float, default=1e-8, help="AdaBelief's epsilon (NAG's 1e-8)")
     g.add_argument('--weight_decouple', action='store_true',
                    help="AdaBelief: decoupled weight decay (NAG's ImageNet training) instead of L2 in the gradient")
@@ -315,7 +316,8 @@ def make_optimizer(args, parameters):
     --adabelief_eps, no rectification, and weight decay added to the gradient, or decoupled from it
     with --weight_decouple."""
     if args.optimizer == 'sgd':
-        return torch.optim.SGD(parameters, args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay)
+        return torch.optim.SGD(parameters, args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay,
+                               nesterov=args.nesterov)
     try:
         from adabelief_pytorch import AdaBelief
     except ImportError as exc:
