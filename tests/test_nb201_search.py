@@ -206,3 +206,16 @@ def test_rsws_draws_benchmark_cells():
     drawn = [supernet.sample_architecture(rng) for _ in range(200)]
     assert all(not nb201.has_attention(g) for g in drawn)
     assert any('none' in g.ops for g in drawn)
+
+
+def test_the_report_draws_the_nb201_cell(tmp_path, fashion):
+    import visualize
+    save = tmp_path / 'run'
+    run('train_search.py', *TINY_SEARCH, '--data', fashion, '--epochs', '1', '--save', save)
+    run('visualize.py', save)
+    dot = (save / 'report' / 'nb201_genotype.dot').read_text()
+    genotype = nb201.from_dict(json.loads((save / 'genotype.json').read_text()))
+    for (target, source), op in zip(nb201.EDGES, genotype.ops):
+        assert f'{source} -> {target} [label={op}' in dot
+    assert 'nb201 cell' in (save / 'report' / 'report.html').read_text()
+    assert visualize.edge_labels(nb201_search.NB201SearchNetwork(C=4, layers=1).edges())[2] == 'node 2 <- node 1'
