@@ -125,7 +125,8 @@ class NB201SearchNetwork(SearchNetwork):
         self.arch = nn.ParameterDict()
         for layer in ('first', 'second'):
             if self.lists[layer]:
-                self.arch[f'{TABLE_PREFIX[layer]}_normal'] = nn.Parameter(1e-3 * torch.randn(edges, len(self.lists[layer])))
+                shape = (edges, len(self.lists[layer]))
+                self.arch[f'{TABLE_PREFIX[layer]}_normal'] = nn.Parameter(1e-3 * torch.randn(*shape))
         if edge_normalization:
             self.arch[f'{TABLE_PREFIX["edges"]}_normal'] = nn.Parameter(1e-3 * torch.randn(edges))
 

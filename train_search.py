@@ -228,7 +228,8 @@ def build_supernet(args, info, layers, kept_ops=None):
                                   partial_channels=args.partial_channels,
                                   edge_normalization=options['edge_normalization'],
                                   auxiliary_skip=options['auxiliary_skip'],
-                                  param_free_dropout=options['param_free_dropout'], recompute_cells=args.recompute_cells)
+                                  param_free_dropout=options['param_free_dropout'],
+                                  recompute_cells=args.recompute_cells)
     return SearchNetwork(args.init_channels, info.num_classes, layers, location=args.location,
                          primitives=args.primitives, steps=args.num_meta_node, affine=args.use_sparse,
                          stem_affine=args.stem_affine, reduce_level=args.reduce_level,

@@ -1,18 +1,23 @@
 """The NAS-Bench-201 supernet (train_search.py --space nb201) and GDAS (--strategy gdas)."""
 import json
 import random
+import re
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+import gdas
 import kernels
 import model_search
 import nb201
 import nb201_model
 import nb201_search
+import visualize
 from data_factory import make_fashion_mnist
-from helpers import kill_and_resume, run
+from helpers import ROOT, kill_and_resume, run
 
 CELL = nb201.parse('|nor_conv_3x3~0|+|avg_pool_3x3~0|nor_conv_1x1~1|+|skip_connect~0|none~1|nor_conv_3x3~2|')
 TINY_SEARCH = ['--space', 'nb201', '--dataset', 'fashion-mnist', '--init_channels', '4', '--layers', '1',
@@ -140,7 +145,6 @@ def test_gdas_runs_only_the_sampled_op_and_its_gradient_reaches_every_weight_of_
 
 
 def test_gdas_temperature_falls_linearly_from_tau_max_to_tau_min():
-    import gdas
     assert [gdas.temperature(e, 5, 10, 0.1) for e in range(5)] == pytest.approx([10, 7.525, 5.05, 2.575, 0.1])
     assert gdas.temperature(0, 1, 10, 0.1) == 10
 
@@ -209,7 +213,6 @@ def test_rsws_draws_benchmark_cells():
 
 
 def test_the_report_draws_the_nb201_cell(tmp_path, fashion):
-    import visualize
     save = tmp_path / 'run'
     run('train_search.py', *TINY_SEARCH, '--data', fashion, '--epochs', '1', '--save', save)
     run('visualize.py', save)
@@ -219,3 +222,14 @@ def test_the_report_draws_the_nb201_cell(tmp_path, fashion):
         assert f'{source} -> {target} [label={op}' in dot
     assert 'nb201 cell' in (save / 'report' / 'report.html').read_text()
     assert visualize.edge_labels(nb201_search.NB201SearchNetwork(C=4, layers=1).edges())[2] == 'node 2 <- node 1'
+
+
+@pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason='torch built without gloo')
+def test_two_process_nb201_search_agrees(tmp_path, fashion):
+    command = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
+               'train_search.py', *TINY_SEARCH, '--data', fashion, '--epochs', '1', '--partial_channels', '2', '--save', tmp_path / 'ddp']
+    result = subprocess.run(list(map(str, command)), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    digests = dict(re.findall(r'rank (\d): architecture weights sha256 (\w+)', result.stdout))
+    assert set(digests) == {'0', '1'} and digests['0'] == digests['1']
+    nb201.parse(json.loads((tmp_path / 'ddp' / 'genotype.json').read_text())['nb201'])

@@ -85,7 +85,8 @@ def test_compare_draws_benchmark_cells_and_trains_them_in_the_benchmark_network(
     flags = protocol['flags']
     assert flags[flags.index('--layers') + 1] == '5' and flags[flags.index('--drop_path_prob') + 1] == '0.0'
     assert [e['init_channels'] for e in protocol['architectures']] == [16, 16]
-    assert [e['genotype'] for e in protocol['architectures']] == [nb201.to_dict(g) for g in nb201.sample_genotypes(2, 0)]
+    drawn = nb201.sample_genotypes(2, 0)
+    assert [e['genotype'] for e in protocol['architectures']] == [nb201.to_dict(g) for g in drawn]
     assert protocol['random_space'] == {'space': 'nb201', 'seed': 0}
 
     save = tmp_path / 'cmp'
