@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+import compare
 import datasets
+import nb201
 from data_factory import make_cifar10, make_fashion_mnist, make_imagenet16
 from helpers import run
 from userio import UserError
@@ -76,8 +78,6 @@ def test_options_of_other_networks_are_refused(tmp_path, flag):
 
 
 def test_compare_draws_benchmark_cells_and_trains_them_in_the_benchmark_network(tmp_path):
-    import compare
-    import nb201
     fashion = make_fashion_mnist(tmp_path / 'data', n_train=32, n_test=16)
     args = compare.build_parser().parse_args(['random:2', '--space', 'nb201', '--dataset', 'fashion-mnist',
                                               '--data', fashion])
