@@ -114,7 +114,7 @@ def hard_gumbel_softmax(logits, tau):
     while True:
         gumbels = -torch.empty_like(logits).exponential_().log()
         probs = F.softmax((logits.log_softmax(dim=-1) + gumbels) / tau, dim=-1)
-        if torch.isfinite(gumbels[torch.isfinite(logits)]).all() and torch.isfinite(probs).all():
+        if torch.isfinite(gumbels).all() and not torch.isnan(probs).any():
             break
     index = probs.argmax(dim=-1, keepdim=True)
     hard = torch.zeros_like(probs).scatter_(-1, index, 1.0) - probs.detach() + probs

@@ -164,8 +164,10 @@ def test_gdas_supernet_computes_one_candidate_per_edge(fashion):
     assert (supernet.arch['alphas_normal'].grad != 0).all()
 
 
-def test_a_tiny_search_writes_nb201_genotypes_and_resumes_exactly(tmp_path, fashion):
-    args = [*TINY_SEARCH, '--data', fashion, '--epochs', '2', '--seed', '3', '--checkpoint_steps', '1']
+@pytest.mark.parametrize('strategy', ['darts', 'gdas'])
+def test_a_tiny_search_writes_nb201_genotypes_and_resumes_exactly(tmp_path, fashion, strategy):
+    args = [*TINY_SEARCH, '--data', fashion, '--epochs', '2', '--seed', '3', '--checkpoint_steps', '1',
+            '--strategy', strategy]
     whole, part = tmp_path / 'whole', tmp_path / 'part'
     run('train_search.py', *args, '--save', whole)
     kill_and_resume('train_search.py', args, part, seed=2, kills=1)
