@@ -15,9 +15,11 @@ import model_search
 import nb201
 import nb201_model
 import nb201_search
+import search_space
 import visualize
 from data_factory import make_fashion_mnist
 from helpers import ROOT, kill_and_resume, run
+from userio import UserError
 
 CELL = nb201.parse('|nor_conv_3x3~0|+|avg_pool_3x3~0|nor_conv_1x1~1|+|skip_connect~0|none~1|nor_conv_3x3~2|')
 TINY_SEARCH = ['--space', 'nb201', '--dataset', 'fashion-mnist', '--init_channels', '4', '--layers', '1',
@@ -205,9 +207,12 @@ def test_bad_combinations_are_one_line_errors(tmp_path, fashion, flags, says):
     assert result.returncode == 2 and says in result.stderr and not (tmp_path / 'x').exists()
 
 
-def test_rsws_draws_benchmark_cells():
+def test_rsws_and_random_n_draw_benchmark_cells():
     supernet = nb201_search.NB201SearchNetwork(C=4, layers=1, image_size=8)
-    assert supernet.sample_architectures(3, 0) == nb201.sample_genotypes(3, 0)
+    assert supernet.sample_architectures(3, 0) == nb201.sample_genotypes(3, 0) == \
+        search_space.sample_genotypes(3, 0, space='nb201')
+    with pytest.raises(UserError, match="unknown --space 'nas101'"):
+        search_space.sample_genotypes(3, 0, space='nas101')
     rng = random.Random(0)
     drawn = [supernet.sample_architecture(rng) for _ in range(200)]
     assert all(not nb201.has_attention(g) for g in drawn)
