@@ -86,7 +86,6 @@ class NB201Network(nn.Module):
     def __init__(self, genotype, C=C_DEFAULT, cells_per_stage=CELLS_PER_STAGE_DEFAULT, num_classes=10,
                  in_channels=3, image_size=32):
         super().__init__()
-        self.genotype = genotype
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
         self.cells = nn.ModuleList()
         C_prev, size = C, image_size
