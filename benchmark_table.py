@@ -254,6 +254,17 @@ class NatsTable(Table):
         return tuple(values)
 
 
+def derived_value(table, metric, genotype):
+    """(value, None) of a search's derived cell, or (None, why) where the table has no entry for it:
+    a DARTS-space cell, or a NAS-Bench-201 cell with attention."""
+    if not isinstance(genotype, nb201.NB201Genotype):
+        return None, ('the derived cell is a DARTS-space cell; a NAS-Bench-201 benchmark has entries for '
+                      '--space nb201 cells only')
+    if nb201.has_attention(genotype):
+        return None, 'the derived cell has attention: it has no NAS-Bench-201 benchmark entry'
+    return table.value(genotype, metric), None
+
+
 def _read_nats(path):
     try:
         import nats_bench

@@ -189,12 +189,10 @@ class Experiment:
     results.json, results.md, best_so_far.png and report.html."""
 
     def __init__(self, directory, settings, resume):
+        """`directory` as `training.run_directory` checked it: new and empty, or one to resume."""
         self.dir, self.settings = directory, settings
         path = self.path('settings.json')
         if resume:
-            if not os.path.isfile(path):
-                raise UserError(f"nothing to resume: {directory} is not a tabular-search directory (no settings.json); "
-                                f"start it without --resume")
             with open(path) as f:
                 stored = json.load(f)
             differing = sorted(k for k in set(stored) | set(settings)
@@ -202,9 +200,6 @@ class Experiment:
             if differing:
                 raise UserError(f"{directory} was started with other settings (differs in: {', '.join(differing)}); "
                                 f"resume with that run's flags or choose a new --save")
-        elif os.path.isdir(directory) and os.listdir(directory):
-            raise UserError(f"run directory {directory} already exists; pass --resume to continue it or choose a "
-                            f"new --save")
         try:
             os.makedirs(directory, exist_ok=True)
         except OSError as exc:
