@@ -188,13 +188,17 @@ class Experiment:
     """A run directory: settings.json (what defines every run), runs/<strategy>/<run>.json, log.txt,
     results.json, results.md, best_so_far.png and report.html."""
 
-    def __init__(self, directory, settings, resume):
-        """`directory` as `training.run_directory` checked it: new and empty, or one to resume."""
+    def __init__(self, directory, settings):
         self.dir, self.settings = directory, settings
-        path = self.path('settings.json')
+
+    @classmethod
+    def create(cls, directory, settings, resume):
+        """`directory` as `training.run_directory` checked it: new and empty, or one to resume with
+        the same settings (strategies and runs may be added)."""
+        experiment = cls(directory, settings)
+        path = experiment.path('settings.json')
         if resume:
-            with open(path) as f:
-                stored = json.load(f)
+            stored = read(directory).settings
             differing = sorted(k for k in set(stored) | set(settings)
                                if k not in ('strategies', 'runs') and stored.get(k) != settings.get(k))
             if differing:
@@ -205,8 +209,8 @@ class Experiment:
         except OSError as exc:
             raise UserError(f"cannot create the run directory {directory} ({exc.strerror}); choose a writable "
                             f"--save") from exc
-        # A resumed experiment may add strategies or runs to those it has.
         atomic_write_json(path, settings)
+        return experiment
 
     def path(self, *names):
         return os.path.join(self.dir, *names)
@@ -306,6 +310,38 @@ def summarize(experiment, table):
                                         s['report_metric']: table.value(best_reward[0], s['report_metric'])}}}
 
 
+def is_experiment(directory):
+    return os.path.isfile(os.path.join(directory, 'settings.json')) and os.path.isdir(os.path.join(directory, 'runs'))
+
+
+def read(directory):
+    """The experiment in `directory`, as its settings.json describes it."""
+    try:
+        with open(os.path.join(directory, 'settings.json')) as f:
+            settings = json.load(f)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"{directory}/settings.json cannot be read ({exc}); is {directory} a tabular-search "
+                        f"directory?") from exc
+    return Experiment(directory, settings)
+
+
+def returned_cells(directory):
+    """[(strategy, source, genotype)]: for each strategy of a tabular-search directory the cell its
+    runs returned most often (on a tie, the one an earlier run returned)."""
+    experiment = read(directory)
+    found = []
+    for strategy in experiment.settings['strategies']:
+        cells = [record['returned']['nb201'] for record in experiment.records(strategy)]
+        if not cells:
+            continue
+        cell = max(dict.fromkeys(cells), key=cells.count)
+        found.append((strategy, f'{directory}: {strategy}, returned by {cells.count(cell)} of {len(cells)} runs',
+                      nb201.from_dict({'nb201': cell}, source=f'{directory} ({strategy})')))
+    if not found:
+        raise UserError(f"{directory} has no finished tabular-search run yet; run or resume it first")
+    return found
+
+
 def _pm(mean, std, digits=2):
     return f'{mean:.{digits}f}' + ('' if std is None else f' ± {std:.{digits}f}')
 
@@ -383,10 +419,22 @@ def plot_best_so_far(experiment, best_value, path):
     return _save_figure(fig, path)
 
 
-def write_report(experiment, results, plot):
+def write_report(directory, out_dir=None):
+    """best_so_far.png and report.html of a tabular-search directory (from its results.json and run
+    files) in `out_dir` (default: the directory itself); returns the report's path."""
     from visualize import _Page
+    experiment, out_dir = read(directory), out_dir or directory
+    try:
+        with open(experiment.path('results.json')) as f:
+            results = json.load(f)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"{directory} has no readable results.json ({exc}); resume the tabular search to write "
+                        f"it") from exc
     s = results['settings']
-    page = _Page(f'Tabular search: {os.path.basename(os.path.normpath(os.path.abspath(experiment.dir)))}')
+    os.makedirs(out_dir, exist_ok=True)
+    plot = plot_best_so_far(experiment, results['best_cell']['by_report'][s['report_metric']],
+                            os.path.join(out_dir, 'best_so_far.png'))
+    page = _Page(f'Tabular search: {os.path.basename(os.path.normpath(os.path.abspath(directory)))}')
     page.para(f'Written {time.strftime("%Y-%m-%d %H:%M:%S")}. Each run searches the NAS-Bench-201 space by '
               f'looking up {s["benchmark_metric"]} and returns the cell of its highest reward; the table gives its '
               f'{s["report_metric"]}: mean and sample standard deviation over the runs.')
@@ -400,9 +448,13 @@ def write_report(experiment, results, plot):
     page.table(('strategy', 'runs', f"{s['report_metric']} mean", 'std', f"reward {s['benchmark_metric']} mean",
                 'look-ups per run'), rows)
     page.para(f"Best cell by {s['report_metric']}: {best['by_report']['nb201']}.")
+    page.heading('Returned cells')
+    page.table(('strategy', 'the cell its runs returned most often', 'of the runs'),
+               [(strategy, nb201.to_string(genotype), source.rpartition(', ')[2])
+                for strategy, source, genotype in returned_cells(directory)])
     page.image(plot, f"best-so-far {s['report_metric']} against the budget, mean and ± one standard deviation "
                      f"over the runs; dashed: the best cell of the table")
-    path = experiment.path('report.html')
+    path = os.path.join(out_dir, 'report.html')
     atomic_write_text(path, page.html())
     return path
 
@@ -411,9 +463,7 @@ def write_results(experiment, table, command):
     results = summarize(experiment, table)
     atomic_write_json(experiment.path('results.json'), results)
     atomic_write_text(experiment.path('results.md'), markdown(results, command))
-    plot = plot_best_so_far(experiment, results['best_cell']['by_report'][experiment.settings['report_metric']],
-                            experiment.path('best_so_far.png'))
-    write_report(experiment, results, plot)
+    write_report(experiment.dir)
     return results
 
 

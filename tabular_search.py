@@ -93,7 +93,7 @@ def main(argv=None):
                 'options': {'evolution': {'population': args.population, 'sample_size': args.sample_size},
                             'reinforce': {'learning_rate': args.rl_learning_rate,
                                           'ema_momentum': args.ema_momentum}}}
-    experiment = tabular.Experiment(directory, settings, args.resume)
+    experiment = tabular.Experiment.create(directory, settings, args.resume)
     training.configure_logging(experiment.path('log.txt'))
     logger.info('tabular search in %s: %s x %d runs, reward %s, reported %s%s, budget %g %s', experiment.dir,
                 ', '.join(settings['strategies']), args.runs, reward, report,

@@ -202,6 +202,15 @@ def test_script_writes_table_report_and_resumes_a_killed_run(table_path, tmp_pat
     assert results['strategies'][1]['report_mean'] == pytest.approx(statistics.fmean(evolution), abs=1e-12)
     assert 'best_so_far.png' in (whole / 'report.html').read_text()
     assert 'best cell of the table' in (whole / 'results.md').read_text()
+    # Its returned cells are genotypes: per strategy the one most runs returned.
+    returned = tabular.returned_cells(str(whole))
+    assert [strategy for strategy, _, _ in returned] == list(tabular.STRATEGIES)
+    for strategy, source, genotype in returned:
+        cells = [records[strategy, r]['returned']['nb201'] for r in range(6)]
+        assert max(cells.count(c) for c in cells) == cells.count(nb201.to_string(genotype))
+        assert source.endswith(f'returned by {cells.count(nb201.to_string(genotype))} of 6 runs')
+    assert tabular.write_report(str(whole), str(tmp_path / 'again')) == str(tmp_path / 'again' / 'report.html')
+    assert (tmp_path / 'again' / 'best_so_far.png').is_file()
 
     # Killed after some runs are written, then resumed with two processes: the same runs, and the
     # runs finished before the kill are not redone.
