@@ -11,7 +11,10 @@ Architectures: named genotypes (DARTS_V2, Att_DARTS, ...), genotype JSON files, 
 (their genotype.json), and `random:N`: N distinct cells drawn uniformly from the space of --location,
 --primitives and --num_meta_node with --random_seed (search_space.sample_genotypes), the random
 baseline of Li and Talwalkar, "Random Search and Reproducibility for NAS" (UAI 2019) and Yang et al.,
-"NAS evaluation is frustratingly hard" (ICLR 2020).
+"NAS evaluation is frustratingly hard" (ICLR 2020); with --space nb201, from the NAS-Bench-201 cells.
+NAS-Bench-201 cells (strings '|nor_conv_3x3~0|+|...|', their JSON, nb201 search runs) are trained in
+the benchmark's network, by default with its C=16 and N=5 and without drop path; a comparison does
+not mix them with DARTS cells.
 
 Each architecture is trained --seeds times (seeds --seed, --seed + 1, ...) by train_CIFAR10.py
 (train_ImageNet.py for --dataset imagenet), one process per run, all with the same flags: the data
@@ -52,6 +55,8 @@ import datasets
 import evaluation
 import genotypes
 import nag_cells
+import nb201
+import nb201_model
 import search_space
 import training
 import utils
@@ -66,6 +71,11 @@ RUN_FLAGS = ('--save', '--resume', '--seed', '--arch', '--arch_path', '--device'
 
 # Protocol flags whose defaults are the trainer's preset (CIFAR's, or ImageNet's for --dataset imagenet).
 PRESET_FLAGS = ('epochs', 'batch_size', 'learning_rate', 'init_channels', 'layers', 'drop_path_prob', 'seed')
+# Those of them that NAS-Bench-201 cells default otherwise: the benchmark's network has no drop path.
+NB201_DEFAULTS = dict(init_channels=nb201_model.C_DEFAULT, layers=nb201_model.CELLS_PER_STAGE_DEFAULT,
+                      drop_path_prob=0.0)
+# The network flags `train_flags` gives every run explicitly (evaluation.network_config's `given`).
+GIVEN = ('init_channels', 'layers', 'drop_path_prob')
 
 
 def build_parser():
@@ -90,6 +100,9 @@ def build_parser():
     g.add_argument('--seed', type=int, default=None,
                    help="seed of the first run of each architecture (default: the trainer's, 2 on CIFAR)")
     g = parser.add_argument_group('random:N')
+    g.add_argument('--space', default='darts', choices=search_space.SPACES,
+                   help='the cell space random:N draws from: DARTS cells (of --location, --primitives, '
+                        '--num_meta_node) or NAS-Bench-201 cells')
     g.add_argument('--location', default='after_every', choices=list(search_space.LOCATIONS))
     g.add_argument('--primitives', default='darts', help=f"op set: {', '.join(genotypes.PRIMITIVE_SETS)}")
     g.add_argument('--num_meta_node', type=int, default=4, help='intermediate nodes per cell')
@@ -125,7 +138,7 @@ def resolve_architectures(specs, args):
             if not 1 <= args.num_meta_node <= 8:
                 raise UserError(f"--num_meta_node must be between 1 and 8, got {args.num_meta_node}")
             drawn = search_space.sample_genotypes(int(count), args.random_seed, args.location, args.primitives,
-                                                  args.num_meta_node)
+                                                  args.num_meta_node, args.space)
             width = len(str(len(drawn) - 1))
             found += [(f'random_{i:0{width}d}', f'random:{count} #{i}', g) for i, g in enumerate(drawn)]
             continue
@@ -141,10 +154,14 @@ def resolve_architectures(specs, args):
                 stem = os.path.splitext(os.path.basename(spec))[0]
                 label = os.path.basename(os.path.dirname(os.path.abspath(spec))) if stem == 'genotype' else stem
         genotype = genotypes.load(path)
-        if not isinstance(genotype, (genotypes.Genotype, nag_cells.DagArch)):
+        if not isinstance(genotype, (genotypes.Genotype, nag_cells.DagArch, nb201.NB201Genotype)):
             raise UserError(f"{spec} is not a cell architecture (an ANAS unit or an SLNAS sequence); "
-                            f"compare.py trains DARTS and NAG cells")
+                            f"compare.py trains DARTS, NAG and NAS-Bench-201 cells")
         found.append((safe_label(label), spec, genotype))
+    kinds = {isinstance(genotype, nb201.NB201Genotype) for _, _, genotype in found}
+    if len(kinds) > 1:
+        raise UserError("NAS-Bench-201 cells and DARTS or NAG cells train in different networks; compare them "
+                        "in separate comparisons")
     labels, unique = set(), []
     for label, source, genotype in found:
         name, k = label, 2
@@ -191,7 +208,7 @@ def parse_run_flags(preset, flags):
 def network_for(run_args, info, genotype, channels):
     run_args = copy.copy(run_args)
     run_args.init_channels = channels
-    return evaluation.build_network(evaluation.network_config(run_args, info, genotype), genotype)
+    return evaluation.build_network(evaluation.network_config(run_args, info, genotype, GIVEN), genotype)
 
 
 def parameters_at(run_args, info, genotype, channels):
@@ -238,9 +255,12 @@ def make_plan(args, extra):
     """Everything a comparison does, checked before anything is written: the protocol (what must
     match on --resume) and the runs."""
     preset, script = trainer_of(args.dataset)
+    architectures = resolve_architectures(args.archs, args)
+    nb201_cells = isinstance(architectures[0][2], nb201.NB201Genotype)
     for name in PRESET_FLAGS:
         if getattr(args, name) is None:
-            setattr(args, name, evaluation.PRESETS[preset][name])
+            setattr(args, name, NB201_DEFAULTS[name] if nb201_cells and name in NB201_DEFAULTS
+                    else evaluation.PRESETS[preset][name])
     for name in ('epochs', 'batch_size', 'layers', 'init_channels', 'seeds', 'jobs', 'latency_batch',
                  'latency_repeats'):
         if getattr(args, name) < 1:
@@ -249,14 +269,13 @@ def make_plan(args, extra):
         raise UserError(f"--param_budget must be positive (millions of parameters), got {args.param_budget}")
     check_extra_flags(extra)
     devices = parse_devices(args.devices)
-    architectures = resolve_architectures(args.archs, args)
     flags = train_flags(args, extra)
     run_args = parse_run_flags(preset, flags + ['--init_channels', str(args.init_channels)])
     info = datasets.dataset_info(args.dataset, args.data)
     datasets.build_dataset(args.dataset, args.data, train=False, augment=False)  # the data are there
     entries = []
     for label, source, genotype in architectures:
-        evaluation.network_config(run_args, info, genotype)  # a NAG cell needs 3N+2 layers, ...
+        evaluation.network_config(run_args, info, genotype, GIVEN)  # a NAG cell needs 3N+2 layers, ...
         channels = (channels_for_budget(run_args, info, genotype, args.param_budget)
                     if args.param_budget is not None else args.init_channels)
         entries.append({'label': label, 'source': source, 'init_channels': channels,
@@ -265,8 +284,9 @@ def make_plan(args, extra):
                 'param_budget': args.param_budget, 'architectures': entries,
                 'latency': {'batch': args.latency_batch, 'repeats': args.latency_repeats}}
     if any(e['random'] for e in entries):
-        protocol['random_space'] = {'location': args.location, 'primitives': args.primitives,
-                                    'num_meta_node': args.num_meta_node, 'seed': args.random_seed}
+        protocol['random_space'] = ({'space': 'nb201', 'seed': args.random_seed} if args.space == 'nb201' else
+                                    {'location': args.location, 'primitives': args.primitives,
+                                     'num_meta_node': args.num_meta_node, 'seed': args.random_seed})
     return protocol, devices
 
 

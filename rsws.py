@@ -12,7 +12,8 @@ their one-shot accuracy on the first --rsws_eval_batches batches of the architec
 As in the reference: the weights' schedule and optimiser are the DARTS search's, one-shot scores use
 the running BatchNorm statistics (eval mode), and 1000 / 10 / 10 are the defaults.  Unlike it:
 architectures are those the DARTS derivation can return (search_space.sample_genotype: no 'none'
-edge, so that the result is comparable with the DARTS search's and with `compare.py random:N`),
+edge, so that the result is comparable with the DARTS search's and with `compare.py random:N`; on
+--space nb201 the benchmark's cells, 'none' included, as its derivation may return them),
 every architecture is scored on the same un-augmented batches instead of the next batches of a
 shuffled stream, and per epoch the run logs the one-shot accuracy of random architectures (one per
 architecture-half batch, drawn with a seed of their own) instead of one fixed architecture's.
@@ -28,7 +29,6 @@ import torch.nn as nn
 
 import datasets
 import genotypes
-import search_space
 import training
 import utils
 from training import logger
@@ -46,7 +46,7 @@ def check_arguments(args, model):
     for name in ('rsws_samples', 'rsws_eval_batches', 'rsws_top'):
         if getattr(args, name) < 1:
             raise utils.UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    size = search_space.space_size(model.lists, model.steps)
+    size = model.space_size()
     if args.rsws_samples > size:
         raise utils.UserError(f"--rsws_samples {args.rsws_samples} is more than the {size} architectures of the "
                               f"space; lower it")
@@ -76,11 +76,10 @@ def one_shot(model, batches, architectures, criterion, device):
     return {'loss': loss_sum / max(count, 1), 'top1': 100 * correct / max(count, 1)}
 
 
-def rank(args, model, loader, criterion, device, steps):
+def rank(args, model, loader, criterion, device):
     """Score --rsws_samples distinct architectures on --rsws_eval_batches batches, the best
     --rsws_top on all of `loader`; returns the records of both rounds, best first."""
-    candidates = search_space.sample_genotypes(args.rsws_samples, f'rsws-ranking-{args.seed}', args.location,
-                                               args.primitives, steps)
+    candidates = model.sample_architectures(args.rsws_samples, f'rsws-ranking-{args.seed}')
     first_batches = []
     for batch in loader:
         first_batches.append(batch)
@@ -114,10 +113,9 @@ def random_search(args, model, info, device, signature, search_loaders):
     logger.info('RS-WS on %s: %s', args.dataset, description.replace('\n', ', '))
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.weight_parameters(), args.learning_rate, momentum=args.momentum,
-                                weight_decay=args.weight_decay)
+                                weight_decay=args.weight_decay, nesterov=args.nesterov)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs, eta_min=args.learning_rate_min)
     scaler = training.grad_scaler(args, device)
-    lists, steps = model.lists, model.steps
 
     def run_epoch(ctx):
         lr = scheduler.get_last_lr()[0]
@@ -126,7 +124,7 @@ def random_search(args, model, info, device, signature, search_loaders):
         def step(batch, where, guard):
             x, y = (t.to(device, non_blocking=True) for t in batch)
             # The global Python RNG is in every checkpoint, so a resume draws the same architectures.
-            genotype = search_space.sample_genotype(random, lists, steps)
+            genotype = model.sample_architecture(random)
             optimizer.zero_grad(set_to_none=True)
             with training.autocast(args, device):
                 logits = model(x, genotype)
@@ -138,8 +136,7 @@ def random_search(args, model, info, device, signature, search_loaders):
         train_loss, train_acc = ctx.train(train_loader, step, len(train_loader), f'rsws {ctx.epoch + 1}/{args.epochs}')
         scheduler.step()
         drawing = random.Random(f'rsws-valid-{args.seed}-{ctx.epoch}')
-        valid = one_shot(model, valid_loader, lambda k: search_space.sample_genotype(drawing, lists, steps),
-                         criterion, device)
+        valid = one_shot(model, valid_loader, lambda k: model.sample_architecture(drawing), criterion, device)
         return {'lr': lr, 'train_loss': train_loss, 'train_acc': train_acc, 'valid_loss': valid['loss'],
                 'valid_acc': valid['top1'], 'params_MB': params}
 
@@ -149,7 +146,7 @@ def random_search(args, model, info, device, signature, search_loaders):
         return 0
     logger.info('ranking %d architectures on %d batches, the best %d on all %d', args.rsws_samples,
                 args.rsws_eval_batches, args.rsws_top, len(valid_loader))
-    scored, finalists = rank(args, model, valid_loader, criterion, device, steps)
+    scored, finalists = rank(args, model, valid_loader, criterion, device)
     utils.atomic_write_json(run.path('rsws_ranking.json'), {'finalists': finalists, 'scored': scored})
     best = genotypes.from_dict(finalists[0]['genotype'])
     genotypes.save(best, run.path('genotype.json'))

@@ -6,13 +6,16 @@
 Writes into the run directory (--save): genotype.json every epoch, alphas.jsonl (softmaxed
 architecture weights per epoch), metrics.jsonl (with the diagnostics of search_diagnostics.py),
 log.txt, checkpoint.pt (resume with --resume).  --strategy rsws: random search with weight sharing
-on the same supernet (rsws.py).  --partial_channels and --edge_normalization: PC-DARTS (see
+on the same supernet (rsws.py); --strategy gdas: GDAS's sampled search (gdas.py).  --space nb201:
+the NAS-Bench-201 cell space (nb201_search.py; --layers is then the cells per stage, N; --preset
+nb201 the benchmark's search settings).  --partial_channels and --edge_normalization: PC-DARTS (see
 model_search.py); the collapse guards of DARTS-, P-DARTS and DARTS+: collapse_guards.py;
 --stage_layers and --stage_keep: P-DARTS's progressive search (`progressive_search`).
 
     python train_search.py --partial_channels 4 --edge_normalization --batch_size 256   # PC-DARTS
     python train_search.py --stage_layers 5 11 17 --stage_keep 5 3 --epochs 25 --max_skip_connect 2   # P-DARTS
     python train_search.py --partial_channels 4 --edge_normalization --batch_size 256 --recompute_cells
+    python train_search.py --preset nb201 --strategy gdas                                # GDAS on NAS-Bench-201
 """
 import argparse
 import hashlib
@@ -26,7 +29,9 @@ import torch.nn as nn
 
 import collapse_guards
 import datasets
+import gdas
 import genotypes
+import nb201
 import presets
 import rsws
 import search_diagnostics
@@ -36,6 +41,8 @@ import utils
 from architect import HESSIAN_STENCILS, Architect
 from model import REDUCE_LEVELS
 from model_search import LOCATIONS, SearchNetwork, strongest_candidates
+from nb201_search import LOCATIONS as NB201_LOCATIONS
+from nb201_search import NB201SearchNetwork
 from operations import SHUFFLE_GROUP_CHOICES
 from training import logger
 
@@ -53,8 +60,12 @@ def build_parser():
     training.add_common_arguments(parser, compile_help=COMPILE_HELP, batch_size=64, learning_rate=0.025,
                                   learning_rate_min=0.001, epochs=50, init_channels=16, layers=8, seed=2)
     g = parser.add_argument_group('search')
-    g.add_argument('--location', default='after_every', choices=list(LOCATIONS),
-                   help='where attention is searched')
+    g.add_argument('--space', default='darts', choices=search_space.SPACES,
+                   help='the cell space: DARTS cells (normal and reduction), or NAS-Bench-201 cells in its network '
+                        '(--layers cells per stage)')
+    g.add_argument('--location', default=None, choices=list(LOCATIONS),
+                   help='where attention is searched (default: after_every; no_attention with --space nb201, '
+                        'whose cells with attention have no benchmark entry)')
     g.add_argument('--primitives', default='darts', help=f"op set: {', '.join(genotypes.PRIMITIVE_SETS)}")
     g.add_argument('--num_meta_node', type=int, default=4, help='intermediate nodes per cell')
     g.add_argument('--use_sparse', action='store_true',
@@ -67,9 +78,10 @@ def build_parser():
     g.add_argument('--shuffle_groups', choices=SHUFFLE_GROUP_CHOICES, default='1',
                    help="shuffle_conv_3x3: 1, the CNAS code's dense unit; auto, ShuffleNet's grouped unit")
     g.add_argument('--drop_path_prob', type=float, default=0.3, help='unused in search; kept for the seeds\' CLI')
-    g.add_argument('--strategy', choices=('darts', 'rsws'), default='darts',
+    g.add_argument('--strategy', choices=('darts', 'rsws', 'gdas'), default='darts',
                    help='darts: architecture weights by gradient (DARTS); rsws: random search with weight sharing '
-                        '(Li and Talwalkar 2019) on the same supernet')
+                        '(Li and Talwalkar 2019) on the same supernet; gdas: one sampled op per edge (Dong and '
+                        'Yang 2019)')
     g = parser.add_argument_group('partial channels (PC-DARTS)')
     g.add_argument('--partial_channels', type=int, default=1, metavar='K',
                    help='each edge mixes 1/K of its channels (K=4 in PC-DARTS) and passes the rest around; '
@@ -92,6 +104,7 @@ def build_parser():
                         '(P-DARTS: 5 3, of 8 with none)')
     collapse_guards.add_arguments(parser)
     rsws.add_arguments(parser)
+    gdas.add_arguments(parser)
     add_search_arguments(parser)
     return presets.add_argument(parser, 'search')
 
@@ -102,7 +115,8 @@ def repeat(loader):
 
 
 def search_signature(args, info, kept_ops=None):
-    return json.dumps({'kind': 'search', 'location': args.location, 'primitives': args.primitives,
+    return json.dumps({'kind': 'search', **({'space': args.space} if args.space != 'darts' else {}),
+                       'location': args.location, 'primitives': args.primitives,
                        'C': args.init_channels, 'layers': args.layers, 'steps': args.num_meta_node,
                        'sparse': args.use_sparse, 'stem_affine': args.stem_affine,
                        'reduce_level': args.reduce_level, 'shuffle_groups': args.shuffle_groups,
@@ -121,8 +135,10 @@ def supernet_options(args):
 
 
 def check_strategy_options(args):
-    """The architecture-weight options work with --strategy darts only."""
-    if args.strategy == 'darts':
+    """The architecture-weight options work with the strategies that learn architecture weights."""
+    if args.strategy == 'gdas':
+        gdas.check_arguments(args)
+    if args.strategy != 'rsws':
         return
     used = [flag for flag, on in (('--edge_normalization', args.edge_normalization),
                                   ('--auxiliary_skip', args.auxiliary_skip),
@@ -139,6 +155,8 @@ def check_strategy_options(args):
 
 def add_search_arguments(parser):
     """Flags of every gradient-based (DARTS-style) search, shared with search_net.py."""
+    parser.add_argument('--nesterov', action='store_true',
+                        help="Nesterov momentum for the network weights (NAS-Bench-201's search)")
     g = parser.add_argument_group('architecture step')
     g.add_argument('--train_portion', type=float, default=0.5,
                    help='share of the training set for the weights; the rest trains the architecture')
@@ -150,6 +168,26 @@ def add_search_arguments(parser):
     g.add_argument('--arch_weight_decay', '--arch_wd', type=float, default=1e-3)
     g.add_argument('--arch_grad_clip', type=float, default=None, help='clip the architecture gradient norm')
     return parser
+
+
+def check_space_options(args):
+    """--space nb201 has one cell type, a fixed op set and its own skeleton: the DARTS space's
+    options of those are refused, and --location defaults to no_attention."""
+    if args.location is None:
+        args.location = 'no_attention' if args.space == 'nb201' else 'after_every'
+    if args.space != 'nb201':
+        return
+    if args.location not in NB201_LOCATIONS:
+        raise utils.UserError(f"--location {args.location} has no NAS-Bench-201 form; with --space nb201 use "
+                              f"{' or '.join(NB201_LOCATIONS)}")
+    used = [flag for flag, on in (('--primitives', args.primitives != 'darts'),
+                                  ('--num_meta_node', args.num_meta_node != 4), ('--use_sparse', args.use_sparse),
+                                  ('--no-stem_affine', not args.stem_affine), ('--reduce_level', args.reduce_level),
+                                  ('--shuffle_groups', args.shuffle_groups != '1'),
+                                  ('--stage_layers', args.stage_layers is not None)) if on]
+    if used:
+        raise utils.UserError(f"{used[0]} belongs to the DARTS space; the NAS-Bench-201 space (--space nb201) has its "
+                              f"own ops, nodes and network: drop it")
 
 
 def check_partial_channels(args):
@@ -184,6 +222,14 @@ def check_stages(args):
 
 def build_supernet(args, info, layers, kept_ops=None):
     options = supernet_options(args)
+    if args.space == 'nb201':
+        return NB201SearchNetwork(args.init_channels, info.num_classes, layers, location=args.location,
+                                  in_channels=info.in_channels, image_size=info.image_size,
+                                  partial_channels=args.partial_channels,
+                                  edge_normalization=options['edge_normalization'],
+                                  auxiliary_skip=options['auxiliary_skip'],
+                                  param_free_dropout=options['param_free_dropout'],
+                                  recompute_cells=args.recompute_cells)
     return SearchNetwork(args.init_channels, info.num_classes, layers, location=args.location,
                          primitives=args.primitives, steps=args.num_meta_node, affine=args.use_sparse,
                          stem_affine=args.stem_affine, reduce_level=args.reduce_level,
@@ -202,9 +248,12 @@ def main(argv=None):
     if args.batch_size < 2:
         # The supernet's BatchNorms (and BAM's and GE's on pooled vectors) normalise over the batch.
         raise utils.UserError(f"--batch_size must be at least 2 in a search (batch statistics), got {args.batch_size}")
+    check_space_options(args)
     check_partial_channels(args)
     check_strategy_options(args)
     check_stages(args)
+    if args.strategy == 'gdas' and not args.dry_run:
+        training.single_process()  # every process would draw its own architecture
     guards = collapse_guards.Guards(args)
     device = training.select_device(args.device)
     info = training.dataset_info(args, need_data=not args.dry_run)
@@ -214,7 +263,8 @@ def main(argv=None):
     model = training.place_model(build_supernet(args, info, args.layers), args, device, compiled=False)
     if args.strategy == 'rsws' and not args.dry_run:
         return rsws.random_search(args, model, info, device, search_signature(args, info), search_loaders)
-    search(args, model, info, device, search_signature(args, info), compiled=False, guards=guards)
+    search(args, model, info, device, search_signature(args, info), compiled=False, guards=guards,
+           sampled=args.strategy == 'gdas')
     return 0
 
 
@@ -238,7 +288,7 @@ def progressive_search(args, info, device, guards):
         utils.seed_everything(args.seed + stage)
         model = training.place_model(build_supernet(args, info, layers, kept_ops), stage_args, device, compiled=False)
         if search(stage_args, model, info, device, search_signature(stage_args, info, kept_ops), compiled=False,
-                  guards=guards):
+                  guards=guards, sampled=args.strategy == 'gdas'):
             return 0
         if stage + 1 < len(args.stage_layers):
             tables = model.weight_tables()
@@ -267,12 +317,13 @@ def search_loaders(args, device):
                                  drop_last=True, on_device=on_device) for idx in (weight_idx, arch_idx)]
 
 
-def search(args, model, info, device, signature, compiled=True, guards=None):
+def search(args, model, info, device, signature, compiled=True, guards=None, sampled=False):
     """The bilevel search loop for any supernet with arch_parameters(), weight_parameters(),
     named_weight_parameters(), genotype(), edges() and weight_tables().  `compiled`: whether
     `model` was placed with --compile honoured; `guards`: the collapse_guards.Guards of a
-    SearchNetwork (schedules, derivation, early stopping), or None.  Returns whether a signal
-    stopped it (the checkpoint is written; --resume continues)."""
+    SearchNetwork (schedules, derivation, early stopping), or None; `sampled`: GDAS (gdas.py: the
+    supernet samples its ops at the epoch's temperature, the weights step first).  Returns whether
+    a signal stopped it (the checkpoint is written; --resume continues)."""
     if not 0 < args.train_portion < 1:
         raise utils.UserError(f"--train_portion must be between 0 and 1, got {args.train_portion}")
     input_shape = (info.in_channels, info.image_size, info.image_size)
@@ -289,7 +340,7 @@ def search(args, model, info, device, signature, compiled=True, guards=None):
         logger.info('--compile applies to the training scripts only: this search runs its supernet eagerly')
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.weight_parameters(), args.learning_rate, momentum=args.momentum,
-                                weight_decay=args.weight_decay)
+                                weight_decay=args.weight_decay, nesterov=args.nesterov)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs, eta_min=args.learning_rate_min)
     architect = Architect(model, criterion, args.arch_learning_rate, args.arch_weight_decay,
                           unrolled=args.unrolled, arch_grad_clip=args.arch_grad_clip, hessian=args.hessian)
@@ -303,21 +354,30 @@ def search(args, model, info, device, signature, compiled=True, guards=None):
         lr = scheduler.get_last_lr()[0]
         model.train()
         schedules = guards.begin_epoch(model, ctx.epoch) if guards else {}
+        if sampled:
+            model.gumbel_tau = gdas.temperature(ctx.epoch, args.epochs, args.tau_max, args.tau_min)
+            schedules['tau'] = model.gumbel_tau
 
         def step(batch, where, guard):
             (x, y), (x_valid, y_valid) = ((t.to(device, non_blocking=True) for t in pair) for pair in batch)
 
             def check(loss):
                 return guard.ok(loss, where + ' (architecture step)')
-            # The architecture step stays in float32 even with --amp: bfloat16 architecture
-            # gradients came out 13-15% (relative norm) off the float32 ones on small supernets.
-            if architect.step(x, y, x_valid, y_valid, lr, optimizer, check=check) is None:
+
+            def architecture_step():
+                # The architecture step stays in float32 even with --amp: bfloat16 architecture
+                # gradients came out 13-15% (relative norm) off the float32 ones on small supernets.
+                return architect.step(x, y, x_valid, y_valid, lr, optimizer, check=check) is not None
+            # DARTS steps the architecture first; GDAS (its reference) the weights first.
+            if not sampled and not architecture_step():
                 return None
             optimizer.zero_grad(set_to_none=True)
             with training.autocast(args, device):
                 logits = weight_model(x)
                 loss = criterion(logits, y)
             if not training.optimize(loss, optimizer, model.weight_parameters(), args.grad_clip, guard, where, scaler):
+                return None
+            if sampled and not architecture_step():
                 return None
             return loss.detach().float(), logits.float(), y
 
@@ -336,7 +396,12 @@ def search(args, model, info, device, signature, compiled=True, guards=None):
                                           **({'edge_weights': edge_weights} if edge_weights else {})})
         run.tensorboard.log_weights(tables, ctx.epoch)
         run.tensorboard.log_genotype(genotype, ctx.epoch)
-        logger.info('genotype = %s', genotype)
+        if isinstance(genotype, nb201.NB201Genotype):
+            logger.info('genotype = %s', json.dumps(genotypes.to_dict(genotype)))
+            if nb201.has_attention(genotype):
+                logger.info('the derived cell has attention: it has no NAS-Bench-201 benchmark entry')
+        else:
+            logger.info('genotype = %s', genotype)
         previous = next((m for m in run.read_jsonl('metrics.jsonl') if m['epoch'] == ctx.epoch - 1), None)
         record = {'lr': lr, 'train_loss': train_loss, 'train_acc': train_acc, 'valid_loss': valid['loss'],
                   'valid_acc': valid['top1'], 'params_MB': params, 'genotype': genotypes.to_dict(genotype),

@@ -62,7 +62,8 @@ def add_common_arguments(parser, compile_help=COMPILE_HELP, **defaults):
     d.update(defaults)
     g = parser.add_argument_group('common')
     g.add_argument('--dataset', default=d['dataset'],
-                   help='cifar10, cifar100, fashion-mnist, imagefolder, tiny-imagenet, imagenet or food101')
+                   help='cifar10, cifar100, fashion-mnist, imagefolder, tiny-imagenet, imagenet, food101 or '
+                        'imagenet16-120')
     g.add_argument('--data', default=d['data'], help='dataset root directory')
     g.add_argument('--subset', type=int, default=None, help='use only the first N training images')
     g.add_argument('--batch_size', '--batchsz', type=int, default=d['batch_size'], help='batch size (per process)')

@@ -36,6 +36,7 @@ import sys
 import time
 
 import genotypes
+import nb201
 import nag_cells
 import search_diagnostics
 from userio import UserError, atomic_write, atomic_write_text
@@ -133,6 +134,15 @@ def genotype_to_dot(genotype, cell, fmt='png'):
     return cell_digraph(['c_{k-2}', 'c_{k-1}'], [str(i) for i in range(steps)], edges, concat, fmt=fmt)
 
 
+def nb201_cell_to_dot(genotype, fmt='png'):
+    """A NAS-Bench-201 cell: node 0 its input, nodes 1 and 2, node 3 its output; every edge with
+    its op (and attention), 'none' dashed."""
+    edges = [(str(source), str(target), op, attention)
+             for (target, source), op, attention in zip(nb201.EDGES, genotype.ops, genotype.attentions)]
+    return cell_digraph(['0'], [str(n) for n in range(1, nb201.NODES - 1)], edges, [], join=str(nb201.NODES - 1),
+                        fmt=fmt)
+
+
 def dag_cell_to_dot(spec, fmt='png'):
     """A NAG DAG cell (nag_cells.CellSpec): vertices labelled with their number and op (the sum of their
     predecessors goes through it), unlabelled edges, the output vertex concatenating."""
@@ -188,14 +198,16 @@ def render_digraph(g, path_stem, fmt='png'):
 
 def draw_genotype(genotype, name, out_dir, fmt='png'):
     """Draw the normal and reduction cells into out_dir as normal_<name>.<fmt> and reduce_<name>.<fmt>
-    (an ANAS AttGenotype: its unit as att_<name>.<fmt>), plus .dot sources; only the .dot sources
-    when graphviz's `dot` is missing.  Returns the paths."""
+    (an ANAS AttGenotype: its unit as att_<name>.<fmt>; a NAS-Bench-201 cell as nb201_<name>.<fmt>),
+    plus .dot sources; only the .dot sources when graphviz's `dot` is missing.  Returns the paths."""
     if fmt not in FORMATS:
         raise UserError(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
     genotype = _as_genotype(genotype)
     _make_out_dir(out_dir)
     if isinstance(genotype, genotypes.AttGenotype):
         return render_digraph(attention_unit_to_dot(genotype, fmt), os.path.join(out_dir, f'att_{name}'), fmt)
+    if isinstance(genotype, nb201.NB201Genotype):
+        return render_digraph(nb201_cell_to_dot(genotype, fmt), os.path.join(out_dir, f'nb201_{name}'), fmt)
     written = []
     for cell in ('normal', 'reduce'):
         g = genotype_to_dot(genotype, cell, fmt=fmt)
@@ -338,7 +350,9 @@ def _integer_epochs(ax):
 
 
 def edge_labels(edges):
-    """'node 2 <- c_{k-1}' for each [node, input] edge row."""
+    """'node 2 <- c_{k-1}' for each [node, input] edge row ('node 2 <- node 1' for NAS-Bench-201's)."""
+    if [tuple(edge) for edge in edges] == list(nb201.EDGES):
+        return [f'node {node} <- node {source}' for node, source in nb201.EDGES]
     labels = []
     for edge in edges:
         try:
@@ -554,7 +568,10 @@ def plot_curves(metrics, path):
 
 
 def skip_counts(genotype_record):
-    """(normal, reduce) number of skip_connect entries of a genotype dict."""
+    """(normal, reduce) number of skip_connect entries of a genotype dict (reduce None for a
+    NAS-Bench-201 cell, which is the only cell)."""
+    if 'nb201' in genotype_record:
+        return nb201.parse(genotype_record['nb201']).ops.count('skip_connect'), None
     counts = []
     for cell in ('normal', 'reduce'):
         entries = genotype_record.get(cell) or []
@@ -569,7 +586,8 @@ def plot_skip_counts(metrics, path):
     fig = _figure(5.5, 3.4)
     ax = fig.add_subplot(1, 1, 1)
     ax.plot([p[0] for p in points], [p[1] for p in points], marker='o', label='normal cell')
-    ax.plot([p[0] for p in points], [p[2] for p in points], marker='s', label='reduction cell')
+    if any(p[2] is not None for p in points):
+        ax.plot([p[0] for p in points], [p[2] for p in points], marker='s', label='reduction cell')
     ax.set_title('skip_connect edges in the derived genotype')
     _integer_epochs(ax)
     ax.set_xlabel('epoch')
@@ -769,13 +787,14 @@ def write_report(run_dir, out_dir=None, fmt='png'):
         page.heading('Per epoch')
         keys = [k for k in ('epoch', 'lr', 'train_loss', 'train_acc', 'valid_loss', 'valid_acc',
                             'epoch_time', 'params_MB', 'genotype_stability', 'param_free_normal',
-                            *GUARD_SCHEDULES, 'ranking_stable_epochs')
+                            *GUARD_SCHEDULES, 'ranking_stable_epochs', 'tau')
                 if any(k in m for m in metrics)]
         rows = [[m.get(k, '') for k in keys] for m in metrics]
         if any(isinstance(m.get('genotype'), dict) for m in metrics):
             keys.append('skip_connect (normal, reduce)')
             for row, m in zip(rows, metrics):
-                row.append('%d, %d' % skip_counts(m['genotype']) if isinstance(m.get('genotype'), dict) else '')
+                counts = skip_counts(m['genotype']) if isinstance(m.get('genotype'), dict) else ()
+                row.append(', '.join(str(n) for n in counts if n is not None))
         page.table(keys, rows)
 
     path = os.path.join(out_dir, 'report.html')

@@ -27,6 +27,7 @@ import torch.nn as nn
 
 import attention
 import model_search
+import nb201_search
 import operations
 from kernels import attention_kernels as fast_attention
 from kernels import convolution, mixture
@@ -50,6 +51,7 @@ FAST_FORMS = {
     attention.DoubleAttention: fast_attention.FastDoubleAttention,
     model_search.MixedEdge: mixture.FastMixedEdge,
     model_search.SearchCell: mixture.FastSearchCell,
+    nb201_search.NB201SearchCell: mixture.FastNB201SearchCell,
     model_search.MixedAttentionUnit: mixture.FastMixedAttentionUnit,
 }
 
