@@ -25,11 +25,14 @@ is the values of one trial drawn with `rng`, as the authors' simulated training 
 (`get_more_info(..., is_random=True)`).  A bad file or metric is one line (`UserError`).
 """
 import csv
+import logging
 import math
 import os
 
 import nb201
 from userio import UserError
+
+logger = logging.getLogger('attnas')
 
 NATS_DATASETS = ('cifar10', 'cifar100', 'ImageNet16-120')
 # The official file's metrics per data set: (hyper-parameter set, the get_more_info keys summed).
@@ -252,6 +255,41 @@ class NatsTable(Table):
                 drawn[split, hp] = rng.choice(self._seeds(index, split, hp))
             values.append(self._lookup(index, metric, drawn[split, hp]))
         return tuple(values)
+
+
+def add_arguments(parser):
+    """--benchmark and --benchmark_metric, for a script that looks up its architectures."""
+    g = parser.add_argument_group('benchmark (NAS-Bench-201 ground truth)')
+    g.add_argument('--benchmark', default=None, metavar='FILE',
+                   help='a NAS-Bench-201 table: a CSV (a column of cell strings, numeric metric columns) or the '
+                        'NATS-Bench topology file (NATS-tss-v1_0-3ffb9-simple, read through nats_bench)')
+    g.add_argument('--benchmark_metric', default=None, metavar='NAME',
+                   help="the table's metric to look up (default: its first; cifar10/valid_acc_12 in the NATS-Bench "
+                        "file)")
+    return parser
+
+
+def from_args(args):
+    """The table of --benchmark (None without it), its metric checked; args.benchmark_metric is set
+    to the metric used, so that args.json records it."""
+    if args.benchmark is None:
+        if args.benchmark_metric is not None:
+            raise UserError('--benchmark_metric names a metric of a --benchmark FILE; give the file too')
+        return None
+    table = load(args.benchmark, args.benchmark_metric)
+    args.benchmark_metric = table.check_metric(args.benchmark_metric)
+    return table
+
+
+def epoch_record(table, metric, genotype):
+    """metrics.jsonl's entry for an epoch's derived cell: {'benchmark': its value, or None}; the log
+    says the value or why there is none."""
+    value, why = derived_value(table, metric, genotype)
+    if why:
+        logger.info('benchmark: no %s for this epoch: %s', metric, why)
+    else:
+        logger.info('benchmark: %s of the derived cell = %.6g', metric, value)
+    return {'benchmark': value}
 
 
 def derived_value(table, metric, genotype):
