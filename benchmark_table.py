@@ -153,7 +153,8 @@ def _read_csv(path):
     if any(nb201.LOOKS_LIKE_ARCH.match(h) for h in header):
         raise UserError(f"benchmark {path} has no header row (its first row holds a cell); add one naming "
                         f"the columns")
-    arch_columns = [j for j in range(len(header)) if j < len(body[0]) and nb201.LOOKS_LIKE_ARCH.match(body[0][j].strip())]
+    first = body[0]
+    arch_columns = [j for j in range(min(len(header), len(first))) if nb201.LOOKS_LIKE_ARCH.match(first[j].strip())]
     if not arch_columns:
         raise UserError(f"benchmark {path} has no architecture column (no column of NAS-Bench-201 strings like "
                         f"{nb201.to_string(nb201.NB201Genotype(('nor_conv_3x3',) * len(nb201.EDGES)))})")

@@ -502,8 +502,8 @@ def markdown_table(rows, seeds, benchmark_metric=None):
     for row in rows:
         looked_up = f" {_cell(row.get('benchmark'), 2)} |" if extra else ''
         if not row['runs']:
-            lines.append(f"| {row['label']} | {row['source']} | {row['init_channels']} | – | – | – | not trained | "
-                         f"0/{len(seeds)} | – |{looked_up}")
+            lines.append(f"| {row['label']} | {row['source']} | {row['init_channels']} | – | – | – | not trained "
+                         f"| 0/{len(seeds)} | – |{looked_up}")
             continue
         accuracy = f"{row['top1_mean']:.2f}" + (f" ± {row['top1_std']:.2f}" if row['top1_std'] is not None else '')
         lines.append(f"| {row['label']} | {row['source']} | {row['init_channels']} | {row['params_M']:.4f} | "
