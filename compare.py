@@ -51,6 +51,7 @@ import time
 
 import torch
 
+import benchmark_table
 import datasets
 import evaluation
 import genotypes
@@ -58,6 +59,7 @@ import nag_cells
 import nb201
 import nb201_model
 import search_space
+import tabular
 import training
 import utils
 import visualize
@@ -81,7 +83,8 @@ GIVEN = ('init_channels', 'layers', 'drop_path_prob')
 def build_parser():
     parser = training.default_parser(__doc__.splitlines()[0])
     parser.add_argument('archs', nargs='+', metavar='ARCH',
-                        help='a named genotype, a genotype .json, a search run directory, or random:N')
+                        help='a named genotype, a genotype .json, a search run directory, a tabular-search directory '
+                             '(the cell each strategy returned most often), or random:N')
     g = parser.add_argument_group('protocol (the same for every run)')
     g.add_argument('--dataset', default='cifar10')
     g.add_argument('--data', default='data', help='dataset root directory')
@@ -107,6 +110,7 @@ def build_parser():
     g.add_argument('--primitives', default='darts', help=f"op set: {', '.join(genotypes.PRIMITIVE_SETS)}")
     g.add_argument('--num_meta_node', type=int, default=4, help='intermediate nodes per cell')
     g.add_argument('--random_seed', type=int, default=0)
+    benchmark_table.add_arguments(parser)
     g = parser.add_argument_group('execution')
     g.add_argument('--save', default=None, help='comparison directory (default: runs/compare-<time>)')
     g.add_argument('--resume', action='store_true', help='continue the comparison in --save')
@@ -141,6 +145,12 @@ def resolve_architectures(specs, args):
                                                   args.num_meta_node, args.space)
             width = len(str(len(drawn) - 1))
             found += [(f'random_{i:0{width}d}', f'random:{count} #{i}', g) for i, g in enumerate(drawn)]
+            continue
+        if os.path.isdir(spec) and tabular.is_experiment(spec):
+            # A tabular search: per strategy, the cell its runs returned most often.
+            name = os.path.basename(os.path.normpath(spec))
+            found += [(safe_label(f'{name}-{strategy}'), source, genotype)
+                      for strategy, source, genotype in tabular.returned_cells(spec)]
             continue
         if os.path.isdir(spec):
             path = os.path.join(spec, 'genotype.json')
@@ -478,31 +488,42 @@ def _cell(value, digits):
     return '–' if value is None else f'{value:.{digits}f}'
 
 
-def markdown_table(rows, seeds):
-    lines = ['| architecture | source | C | params (M) | FLOPs (M) | latency (ms/image) | test acc. (%) | runs | '
-             'train time (min) |', '|---|---|---|---|---|---|---|---|---|']
+def add_benchmark(rows, table, metric):
+    """Each row's 'benchmark': the table's `metric` of its cell, None where the table has no entry."""
     for row in rows:
+        genotype = genotypes.from_dict(row['genotype'], source=row['label'])
+        row['benchmark'] = benchmark_table.derived_value(table, metric, genotype)[0]
+
+
+def markdown_table(rows, seeds, benchmark_metric=None):
+    extra = f' benchmark {benchmark_metric} |' if benchmark_metric else ''
+    lines = ['| architecture | source | C | params (M) | FLOPs (M) | latency (ms/image) | test acc. (%) | runs | '
+             'train time (min) |' + extra, '|---|---|---|---|---|---|---|---|---|' + ('---|' if extra else '')]
+    for row in rows:
+        looked_up = f" {_cell(row.get('benchmark'), 2)} |" if extra else ''
         if not row['runs']:
-            lines.append(f"| {row['label']} | {row['source']} | {row['init_channels']} | – | – | – | not trained | "
-                         f"0/{len(seeds)} | – |")
+            lines.append(f"| {row['label']} | {row['source']} | {row['init_channels']} | – | – | – | not trained "
+                         f"| 0/{len(seeds)} | – |{looked_up}")
             continue
         accuracy = f"{row['top1_mean']:.2f}" + (f" ± {row['top1_std']:.2f}" if row['top1_std'] is not None else '')
         lines.append(f"| {row['label']} | {row['source']} | {row['init_channels']} | {row['params_M']:.4f} | "
                      f"{row['flops_M']:.2f} | {row['latency_ms']:.3f} | {accuracy} | {len(row['runs'])}/{len(seeds)} | "
-                     f"{_cell(row['train_time_s_mean'] / 60, 1)} |")
+                     f"{_cell(row['train_time_s_mean'] / 60, 1)} |{looked_up}")
     return '\n'.join(lines) + '\n'
 
 
-def write_results(comparison, rows):
+def write_results(comparison, rows, benchmark=None):
+    """`benchmark`: {'file', 'metric'} of the --benchmark whose values the rows hold, or None."""
     protocol = comparison.protocol
-    results = {'protocol': {k: v for k, v in protocol.items() if k != 'architectures'}, 'architectures': rows}
+    results = {'protocol': {k: v for k, v in protocol.items() if k != 'architectures'}, 'architectures': rows,
+               **({'benchmark': benchmark} if benchmark else {})}
     utils.atomic_write_json(comparison.path('results.json'), results)
     command = ' '.join(sys.argv) if sys.argv and sys.argv[0] else 'compare.py'
     budget = f", parameter budget {protocol['param_budget']} M" if protocol['param_budget'] else ''
     text = (f"# Comparison {os.path.basename(os.path.normpath(comparison.dir))}\n\n"
             f"Trainer: `{protocol['trainer']} {' '.join(protocol['flags'])}`, seeds {protocol['seeds']}{budget}.  "
             f"Test accuracy: mean ± sample standard deviation over the seeds.\n\n"
-            f"{markdown_table(rows, protocol['seeds'])}\nCommand: `{command}`\n")
+            f"{markdown_table(rows, protocol['seeds'], benchmark and benchmark['metric'])}\nCommand: `{command}`\n")
     utils.atomic_write_text(comparison.path('results.md'), text)
     visualize.plot_accuracy_vs_params(rows, comparison.path('accuracy_vs_params.png'))
     return visualize.write_comparison_report(results, comparison.dir)
@@ -513,6 +534,7 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index('--') + 1:] if '--' in argv else []
     args = build_parser().parse_args(argv[:argv.index('--')] if '--' in argv else argv)
+    table = benchmark_table.from_args(args)
     protocol, devices = make_plan(args, extra)
     comparison = Comparison(args.save, protocol, args.resume)
     training.configure_logging(comparison.path('log.txt'))
@@ -525,7 +547,9 @@ def main(argv=None):
         return 0
     measure_device = torch.device(devices[0]) if devices[0] else training.select_device('auto')
     rows = collect(comparison, measure_device)
-    report = write_results(comparison, rows)
+    if table is not None:
+        add_benchmark(rows, table, args.benchmark_metric)
+    report = write_results(comparison, rows, table and {'file': args.benchmark, 'metric': args.benchmark_metric})
     logger.info('results: %s, %s, %s', comparison.path('results.md'), comparison.path('results.json'), report)
     print(open(comparison.path('results.md')).read())
     if failed:

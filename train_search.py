@@ -31,6 +31,7 @@ import collapse_guards
 import datasets
 import gdas
 import genotypes
+import benchmark_table
 import nb201
 import presets
 import rsws
@@ -82,6 +83,7 @@ def build_parser():
                    help='darts: architecture weights by gradient (DARTS); rsws: random search with weight sharing '
                         '(Li and Talwalkar 2019) on the same supernet; gdas: one sampled op per edge (Dong and '
                         'Yang 2019)')
+    benchmark_table.add_arguments(parser)
     g = parser.add_argument_group('partial channels (PC-DARTS)')
     g.add_argument('--partial_channels', type=int, default=1, metavar='K',
                    help='each edge mixes 1/K of its channels (K=4 in PC-DARTS) and passes the rest around; '
@@ -252,6 +254,10 @@ def main(argv=None):
     check_partial_channels(args)
     check_strategy_options(args)
     check_stages(args)
+    if args.benchmark and args.strategy == 'rsws':
+        raise utils.UserError('--benchmark looks up the cell a search derives each epoch; RS-WS derives one at its '
+                              'end: look its genotype.json up with compare.py --benchmark')
+    benchmark = benchmark_table.from_args(args)
     if args.strategy == 'gdas' and not args.dry_run:
         training.single_process()  # every process would draw its own architecture
     guards = collapse_guards.Guards(args)
@@ -259,16 +265,16 @@ def main(argv=None):
     info = training.dataset_info(args, need_data=not args.dry_run)
     utils.seed_everything(args.seed)
     if args.stage_layers:
-        return progressive_search(args, info, device, guards)
+        return progressive_search(args, info, device, guards, benchmark)
     model = training.place_model(build_supernet(args, info, args.layers), args, device, compiled=False)
     if args.strategy == 'rsws' and not args.dry_run:
         return rsws.random_search(args, model, info, device, search_signature(args, info), search_loaders)
     search(args, model, info, device, search_signature(args, info), compiled=False, guards=guards,
-           sampled=args.strategy == 'gdas')
+           sampled=args.strategy == 'gdas', benchmark=benchmark)
     return 0
 
 
-def progressive_search(args, info, device, guards):
+def progressive_search(args, info, device, guards, benchmark=None):
     """P-DARTS (Chen et al., "Progressive Differentiable Architecture Search", ICCV 2019): stage s
     searches a supernet of --stage_layers[s] cells, fresh weights and architecture weights (seed
     --seed + s), for --epochs epochs into SAVE/stage-{s+1}; then every edge keeps its --stage_keep[s]
@@ -288,7 +294,7 @@ def progressive_search(args, info, device, guards):
         utils.seed_everything(args.seed + stage)
         model = training.place_model(build_supernet(args, info, layers, kept_ops), stage_args, device, compiled=False)
         if search(stage_args, model, info, device, search_signature(stage_args, info, kept_ops), compiled=False,
-                  guards=guards, sampled=args.strategy == 'gdas'):
+                  guards=guards, sampled=args.strategy == 'gdas', benchmark=benchmark):
             return 0
         if stage + 1 < len(args.stage_layers):
             tables = model.weight_tables()
@@ -317,12 +323,13 @@ def search_loaders(args, device):
                                  drop_last=True, on_device=on_device) for idx in (weight_idx, arch_idx)]
 
 
-def search(args, model, info, device, signature, compiled=True, guards=None, sampled=False):
+def search(args, model, info, device, signature, compiled=True, guards=None, sampled=False, benchmark=None):
     """The bilevel search loop for any supernet with arch_parameters(), weight_parameters(),
     named_weight_parameters(), genotype(), edges() and weight_tables().  `compiled`: whether
     `model` was placed with --compile honoured; `guards`: the collapse_guards.Guards of a
     SearchNetwork (schedules, derivation, early stopping), or None; `sampled`: GDAS (gdas.py: the
-    supernet samples its ops at the epoch's temperature, the weights step first).  Returns whether
+    supernet samples its ops at the epoch's temperature, the weights step first); `benchmark`: a
+    benchmark_table table, whose value of each epoch's derived cell goes into metrics.jsonl.  Returns whether
     a signal stopped it (the checkpoint is written; --resume continues)."""
     if not 0 < args.train_portion < 1:
         raise utils.UserError(f"--train_portion must be between 0 and 1, got {args.train_portion}")
@@ -407,7 +414,8 @@ def search(args, model, info, device, signature, compiled=True, guards=None, sam
                   'valid_acc': valid['top1'], 'params_MB': params, 'genotype': genotypes.to_dict(genotype),
                   **search_diagnostics.epoch_record(tables, genotypes.to_dict(genotype),
                                                     previous and previous.get('genotype')),
-                  **schedules}
+                  **schedules, **(benchmark_table.epoch_record(benchmark, args.benchmark_metric, genotype)
+                                  if benchmark else {})}
         return {**record, **(guards.end_epoch(ctx.epoch, record, tables, previous) if guards else {})}
 
     stateful = {'model': model, 'optimizer': optimizer, 'scheduler': scheduler, 'architect': architect.optimizer,

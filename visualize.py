@@ -35,10 +35,12 @@ import shutil
 import sys
 import time
 
+import benchmark_table
 import genotypes
 import nb201
 import nag_cells
 import search_diagnostics
+import tabular
 from userio import UserError, atomic_write, atomic_write_text
 
 FORMATS = ('png', 'pdf', 'svg')
@@ -579,6 +581,35 @@ def skip_counts(genotype_record):
     return tuple(counts)
 
 
+def benchmark_curve(metrics, table=None, metric=None):
+    """[(epoch, value or None)]: the benchmark value of each epoch's derived cell, looked up in
+    `table` (benchmark_table) from the epoch's genotype, or else as the search logged it."""
+    points = []
+    for m in metrics:
+        if table is not None and isinstance(m.get('genotype'), dict):
+            genotype = genotypes.from_dict(m['genotype'], source=f"metrics.jsonl epoch {m['epoch']}")
+            points.append((m['epoch'], benchmark_table.derived_value(table, metric, genotype)[0]))
+        elif 'benchmark' in m:
+            points.append((m['epoch'], m['benchmark']))
+    return points
+
+
+def plot_benchmark(points, metric, path):
+    shown = [(epoch, value) for epoch, value in points if value is not None]
+    if not shown:
+        return None
+    fig = _figure(5.5, 3.4)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot([p[0] for p in shown], [p[1] for p in shown], marker='o')
+    ax.set_title(f'benchmark {metric} of the derived cell')
+    _integer_epochs(ax)
+    ax.set_xlabel('epoch')
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save_figure(fig, path)
+
+
 def plot_skip_counts(metrics, path):
     points = [(m['epoch'],) + skip_counts(m['genotype']) for m in metrics if isinstance(m.get('genotype'), dict)]
     if not points:
@@ -678,9 +709,14 @@ class _Page:
         return '\n'.join(self.parts + ['</body></html>', ''])
 
 
-def write_report(run_dir, out_dir=None, fmt='png'):
+def write_report(run_dir, out_dir=None, fmt='png', benchmark=None, benchmark_metric=None):
     """Draw everything for a run directory into out_dir (default RUNDIR/report) and write report.html
-    there; returns its path.  Cells are always drawn as PNG for the page (and also as `fmt`)."""
+    there; returns its path.  Cells are always drawn as PNG for the page (and also as `fmt`).
+    `benchmark` (a benchmark_table table) looks up each epoch's derived cell by `benchmark_metric`;
+    without it the values the search logged (train_search.py --benchmark) are drawn.  A tabular-search
+    directory (tabular_search.py) gets its own report."""
+    if tabular.is_experiment(run_dir):
+        return tabular.write_report(run_dir, out_dir)
     run = load_run(run_dir)
     out_dir = out_dir or os.path.join(run_dir, 'report')
     _make_out_dir(out_dir)
@@ -770,6 +806,14 @@ def write_report(run_dir, out_dir=None, fmt='png'):
         skips = plot_skip_counts(metrics, os.path.join(out_dir, 'skip_connect.png'))
         if skips:
             page.image(skips, 'skip_connect count per epoch in the normal and reduction cells')
+        metric = benchmark_metric if benchmark is not None else (run['args'] or {}).get('benchmark_metric')
+        points = benchmark_curve(metrics, benchmark, metric)
+        curve = plot_benchmark(points, metric, os.path.join(out_dir, 'benchmark.png'))
+        if curve:
+            page.heading('Benchmark')
+            page.image(curve, f'the NAS-Bench-201 benchmark\'s {metric} of the cell derived after each epoch '
+                              f'(epochs whose cell has no entry are left out)')
+            page.table(('epoch', metric), [(epoch, 'no entry' if value is None else value) for epoch, value in points])
     if alphas or any(isinstance(m.get('genotype'), dict) for m in metrics):
         diagnostics = plot_diagnostics(alphas, metrics, os.path.join(out_dir, 'diagnostics.png'))
         if diagnostics:
@@ -852,6 +896,10 @@ def write_comparison_report(results, out_dir):
                           len(row['runs']), row['train_time_s_mean'] / 60))
         else:
             table.append((row['label'], row['source'], row['init_channels'], '', '', '', 'not trained', '', 0, ''))
+    if results.get('benchmark'):
+        header += (f"benchmark {results['benchmark']['metric']}",)
+        table = [entry + ('no entry' if row.get('benchmark') is None else row['benchmark'],)
+                 for entry, row in zip(table, rows)]
     page.table(header, table)
     plot = os.path.join(out_dir, 'accuracy_vs_params.png')
     if os.path.isfile(plot):
@@ -949,6 +997,7 @@ def build_parser():
                              'RUNDIR/report for a run directory)')
     parser.add_argument('--heatmap', action='store_true',
                         help='insist on a run directory (CNAS spelling); its report holds the heat maps')
+    benchmark_table.add_arguments(parser)
     return parser
 
 
@@ -957,8 +1006,9 @@ def main(argv=None):
     try:
         if args.heatmap and not os.path.isdir(args.target):
             raise UserError(f"--heatmap needs a search run directory (with alphas.jsonl), not {args.target}")
+        benchmark = benchmark_table.from_args(args)
         if os.path.isdir(args.target):
-            path = write_report(args.target, args.out, args.format)
+            path = write_report(args.target, args.out, args.format, benchmark, args.benchmark_metric)
             print(f'wrote {path}')
             if not dot_available():
                 print(f"graphviz's dot was not found: the cells were written as .dot sources only; {render_hint(args.format)}")
@@ -967,6 +1017,9 @@ def main(argv=None):
             raise UserError(f"{args.target} does not exist; give a genotype name "
                             f"({', '.join(genotypes.NAMED)}), a genotype .json or a run directory")
         genotype = genotypes.load(args.target)
+        if benchmark is not None:
+            value, why = benchmark_table.derived_value(benchmark, args.benchmark_metric, genotype)
+            print(f'{args.benchmark_metric}: {value:.6g}' if why is None else f'{args.benchmark_metric}: {why}')
         if args.target in genotypes.NAMED:
             name, out_dir = args.target, args.out or '.'
         else:
