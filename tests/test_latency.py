@@ -1,0 +1,185 @@
+"""latency.py and measure_latency.py: the candidates of a space against the modules its supernet
+runs, the expected latency against a recomputation over the supernet's modules (and its gradient
+against finite differences), the table's round trip and its one-line refusals."""
+import json
+import random
+
+import pytest
+import torch
+
+import genotypes
+import latency
+import search_space
+from model_search import AttentionSearchResNet, SearchNetwork
+from tests.helpers import run
+from utils import UserError
+
+TINY_SPACE = dict(init_channels=4, layers=3, num_meta_node=2, image_size=8)
+LOCATIONS = ('after_every', 'end', 'after_every_and_end', 'mixed_with_operation', 'double_mixed', 'no_attention')
+
+
+def darts_settings(location='after_every', primitives='darts', **changes):
+    return latency.darts_settings(location, primitives, **{**TINY_SPACE, **changes})
+
+
+def supernet(settings, seed=0):
+    torch.manual_seed(seed)
+    model = SearchNetwork(settings['init_channels'], 10, settings['layers'], location=settings['location'],
+                          primitives=settings['primitives'], steps=settings['num_meta_node'],
+                          image_size=settings['image_size'], reduce_level=settings['reduce_level'])
+    with torch.no_grad():
+        for alpha in model.arch_parameters():
+            alpha.normal_()  # far from uniform, so that every weight matters
+    return model.eval()
+
+
+def synthetic_table(settings, seed=0):
+    """A table of the space with a distinct random latency per candidate."""
+    rng = random.Random(seed)
+    return {'format': latency.TABLE_FORMAT, 'version': latency.TABLE_VERSION, 'settings': settings,
+            'latency_ms': {latency.key(c): rng.uniform(0.1, 2.0) for c in latency.candidates(latency.layout(settings))}}
+
+
+def called_candidates(model, x, genotype=None):
+    """[(weight table, row or None, candidate index, Candidate)] of every candidate module the DARTS
+    supernet computes in a forward of x (the mixture, or the path of `genotype`), from the
+    modules themselves: their edge's names and stride, the input shape they are called with."""
+    calls, hooks = [], []
+
+    def watch(module, table, row, k, name, stride):
+        def hook(_, inputs):
+            _, C, H, W = inputs[0].shape
+            calls.append((table, row, k, latency.Candidate(name, C, H, W, stride)))
+        hooks.append(module.register_forward_pre_hook(hook))
+    for cell in model.cells:
+        cell_type = 'reduce' if cell.reduction else 'normal'
+        layers = [('alphas', 'first', cell.first, cell.strides), ('betas', 'second', cell.second, None)]
+        for prefix, layer, edges, strides in layers:
+            for row, edge in enumerate(edges or []):
+                for k in edge.active:
+                    watch(edge.candidate(k), f'{prefix}_{cell_type}', row, k, model.lists[layer][k],
+                          strides[row] if strides else 1)
+        if cell.bottleneck is not None:
+            for k in cell.bottleneck.active:
+                watch(cell.bottleneck.candidate(k), f'gammas_{cell_type}', None, k, model.lists['bottleneck'][k], 1)
+    with torch.no_grad():
+        model(x, genotype) if genotype is not None else model(x)
+    for hook in hooks:
+        hook.remove()
+    return calls
+
+
+@pytest.mark.parametrize('location', LOCATIONS)
+def test_layout_is_what_the_supernet_runs_and_expected_latency_is_recomputed(location):
+    settings = darts_settings(location, layers=4)
+    model = supernet(settings)
+    calls = called_candidates(model, torch.randn(2, 3, 8, 8))
+    assert {c for *_, c in calls} == set(latency.candidates(latency.layout(settings)))
+    table = synthetic_table(settings)
+    weights = {name: w.detach().double() for name, w in latency.architecture_weights(model).items()}
+    recomputed = sum(float((weights[t][row, k] if row is not None else weights[t][k]))
+                     * table['latency_ms'][latency.key(c)] for t, row, k, c in calls)
+    expected = latency.Objective(table, settings, 1.0, 1.0).expected(model)
+    assert float(expected) == pytest.approx(recomputed, rel=1e-12)
+
+
+def test_anas_layout_is_what_the_supernet_runs():
+    settings = latency.anas_settings('resnet20', 8)
+    model = AttentionSearchResNet('resnet20').eval()
+    seen = set()
+    hooks = [op.register_forward_pre_hook(lambda m, inputs, name=name: seen.add(latency.Candidate(
+        name, *inputs[0].shape[1:], 1)))
+        for unit in (b.attention for b in model.blocks) for edge in unit.edges
+        for name, op in ((genotypes.ATT_PRIMITIVES[k], edge.candidate(k)) for k in edge.active)]
+    with torch.no_grad():
+        model(torch.randn(2, 3, 8, 8))
+    for hook in hooks:
+        hook.remove()
+    assert seen == set(latency.candidates(latency.layout(settings)))
+    costs = latency.costs(synthetic_table(settings), settings)
+    assert costs['alphas_att'].shape == model.alphas.shape
+
+
+@pytest.mark.parametrize('location', ('after_every_and_end', 'double_mixed'))
+def test_derived_cell_latency_is_the_sum_over_its_path(location):
+    settings = darts_settings(location, layers=4)
+    model = supernet(settings, seed=1)
+    genotype = search_space.sample_genotype(random.Random(3), model.lists, settings['num_meta_node'])
+    table = synthetic_table(settings, seed=2)
+    path = called_candidates(model, torch.randn(2, 3, 8, 8), genotype)
+    objective = latency.Objective(table, settings, 1.0, 1.0)
+    assert objective.of_genotype(genotype) == pytest.approx(
+        sum(table['latency_ms'][latency.key(c)] for *_, c in path), rel=1e-12)
+
+
+def test_expected_latency_gradient_matches_finite_differences():
+    settings = darts_settings('after_every_and_end')
+    model = supernet(settings)
+    objective = latency.Objective(synthetic_table(settings), settings, 0.5, 3.0)
+    names = list(model.arch.keys())
+
+    def loss(*alphas):
+        weights = {name: torch.softmax(a, dim=-1) for name, a in zip(names, alphas)}
+        return 0.5 * (latency.expected_latency(weights, objective.costs) - 3.0) / 3.0
+    alphas = [p.detach().double().requires_grad_() for p in model.arch_parameters()]
+    assert torch.autograd.gradcheck(loss, alphas)
+    model.arch_parameters()[0].grad = None
+    objective.loss(model).backward()
+    for p, expected in zip(model.arch_parameters(), torch.autograd.grad(loss(*alphas), alphas)):
+        assert torch.allclose(p.grad.double(), expected, atol=1e-6)
+
+
+def test_measured_table_round_trips(tmp_path):
+    settings = darts_settings('end', layers=2)
+    table = latency.measure_table(settings, warmup=0, repeats=2)
+    assert set(table['latency_ms']) == {latency.key(c) for c in latency.candidates(latency.layout(settings))}
+    assert all(value > 0 for value in table['latency_ms'].values())
+    assert table['measurement']['threads'] == 1 and table['versions']['torch'] == torch.__version__
+    path = tmp_path / 'table.json'
+    latency.save_table(table, path)
+    loaded = latency.load_table(str(path))
+    assert loaded == table
+    latency.check_table(loaded, settings)
+
+
+def test_measure_latency_script_writes_a_table_a_search_can_check(tmp_path):
+    out = tmp_path / 'anas.json'
+    result = run('measure_latency.py', '--space', 'anas', '--dataset', 'fashion-mnist', '--image_size', 8,
+                 '--warmup', 0, '--repeats', 1, '--no_progress', '--out', out)
+    assert 'expected latency under uniform weights' in result.stdout
+    table = latency.load_table(str(out))
+    latency.check_table(table, latency.anas_settings('resnet20', 8))
+    assert table['command'].endswith(str(out))
+
+
+@pytest.mark.parametrize('change, message', [
+    (dict(location='end'), 'was measured for location after_every, this search has end (--location)'),
+    (dict(init_channels=8), 'was measured for init_channels 4, this search has 8 (--init_channels)'),
+    (dict(layers=5), 'was measured for layers 3, this search has 5 (--layers)'),
+    (dict(image_size=16), 'was measured for image_size 8, this search has 16'),
+    (dict(primitives='cnas'), 'was measured for primitives none max_pool_3x3'),
+])
+def test_table_of_another_space_is_one_line(change, message):
+    table = synthetic_table(darts_settings())
+    with pytest.raises(UserError) as error:
+        latency.check_table(table, darts_settings(**change))
+    assert message in str(error.value) and '\n' not in str(error.value)
+
+
+def test_bad_table_files_are_one_line(tmp_path):
+    settings = darts_settings()
+    table = synthetic_table(settings)
+    missing = dict(table, latency_ms=dict(list(table['latency_ms'].items())[1:]))
+    with pytest.raises(UserError, match='has no latency for .* more candidates of this search'):
+        latency.check_table(missing, settings)
+    cases = {'not-json.json': ('{', 'is not JSON'),
+             'other.json': (json.dumps({'epoch': 1}), 'is not a latency table'),
+             'version.json': (json.dumps(dict(table, version=0)), 'has version 0'),
+             'negative.json': (json.dumps(dict(table, latency_ms={'x': -1})), 'not a finite number >= 0')}
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(UserError, match=message) as error:
+            latency.load_table(str(tmp_path / name))
+        assert '\n' not in str(error.value)
+    with pytest.raises(UserError, match='does not exist'):
+        latency.load_table(str(tmp_path / 'absent.json'))
