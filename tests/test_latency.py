@@ -183,3 +183,35 @@ def test_bad_table_files_are_one_line(tmp_path):
         assert '\n' not in str(error.value)
     with pytest.raises(UserError, match='does not exist'):
         latency.load_table(str(tmp_path / 'absent.json'))
+
+
+@pytest.mark.parametrize('unrolled', (False, True))
+def test_architect_adds_the_latency_term_to_the_architecture_gradient(unrolled):
+    """With SGD at rate 1 as the architecture optimizer, a step moves the weights by their gradient:
+    first order, that of CE + the latency term by autograd; second order, the step without the
+    term plus the term's gradient (it depends on the architecture weights alone)."""
+    import copy
+
+    from architect import Architect
+    settings = darts_settings('after_every')
+    model = supernet(settings).double().train()
+    objective = latency.Objective(synthetic_table(settings), settings, 0.7, 2.0)
+    x, y = torch.randn(4, 3, 8, 8, dtype=torch.float64), torch.randint(0, 10, (4,))
+    criterion = torch.nn.CrossEntropyLoss()
+
+    def step(net, regularized):
+        architect = Architect(net, criterion, unrolled=unrolled,
+                              regularizer=(lambda: objective.loss(net)) if regularized else None)
+        architect.optimizer = torch.optim.SGD(net.arch_parameters(), lr=1.0)
+        weights = torch.optim.SGD(net.weight_parameters(), lr=0.01, momentum=0.9)
+        before = [p.detach().clone() for p in net.arch_parameters()]
+        architect.step(x, y, x, y, 0.01, weights)
+        return [b - p.detach() for b, p in zip(before, net.arch_parameters())]
+    term = torch.autograd.grad(objective.loss(model), model.arch_parameters())
+    with_term = step(copy.deepcopy(model), True)
+    if unrolled:
+        expected = [d + t for d, t in zip(step(copy.deepcopy(model), False), term)]
+    else:
+        expected = torch.autograd.grad(criterion(model(x), y) + objective.loss(model), model.arch_parameters())
+    for got, want in zip(with_term, expected):
+        assert torch.allclose(got, want, rtol=1e-9, atol=1e-12)
