@@ -32,6 +32,7 @@ architecture's table latency is the same sum with one-hot weights (`genotype_wei
 `Objective` is ProxylessNAS's "add#linear" architecture loss term lambda * (E[latency] - T) / T
 with T the target latency.
 """
+import hashlib
 import json
 import math
 import os
@@ -266,18 +267,23 @@ def load_table(path):
 
 def check_table(table, settings, path='the latency table'):
     """Refuse, in one line, a table measured for other space settings than `settings`, or one that
-    lacks a candidate of that space."""
+    lacks a candidate of that space.  The depth (`layers`) only needs the table to hold every
+    candidate: a table measured for a deeper supernet serves a shallower one, and P-DARTS's stages."""
     for name, value in settings.items():
         measured = table['settings'].get(name)
-        if measured != value:
-            shown = ' '.join(map(str, value)) if isinstance(value, list) else value
-            was = ' '.join(map(str, measured)) if isinstance(measured, list) else measured
-            raise UserError(f"{path} was measured for {name} {was}, this search has {shown} "
+        if measured != value and name != 'layers':
+            raise UserError(f"{path} was measured for {name} {_shown(measured)}, this search has {_shown(value)} "
                             f"({SETTING_FLAGS.get(name, name)}); measure a table for it with measure_latency.py")
     missing = [key(c) for c in candidates(layout(settings)) if key(c) not in table['latency_ms']]
     if missing:
+        depth = (f" (it was measured for layers {table['settings'].get('layers')}, this search has "
+                 f"{settings['layers']})" if table['settings'].get('layers') != settings.get('layers') else '')
         raise UserError(f"{path} has no latency for {missing[0]} (and {len(missing) - 1} more candidates of this "
-                        f"search); measure the table again with measure_latency.py")
+                        f"search){depth}; measure the table again with measure_latency.py")
+
+
+def _shown(value):
+    return ' '.join(map(str, value)) if isinstance(value, list) else value
 
 
 # ------------------------------------------------------------------------------------ objective
@@ -361,3 +367,49 @@ class Objective:
 
     def loss(self, model):
         return self.weight * (self.expected(model) - self.target) / self.target
+
+
+def add_arguments(parser):
+    g = parser.add_argument_group('latency (ProxylessNAS, FBNet; docs/latency.md)')
+    g.add_argument('--latency_table', default=None, metavar='FILE',
+                   help="a table of measure_latency.py for this search's space: the supernet's expected latency is "
+                        "logged every epoch with the derived cell's, and with --latency_weight > 0 added to the "
+                        "architecture loss")
+    g.add_argument('--latency_weight', type=float, default=None, metavar='LAMBDA',
+                   help='lambda of the architecture loss term lambda * (E[latency] - target) / target '
+                        "(ProxylessNAS's add#linear; default 0.1, its value; 0 only logs)")
+    g.add_argument('--latency_target', type=float, default=None, metavar='MS',
+                   help='the target latency T in ms of the same table (ProxylessNAS\'s reference value)')
+
+
+def objective(args, settings):
+    """The Objective of --latency_table / --latency_weight / --latency_target for a search of the
+    space `settings`, or None without a table; bad flags and tables are one UserError line."""
+    if args.latency_table is None:
+        if args.latency_weight is not None or args.latency_target is not None:
+            raise UserError("--latency_weight and --latency_target need --latency_table FILE (measure one with "
+                            "measure_latency.py)")
+        return None
+    weight = 0.1 if args.latency_weight is None else args.latency_weight
+    if not weight >= 0:
+        raise UserError(f"--latency_weight must be at least 0, got {weight}")
+    if args.latency_target is not None and not args.latency_target > 0:
+        raise UserError(f"--latency_target must be positive (ms), got {args.latency_target}")
+    table = load_table(args.latency_table)
+    check_table(table, settings, args.latency_table)
+    result = Objective(table, settings, weight, args.latency_target)
+    if weight > 0 and args.latency_target is None:
+        raise UserError(f"--latency_weight {weight} needs --latency_target MS, the latency the search aims at (in "
+                        f"{args.latency_table} this supernet has {result.uniform():.3f} ms under uniform weights); "
+                        f"or --latency_weight 0 to only log latencies")
+    return result
+
+
+def signature(args):
+    """What a resumed search must share with the run it continues: the table's latencies, the
+    weight and the target (empty without a table, so that earlier checkpoints stay resumable)."""
+    if args.latency_table is None:
+        return {}
+    with open(args.latency_table, 'rb') as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    return {'latency': {'table_sha256': digest, 'weight': args.latency_weight, 'target': args.latency_target}}

@@ -215,3 +215,95 @@ def test_architect_adds_the_latency_term_to_the_architecture_gradient(unrolled):
         expected = torch.autograd.grad(criterion(model(x), y) + objective.loss(model), model.arch_parameters())
     for got, want in zip(with_term, expected):
         assert torch.allclose(got, want, rtol=1e-9, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------- the searches
+
+TINY_SEARCH = ['--dataset', 'fashion-mnist', '--init_channels', '4', '--layers', '3', '--batch_size', '8',
+               '--workers', '0', '--no_progress', '--num_meta_node', '2', '--report_freq', '0', '--subset', '64',
+               '--epochs', '2', '--arch_learning_rate', '0.01']
+FASHION_SPACE = dict(init_channels=4, layers=3, num_meta_node=2, image_size=28)
+
+
+@pytest.fixture(scope='module')
+def fashion(tmp_path_factory):
+    from tests import data_factory
+    return data_factory.make_fashion_mnist(str(tmp_path_factory.mktemp('fmnist')), n_train=64, n_test=16)
+
+
+def write_table(path, settings, seed=0):
+    path.write_text(json.dumps(synthetic_table(settings, seed)))
+    return path
+
+
+def metrics(save):
+    return [json.loads(line) for line in (save / 'metrics.jsonl').read_text().splitlines()]
+
+
+def test_latency_weight_lowers_the_derived_cell_latency(tmp_path, fashion):
+    settings = latency.darts_settings('after_every', 'darts', **FASHION_SPACE)
+    table = write_table(tmp_path / 'table.json', settings)
+    flags = [*TINY_SEARCH, '--data', fashion, '--latency_table', table, '--latency_target', 1.0]
+    run('train_search.py', *TINY_SEARCH, '--data', fashion, '--save', tmp_path / 'plain')
+    run('train_search.py', *flags, '--latency_weight', 0, '--save', tmp_path / 'logged')
+    run('train_search.py', *flags, '--latency_weight', 50, '--save', tmp_path / 'weighted')
+    plain, logged, weighted = (metrics(tmp_path / name) for name in ('plain', 'logged', 'weighted'))
+    # Weight 0 only logs: the search is the one without a table.
+    assert [m['genotype'] for m in logged] == [m['genotype'] for m in plain]
+    assert 'expected_latency_ms' not in plain[-1]
+    assert weighted[-1]['derived_latency_ms'] < logged[-1]['derived_latency_ms']
+    assert weighted[-1]['expected_latency_ms'] < logged[-1]['expected_latency_ms']
+    # The logged latencies are those of the logged architecture weights and genotype.
+    objective = latency.Objective(latency.load_table(str(table)), settings, 0.0, 1.0)
+    for save, records in (('logged', logged), ('weighted', weighted)):
+        for record, alphas in zip(records, metrics_of(tmp_path / save / 'alphas.jsonl')):
+            weights = {name: torch.tensor(t['values'], dtype=torch.float64) for name, t in alphas['weights'].items()}
+            assert record['expected_latency_ms'] == pytest.approx(float(
+                latency.expected_latency(weights, objective.costs)), rel=1e-9)
+            assert record['derived_latency_ms'] == pytest.approx(
+                objective.of_genotype(genotypes.from_dict(record['genotype'])), rel=1e-12)
+
+
+def metrics_of(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_anas_search_logs_latencies(tmp_path, fashion):
+    table = write_table(tmp_path / 'anas.json', latency.anas_settings('resnet20', 28))
+    run('search_net.py', '--dataset', 'fashion-mnist', '--workers', '0', '--no_progress', '--report_freq', '0',
+        '--data', fashion, '--subset', 8, '--batch_size', 4, '--epochs', 1, '--latency_table', table,
+        '--latency_weight', 1, '--latency_target', 5, '--save', tmp_path / 'anas')
+    record = metrics(tmp_path / 'anas')[0]
+    objective = latency.Objective(latency.load_table(str(table)), latency.anas_settings('resnet20', 28), 1.0, 5.0)
+    assert record['derived_latency_ms'] == pytest.approx(
+        objective.of_genotype(genotypes.from_dict(record['genotype'])), rel=1e-12)
+    assert 0 < record['expected_latency_ms'] < objective.uniform() * 1.01
+
+
+def test_bad_latency_flags_are_one_line(tmp_path, fashion):
+    settings = latency.darts_settings('after_every', 'darts', **FASHION_SPACE)
+    table = write_table(tmp_path / 'table.json', settings)
+    other = write_table(tmp_path / 'end.json', dict(settings, location='end'))
+    truncated = tmp_path / 'truncated.json'
+    entries = synthetic_table(settings)
+    truncated.write_text(json.dumps(dict(entries, latency_ms=dict(list(entries['latency_ms'].items())[1:]))))
+    cases = [(['--latency_table', other, '--latency_weight', 0], 'was measured for location end, this search has '
+                                                                 'after_every (--location)'),
+             (['--latency_table', table, '--init_channels', 8, '--latency_weight', 0],
+              'was measured for init_channels 4, this search has 8'),
+             (['--latency_table', table, '--num_meta_node', 3, '--latency_weight', 0],
+              'was measured for num_meta_node 2, this search has 3'),
+             (['--latency_table', truncated, '--latency_weight', 0], 'has no latency for '),
+             (['--latency_table', table], '--latency_weight 0.1 needs --latency_target MS'),
+             (['--latency_weight', 1], 'need --latency_table FILE'),
+             (['--latency_table', table, '--latency_weight', -1], '--latency_weight must be at least 0'),
+             (['--latency_table', table, '--latency_target', 0], '--latency_target must be positive'),
+             (['--latency_table', tmp_path / 'absent.json'], 'does not exist'),
+             (['--latency_table', table, '--latency_target', 1, '--strategy', 'rsws'],
+              '--latency_table works with --strategy darts only')]
+    for extra, message in cases:
+        result = run('train_search.py', *TINY_SEARCH, '--data', fashion, *extra, '--save', tmp_path / 'run',
+                     check=False)
+        assert result.returncode == 2 and message in result.stderr, (extra, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert not (tmp_path / 'run').exists()
