@@ -29,9 +29,10 @@ architecture's genotype JSON), runs/LABEL/seedS/ (each training run; its console
 as seedS.out), and, when all runs are done: results.json, results.md (mean +- sample std of the test
 accuracy, parameters, FLOPs, latency per image, training time), accuracy_vs_params.png (one point
 per run) and report.html.  Parameters exclude the auxiliary head; FLOPs are one image's forward;
-latency is the median over --latency_repeats forward passes of a --latency_batch batch divided by
-the batch, measured in this process one architecture at a time after all training, on the first of
---devices (or --device), with the trained run's kernels and layout.
+latency is the median over --latency_repeats forward passes of a --latency_batch batch after 3
+warm-up passes (latency.median_ms, the timer of measure_latency.py's tables) divided by the batch,
+measured in this process one architecture at a time after all training, on the first of --devices
+(or --device), with the trained run's kernels and layout.
 
 --resume continues a comparison: finished runs are kept, started ones continue from their checkpoint
 (train_*.py --resume), the rest start.  A run that fails is reported and the others go on; running
@@ -55,6 +56,7 @@ import benchmark_table
 import datasets
 import evaluation
 import genotypes
+import latency
 import nag_cells
 import nb201
 import nb201_model
@@ -429,18 +431,9 @@ def measure(trained_path, run_args_path, device, batch, repeats):
     x = torch.randn(batch, *shape, device=device)
     if layout.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    times = []
     with torch.no_grad():
-        for k in range(3 + repeats):
-            if device.type == 'cuda':
-                torch.cuda.synchronize(device)
-            began = time.perf_counter()
-            model(x)
-            if device.type == 'cuda':
-                torch.cuda.synchronize(device)
-            if k >= 3:  # three warm-up passes
-                times.append(time.perf_counter() - began)
-    return {'params_M': params, 'flops_M': flops / 1e6, 'latency_ms': 1000 * statistics.median(times) / batch,
+        milliseconds = latency.median_ms(lambda: model(x), device, warmup=3, repeats=repeats)
+    return {'params_M': params, 'flops_M': flops / 1e6, 'latency_ms': milliseconds / batch,
             'latency_batch': batch, 'latency_device': str(device), 'latency_threads': torch.get_num_threads()}
 
 

@@ -26,6 +26,7 @@ import os
 import sys
 
 import datasets
+import latency
 import presets
 import training
 import utils
@@ -53,12 +54,13 @@ def main(argv=None):
     args.save = args.save or os.path.join('runs', f'anas-{args.note}')
     device = training.select_device(args.device)
     info = training.dataset_info(args, need_data=not args.dry_run)
+    objective = latency.objective(args, latency.anas_settings(args.net_type, info.image_size))
     utils.seed_everything(args.seed)
     model = training.place_model(AttentionSearchResNet(args.net_type, info.num_classes, in_channels=info.in_channels),
                                  args, device)
     signature = json.dumps({'kind': 'anas-search', 'net_type': args.net_type, 'classes': info.num_classes,
-                            'in_channels': info.in_channels})
-    search(args, model, info, device, signature)
+                            'in_channels': info.in_channels, **latency.signature(args)})
+    search(args, model, info, device, signature, objective=objective)
     return 0
 
 

@@ -27,11 +27,12 @@ import sys
 import torch
 import torch.nn as nn
 
+import benchmark_table
 import collapse_guards
 import datasets
 import gdas
 import genotypes
-import benchmark_table
+import latency
 import nb201
 import presets
 import rsws
@@ -126,7 +127,7 @@ def search_signature(args, info, kept_ops=None):
                        # Only where not the default, so that earlier checkpoints stay resumable.
                        **{name: value for name, value in supernet_options(args).items() if value},
                        **({'strategy': args.strategy} if args.strategy != 'darts' else {}),
-                       **({'kept_ops': kept_ops} if kept_ops else {})})
+                       **({'kept_ops': kept_ops} if kept_ops else {}), **latency.signature(args)})
 
 
 def supernet_options(args):
@@ -149,7 +150,8 @@ def check_strategy_options(args):
                                   ('--early_stop_param_free', args.early_stop_param_free is not None),
                                   ('--early_stop_stable', args.early_stop_stable is not None),
                                   ('--early_stop_after', args.early_stop_after > 0),
-                                  ('--stage_layers', args.stage_layers is not None)) if on]
+                                  ('--stage_layers', args.stage_layers is not None),
+                                  ('--latency_table', args.latency_table is not None)) if on]
     if used:
         raise utils.UserError(f"{used[0]} works with --strategy darts only (it acts on the architecture weights); "
                               f"drop it for --strategy {args.strategy}")
@@ -169,6 +171,7 @@ def add_search_arguments(parser):
     g.add_argument('--arch_learning_rate', '--arch_lr', type=float, default=3e-4)
     g.add_argument('--arch_weight_decay', '--arch_wd', type=float, default=1e-3)
     g.add_argument('--arch_grad_clip', type=float, default=None, help='clip the architecture gradient norm')
+    latency.add_arguments(parser)
     return parser
 
 
@@ -222,6 +225,12 @@ def check_stages(args):
                                   f"stage before ({before}); P-DARTS keeps 5, then 3, of 8")
 
 
+def latency_objective(args, info, layers):
+    """latency.objective of the flags for a supernet of `layers` cells (None without --latency_table)."""
+    return latency.objective(args, latency.darts_settings(args.location, args.primitives, args.init_channels, layers,
+                                                          args.num_meta_node, info.image_size, args.reduce_level))
+
+
 def build_supernet(args, info, layers, kept_ops=None):
     options = supernet_options(args)
     if args.space == 'nb201':
@@ -263,18 +272,19 @@ def main(argv=None):
     guards = collapse_guards.Guards(args)
     device = training.select_device(args.device)
     info = training.dataset_info(args, need_data=not args.dry_run)
+    objectives = [latency_objective(args, info, layers) for layers in args.stage_layers or [args.layers]]
     utils.seed_everything(args.seed)
     if args.stage_layers:
-        return progressive_search(args, info, device, guards, benchmark)
+        return progressive_search(args, info, device, guards, objectives, benchmark)
     model = training.place_model(build_supernet(args, info, args.layers), args, device, compiled=False)
     if args.strategy == 'rsws' and not args.dry_run:
         return rsws.random_search(args, model, info, device, search_signature(args, info), search_loaders)
     search(args, model, info, device, search_signature(args, info), compiled=False, guards=guards,
-           sampled=args.strategy == 'gdas', benchmark=benchmark)
+           sampled=args.strategy == 'gdas', benchmark=benchmark, objective=objectives[0])
     return 0
 
 
-def progressive_search(args, info, device, guards, benchmark=None):
+def progressive_search(args, info, device, guards, objectives, benchmark=None):
     """P-DARTS (Chen et al., "Progressive Differentiable Architecture Search", ICCV 2019): stage s
     searches a supernet of --stage_layers[s] cells, fresh weights and architecture weights (seed
     --seed + s), for --epochs epochs into SAVE/stage-{s+1}; then every edge keeps its --stage_keep[s]
@@ -294,7 +304,8 @@ def progressive_search(args, info, device, guards, benchmark=None):
         utils.seed_everything(args.seed + stage)
         model = training.place_model(build_supernet(args, info, layers, kept_ops), stage_args, device, compiled=False)
         if search(stage_args, model, info, device, search_signature(stage_args, info, kept_ops), compiled=False,
-                  guards=guards, sampled=args.strategy == 'gdas', benchmark=benchmark):
+                  guards=guards, sampled=args.strategy == 'gdas', benchmark=benchmark,
+                  objective=objectives[stage]):
             return 0
         if stage + 1 < len(args.stage_layers):
             tables = model.weight_tables()
@@ -310,6 +321,14 @@ def progressive_search(args, info, device, guards, benchmark=None):
     return 0
 
 
+def latency_record(objective, model, genotype):
+    """The epoch's latencies in the table's milliseconds: the supernet's expectation under its
+    architecture weights, and the derived architecture's."""
+    with torch.no_grad():
+        expected = float(objective.expected(model))
+    return {'expected_latency_ms': expected, 'derived_latency_ms': objective.of_genotype(genotype)}
+
+
 def search_loaders(args, device):
     """The loaders of the two halves of the training split (--train_portion): the weights' and the
     architecture's, both shuffled and augmented."""
@@ -323,14 +342,17 @@ def search_loaders(args, device):
                                  drop_last=True, on_device=on_device) for idx in (weight_idx, arch_idx)]
 
 
-def search(args, model, info, device, signature, compiled=True, guards=None, sampled=False, benchmark=None):
+def search(args, model, info, device, signature, compiled=True, guards=None, sampled=False, benchmark=None,
+           objective=None):
     """The bilevel search loop for any supernet with arch_parameters(), weight_parameters(),
     named_weight_parameters(), genotype(), edges() and weight_tables().  `compiled`: whether
     `model` was placed with --compile honoured; `guards`: the collapse_guards.Guards of a
     SearchNetwork (schedules, derivation, early stopping), or None; `sampled`: GDAS (gdas.py: the
     supernet samples its ops at the epoch's temperature, the weights step first); `benchmark`: a
-    benchmark_table table, whose value of each epoch's derived cell goes into metrics.jsonl.  Returns whether
-    a signal stopped it (the checkpoint is written; --resume continues)."""
+    benchmark_table table, whose value of each epoch's derived cell goes into metrics.jsonl;
+    `objective`: the latency.Objective of --latency_table (its term joins the architecture loss;
+    both latencies are logged every epoch), or None.  Returns whether a signal stopped it (the
+    checkpoint is written; --resume continues)."""
     if not 0 < args.train_portion < 1:
         raise utils.UserError(f"--train_portion must be between 0 and 1, got {args.train_portion}")
     input_shape = (info.in_channels, info.image_size, info.image_size)
@@ -349,8 +371,10 @@ def search(args, model, info, device, signature, compiled=True, guards=None, sam
     optimizer = torch.optim.SGD(model.weight_parameters(), args.learning_rate, momentum=args.momentum,
                                 weight_decay=args.weight_decay, nesterov=args.nesterov)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs, eta_min=args.learning_rate_min)
+    regularizer = (lambda: objective.loss(model)) if objective is not None and objective.weight > 0 else None
     architect = Architect(model, criterion, args.arch_learning_rate, args.arch_weight_decay,
-                          unrolled=args.unrolled, arch_grad_clip=args.arch_grad_clip, hessian=args.hessian)
+                          unrolled=args.unrolled, arch_grad_clip=args.arch_grad_clip, hessian=args.hessian,
+                          regularizer=regularizer)
 
     scaler = training.grad_scaler(args, device)
     # The weight step goes through DDP (averaged weight gradients); the architect uses the bare
@@ -415,7 +439,8 @@ def search(args, model, info, device, signature, compiled=True, guards=None, sam
                   **search_diagnostics.epoch_record(tables, genotypes.to_dict(genotype),
                                                     previous and previous.get('genotype')),
                   **schedules, **(benchmark_table.epoch_record(benchmark, args.benchmark_metric, genotype)
-                                  if benchmark else {})}
+                                  if benchmark else {}),
+                  **(latency_record(objective, model, genotype) if objective is not None else {})}
         return {**record, **(guards.end_epoch(ctx.epoch, record, tables, previous) if guards else {})}
 
     stateful = {'model': model, 'optimizer': optimizer, 'scheduler': scheduler, 'architect': architect.optimizer,
