@@ -126,8 +126,13 @@ def naswot(network, images, labels):
     kernel = torch.zeros(len(images), len(images), dtype=torch.float64, device=images.device)
 
     def record(pre_activation):
-        codes = (pre_activation.detach().flatten(1) > 0).to(torch.float64)
-        kernel.add_(codes @ codes.T).add_((1 - codes) @ (1 - codes).T)
+        codes = pre_activation.detach().flatten(1) > 0
+        units = codes.shape[1]
+        # c c' + (1 - c)(1 - c)' in one product; float32 sums of 0/1 are exact below 2^24 units
+        codes = codes.to(torch.float32 if units < 2 ** 24 else torch.float64)
+        same_sign = (2 * (codes @ codes.T)).double() + units
+        active = codes.sum(1).double()
+        kernel.add_(same_sign - active[:, None] - active[None, :])
     with torch.no_grad(), relu_inputs_seen(record):
         network(images)
     return float(torch.linalg.slogdet(kernel).logabsdet)
@@ -142,7 +147,8 @@ def grad_norm(network, images, labels):
 @proxy('snip')
 def snip(network, images, labels):
     cross_entropy(network, images, labels).backward()
-    return sum(float((w.detach().double() * w.grad.double()).abs().sum()) for w in weights(network) if w.grad is not None)
+    return sum(float((w.detach().double() * w.grad.double()).abs().sum())
+               for w in weights(network) if w.grad is not None)
 
 
 @proxy('grasp')
