@@ -8,8 +8,10 @@ import torch
 import torch.nn as nn
 
 import genotypes
+import nb201
 import proxies
 from model import NAGNetworkCIFAR, NetworkCIFAR, ResNetCIFAR
+from nb201_model import NB201Network
 from registry import ATTENTIONS
 from utils import UserError
 
@@ -148,6 +150,9 @@ NETWORKS = {
     'cnas': lambda: NetworkCIFAR(4, 10, 3, False, genotypes.DARTS_MORE_NONE_V3, image_size=8, pooled_head=True,
                                  reduce_level=1, shuffle_groups='auto'),
     'anas_resnet': lambda: ResNetCIFAR('resnet20', 10, 'anas', genotypes.ANAS),
+    'nb201': lambda: NB201Network(nb201.parse('|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+'
+                                              '|skip_connect~0|none~1|nor_conv_3x3~2|'), C=4, cells_per_stage=1,
+                                  image_size=8),
     'nag': lambda: NAGNetworkCIFAR(4, 10, 5, True, genotypes.NAMED['NAG'], keep_prob=0.6, image_size=8),
 }
 
