@@ -54,8 +54,8 @@ def sample_attention_units(count, seed, steps=ANAS_UNIT_NODES):
     while len(drawn) < count:
         unit = genotypes.AttGenotype(att=[(rng.choice(ops), j) for node in range(steps)
                                           for j in sorted(rng.sample(range(node + 2), 2))])
-        if unit not in seen:
-            seen.add(unit)
+        if tuple(unit.att) not in seen:
+            seen.add(tuple(unit.att))
             drawn.append(unit)
     return drawn
 

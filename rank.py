@@ -115,16 +115,21 @@ def open_directory(save, resume, protocol):
 
 
 def scored_before(path):
-    """{label: row} of scores.jsonl; a line cut by a kill ends it."""
-    rows = {}
+    """{label: row} of scores.jsonl.  A line cut by a kill ends it and is dropped from the file, so
+    that the next line starts on a line of its own."""
+    rows, kept = {}, []
     if os.path.isfile(path):
         with open(path) as f:
-            for line in f:
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    break
-                rows[row['label']] = row
+            lines = f.readlines()
+        for line in lines:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            rows[row['label']] = row
+            kept.append(line if line.endswith('\n') else line + '\n')
+        if kept != lines:
+            utils.atomic_write_text(path, ''.join(kept))
     return rows
 
 
