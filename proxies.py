@@ -21,9 +21,9 @@
 
 As in those references, the weights are those of every convolution and linear layer, the
 network is in training mode (BatchNorm normalises by the batch's statistics) and only the main
-logits of a network with an auxiliary head count.  Every network the project builds from a genotype returns (logits, auxiliary logits) and is
-scored as is: DARTS and Att-DARTS cells, CNAS, NAG, NAS-Bench-201 cells and ANAS ResNets.
-Scoring works on a copy: the network's
+logits of a network with an auxiliary head count.  Every network the project builds from a
+genotype (DARTS and Att-DARTS cells, CNAS, NAG, NAS-Bench-201 cells, ANAS ResNets) returns
+(logits, auxiliary logits) and is scored as it is.  Scoring works on a copy: the network's
 parameters, buffers, gradients and mode are left as they were.  Unlike the references, dropout
 and drop path are off (none of their networks had either), so a score depends on the network,
 the batch and nothing else.
