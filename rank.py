@@ -114,32 +114,6 @@ def open_directory(save, resume, protocol):
     return directory
 
 
-def scored_before(path):
-    """{label: row} of scores.jsonl.  A line cut by a kill ends it and is dropped from the file, so
-    that the next line starts on a line of its own."""
-    rows, kept = {}, []
-    if os.path.isfile(path):
-        with open(path) as f:
-            lines = f.readlines()
-        for line in lines:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                break
-            rows[row['label']] = row
-            kept.append(line if line.endswith('\n') else line + '\n')
-        if kept != lines:
-            utils.atomic_write_text(path, ''.join(kept))
-    return rows
-
-
-def append_line(path, row):
-    with open(path, 'a') as f:
-        f.write(json.dumps(row) + '\n')
-        f.flush()
-        os.fsync(f.fileno())
-
-
 @training.cli
 def main(argv=None):
     args = build_parser().parse_args(argv)
@@ -149,7 +123,7 @@ def main(argv=None):
     directory = open_directory(args.save, args.resume, protocol)
     training.configure_logging(os.path.join(directory, 'log.txt'))
     lines = os.path.join(directory, 'scores.jsonl')
-    done = scored_before(lines)
+    done = {record['label']: record for record in ranking.read_records(lines)}
     if done:
         logger.info('%d of %d architectures already scored', len(done), len(archs))
     rows = []
@@ -158,7 +132,7 @@ def main(argv=None):
             began = time.perf_counter()
             scores = ranking.score_architecture(build, genotype, protocol['proxies'], batch, args.seed, device)
             done[label] = {'label': label, 'scores': scores, 'seconds': time.perf_counter() - began}
-            append_line(lines, done[label])
+            ranking.append_record(lines, done[label])
         rows.append({'label': label, 'source': source, 'genotype': genotypes.to_dict(genotype),
                      'scores': done[label]['scores']})
     result = {'protocol': protocol, 'architectures': rows}

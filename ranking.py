@@ -21,6 +21,7 @@ import nb201
 import proxies
 from model import ResNetCIFAR
 from nb201_model import CELLS_PER_STAGE_DEFAULT, NB201Network
+from userio import atomic_write_text
 from utils import UserError
 
 DEFAULT_BATCH = 64
@@ -71,6 +72,31 @@ def score_architecture(build, genotype, names, batch, seed, device):
     torch.manual_seed(seed)
     network = build(genotype).to(device)
     return proxies.score_all(network, names, batch, seed)
+
+
+def read_records(path):
+    """The records of a JSON-lines file written one line per scored architecture.  A line cut by a
+    kill ends it and is dropped from the file, so that the next record starts on a line of its own."""
+    records, kept = [], []
+    if os.path.isfile(path):
+        with open(path) as f:
+            lines = f.readlines()
+        for line in lines:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+            kept.append(line if line.endswith('\n') else line + '\n')
+        if kept != lines:
+            atomic_write_text(path, ''.join(kept))
+    return records
+
+
+def append_record(path, record):
+    with open(path, 'a') as f:
+        f.write(json.dumps(record) + '\n')
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def best(scored, name):
