@@ -55,10 +55,11 @@ def main():
     result = {'date': time.strftime('%Y-%m-%d'), 'commit': commit, 'machine': platform.processor() or platform.machine(),
               'cpus': os.cpu_count(), 'threads': torch.get_num_threads(), 'torch': torch.__version__,
               'command': ' '.join([os.path.basename(sys.executable), *sys.argv]), 'batch_size': args.batch_size,
-              'note': 'the CPU was shared with other processes: the times are upper bounds', 'spaces': {}}
+              'note': 'the CPU was shared with other processes (see the load averages): the times are upper bounds', 'spaces': {}}
     for space in args.spaces:
         flags = argparse.Namespace(random_seed=0, num_meta_node=4, **SPACES[space])
         drawn = architectures.sample(args.samples, flags)
+        load_before = os.getloadavg()
         times = {name: [] for name in args.proxy}
         for genotype in drawn:
             for name in args.proxy:
@@ -68,6 +69,7 @@ def main():
                 print(space, name, f'{times[name][-1]:.2f} s', flush=True)
         result['spaces'][space] = {
             'random_flags': SPACES[space], 'seconds': times,
+            'load_average_1_5_15_min': {'before': load_before, 'after': os.getloadavg()},
             'mean_s_per_architecture': {name: statistics.fmean(t) for name, t in times.items()},
             'estimated_s_per_100': {name: 100 * statistics.fmean(t) for name, t in times.items()}}
         userio.atomic_write_json(args.out, result)
