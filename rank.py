@@ -62,7 +62,7 @@ def build_parser():
     g = parser.add_argument_group('ground truth')
     g.add_argument('--benchmark', default=None, metavar='FILE_OR_DIR',
                    help='a benchmark table (NAS-Bench-201) or a finished compare.py directory')
-    g.add_argument('--metric', default=None, help="a benchmark table's accuracy column (default: its own)")
+    g.add_argument('--benchmark_metric', default=None, help="a benchmark table's accuracy column (default: its first)")
     architectures.add_random_arguments(parser)
     g = parser.add_argument_group('execution')
     g.add_argument('--save', default=None, help='run directory (default: runs/rank-<time>)')
@@ -77,7 +77,7 @@ def make_plan(args):
     names = proxies.check_names(args.proxy)
     if args.batch_size < 1:
         raise UserError(f"--batch_size must be at least 1, got {args.batch_size}")
-    benchmark = ranking.Benchmark(args.benchmark, args.metric) if args.benchmark else None
+    benchmark = ranking.Benchmark(args.benchmark, args.benchmark_metric) if args.benchmark else None
     if args.archs:
         archs = architectures.resolve(args.archs, args, KINDS, REFUSAL)
     elif benchmark is not None and benchmark.comparison is not None:

@@ -131,18 +131,19 @@ def _genotype_key(genotype):
 
 
 class Benchmark:
-    """The true accuracies of architectures: a benchmark table (benchmark_table.load: NAS-Bench-201
-    cells) or a compare.py directory (the mean test accuracy of each trained architecture)."""
+    """The true accuracies of architectures: a compare.py directory (the mean test accuracy of each
+    trained architecture) or a NAS-Bench-201 benchmark table (`benchmark_table.load`: a CSV table or
+    the NATS-Bench topology file), `metric` one of its columns."""
 
     def __init__(self, path, metric=None):
         self.path = path
-        if os.path.isdir(path):
-            results = os.path.join(path, 'results.json')
+        results = os.path.join(path, 'results.json')
+        if os.path.isdir(path) and (os.path.isfile(results) or os.path.isfile(os.path.join(path, 'comparison.json'))):
             if not os.path.isfile(results):
-                raise UserError(f"--benchmark {path}: no results.json; give a finished compare.py directory or a "
-                                f"benchmark table file")
+                raise UserError(f"--benchmark {path}: the comparison has no results.json yet; finish it "
+                                f"(compare.py ... --resume) first")
             if metric is not None:
-                raise UserError("--metric chooses a benchmark table's column; a comparison has one accuracy")
+                raise UserError("--benchmark_metric chooses a benchmark table's column; a comparison has one accuracy")
             with open(results) as f:
                 rows = json.load(f)['architectures']
             self.metric = 'test top-1 (%), mean over seeds'
@@ -151,15 +152,11 @@ class Benchmark:
             self._values = {_genotype_key(genotype): row.get('top1_mean')
                             for row, (_, genotype) in zip(rows, self.comparison)}
             self._table = None
-        elif os.path.isfile(path):
-            import benchmark_table
-            self._table = benchmark_table.load(path, metric)
-            self.metric = metric or self._table.default_metric
-            self._known = set(self._table.architectures())
-            self.comparison = None
-        else:
-            raise UserError(f"--benchmark {path} does not exist; give a benchmark table file or a compare.py "
-                            f"directory")
+            return
+        import benchmark_table
+        self._table = benchmark_table.load(path, flag='--benchmark')
+        self.metric = self._table.check_metric(metric)
+        self.comparison = None
 
     def value(self, genotype):
         """The accuracy of `genotype`, None where the benchmark has none."""
@@ -167,8 +164,7 @@ class Benchmark:
             return self._values.get(_genotype_key(genotype))
         if not isinstance(genotype, nb201.NB201Genotype) or nb201.has_attention(genotype):
             return None
-        text = nb201.to_string(genotype)
-        return float(self._table.value(text, self.metric)) if text in self._known else None
+        return float(self._table.value(genotype, self.metric))
 
 
 def _number(value, digits=4):

@@ -8,9 +8,11 @@ from scipy import stats
 
 import architectures
 import genotypes
+import nb201
 import ranking
 import search_space
 from tests import data_factory
+from tests.benchmark_tables import standard_metrics, write_csv
 from tests.helpers import run
 
 TINY = ['--dataset', 'fashion-mnist', '--init_channels', '4', '--layers', '3', '--batch_size', '8', '--no_progress']
@@ -124,11 +126,34 @@ def test_rank_scores_a_comparison_correlates_it_and_resumes(tmp_path, fashion):
         ['DARTS_V2', 'random_0', 'random_1', 'random_2']
 
 
+def test_rank_correlates_nas_bench_201_cells_with_a_benchmark_table(tmp_path, fashion):
+    table = write_csv(tmp_path / 'table.csv')
+    save = tmp_path / 'rank'
+    run('rank.py', 'random:5', '--space', 'nb201', '--random_seed', '3', '--benchmark', table, '--benchmark_metric',
+        'accuracy', '--proxy', 'synflow', 'jacob_cov', '--dataset', 'fashion-mnist', '--init_channels', '4',
+        '--layers', '1', '--batch_size', '8', '--no_progress', '--data', fashion, '--save', save)
+    scored = json.loads((save / 'scores.json').read_text())
+    cells = nb201.all_genotypes()
+    drawn = nb201.sample_genotypes(5, 3)
+    truths = [standard_metrics(g, cells.index(g))['accuracy'] for g in drawn]
+    assert [row['accuracy'] for row in scored['architectures']] == truths
+    assert scored['benchmark']['metric'] == 'accuracy'
+    for name in ('synflow', 'jacob_cov'):
+        xs = [row['scores'][name] for row in scored['architectures']]
+        assert scored['correlations'][name]['spearman'] == pytest.approx(stats.spearmanr(xs, truths).statistic,
+                                                                         rel=1e-12)
+        assert scored['correlations'][name]['kendall'] == pytest.approx(stats.kendalltau(xs, truths).statistic,
+                                                                        rel=1e-12)
+
+
 def test_rank_refuses_bad_input_in_one_line_before_writing(tmp_path, fashion):
+    write_csv(tmp_path / 'x.csv')
     cases = [(['DARTS_V2', '--proxy', 'nope'], 'unknown proxy nope'),
              ([], 'no architecture given'),
              (['DARTS_V2', '--benchmark', tmp_path / 'missing.csv'], 'does not exist'),
-             (['DARTS_V2', '--batch_size', '0'], '--batch_size must be at least 1')]
+             (['DARTS_V2', '--batch_size', '0'], '--batch_size must be at least 1'),
+             (['random:2', '--space', 'nb201', '--benchmark', tmp_path / 'x.csv', '--benchmark_metric', 'nope'],
+              '--benchmark_metric nope')]
     for args, message in cases:
         save = tmp_path / 'never'
         result = run('rank.py', *args, *TINY[:2], '--data', fashion, '--save', save, check=False)
