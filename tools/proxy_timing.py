@@ -38,11 +38,22 @@ SPACES = {
 }
 
 
+def summary(flags, times, cpu_times, load_before):
+    measured = {name: t for name, t in times.items() if t}
+    return {'random_flags': flags, 'seconds': measured, 'cpu_seconds': {n: cpu_times[n] for n in measured},
+            'load_average_1_5_15_min': {'before': load_before, 'after': os.getloadavg()},
+            'mean_s_per_architecture': {n: statistics.fmean(t) for n, t in measured.items()},
+            'estimated_s_per_100': {n: 100 * statistics.fmean(t) for n, t in measured.items()},
+            'mean_cpu_s_per_architecture': {n: statistics.fmean(cpu_times[n]) for n in measured},
+            'estimated_cpu_s_per_100': {n: 100 * statistics.fmean(cpu_times[n]) for n in measured}}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--samples', type=int, default=3, help='architectures timed per space')
     parser.add_argument('--batch_size', type=int, default=ranking.DEFAULT_BATCH)
-    parser.add_argument('--spaces', nargs='+', default=list(SPACES), choices=list(SPACES))
+    parser.add_argument('--spaces', nargs='+', default=list(SPACES), choices=list(SPACES),
+                        help='spaces, measured in this order')
     parser.add_argument('--proxy', nargs='+', default=list(proxies.PROXIES), choices=list(proxies.PROXIES))
     parser.add_argument('--out', required=True)
     args = parser.parse_args()
@@ -60,9 +71,9 @@ def main():
     for space in args.spaces:
         flags = argparse.Namespace(random_seed=0, num_meta_node=4, **SPACES[space])
         drawn = architectures.sample(args.samples, flags)
-        load_before = os.getloadavg()
         times = {name: [] for name in args.proxy}
         cpu_times = {name: [] for name in args.proxy}
+        load_before = os.getloadavg()
         for genotype in drawn:
             for name in args.proxy:
                 began, began_cpu = time.perf_counter(), time.process_time()
@@ -70,14 +81,9 @@ def main():
                 times[name].append(time.perf_counter() - began)
                 cpu_times[name].append(time.process_time() - began_cpu)
                 print(space, name, f'{times[name][-1]:.2f} s, CPU {cpu_times[name][-1]:.2f} s', flush=True)
-        result['spaces'][space] = {
-            'random_flags': SPACES[space], 'seconds': times, 'cpu_seconds': cpu_times,
-            'load_average_1_5_15_min': {'before': load_before, 'after': os.getloadavg()},
-            'mean_s_per_architecture': {name: statistics.fmean(t) for name, t in times.items()},
-            'estimated_s_per_100': {name: 100 * statistics.fmean(t) for name, t in times.items()},
-            'mean_cpu_s_per_architecture': {name: statistics.fmean(t) for name, t in cpu_times.items()},
-            'estimated_cpu_s_per_100': {name: 100 * statistics.fmean(t) for name, t in cpu_times.items()}}
-        userio.atomic_write_json(args.out, result)
+                # written after every measurement: a stopped run keeps what it measured
+                result['spaces'][space] = summary(SPACES[space], times, cpu_times, load_before)
+                userio.atomic_write_json(args.out, result)
     print(json.dumps({space: r['estimated_cpu_s_per_100'] for space, r in result['spaces'].items()}, indent=1))
 
 
