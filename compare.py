@@ -7,14 +7,17 @@
     python compare.py ... --jobs 2 --devices cuda:0,cuda:1        # two runs at a time, one per GPU
     python compare.py ... -- --label_smooth 0.1                   # flags after -- go to every training run
 
-Architectures: named genotypes (DARTS_V2, Att_DARTS, ...), genotype JSON files, search run directories
-(their genotype.json), and `random:N`: N distinct cells drawn uniformly from the space of --location,
---primitives and --num_meta_node with --random_seed (search_space.sample_genotypes), the random
-baseline of Li and Talwalkar, "Random Search and Reproducibility for NAS" (UAI 2019) and Yang et al.,
-"NAS evaluation is frustratingly hard" (ICLR 2020); with --space nb201, from the NAS-Bench-201 cells.
-NAS-Bench-201 cells (strings '|nor_conv_3x3~0|+|...|', their JSON, nb201 search runs) are trained in
-the benchmark's network, by default with its C=16 and N=5 and without drop path; a comparison does
-not mix them with DARTS cells.
+Architectures (architectures.py): named genotypes (DARTS_V2, Att_DARTS, ...), genotype JSON files,
+search run directories (their genotype.json), tabular-search run directories (tabular_search.py: the
+cell each strategy's runs returned most often), and `random:N`: N distinct cells drawn uniformly from
+the space of --space (DARTS cells of --location, --primitives and --num_meta_node, or NAS-Bench-201
+cells) with --random_seed, the random baseline of Li and Talwalkar, "Random Search and
+Reproducibility for NAS" (UAI 2019) and Yang et al., "NAS evaluation is frustratingly hard" (ICLR
+2020).  NAS-Bench-201 cells (strings '|nor_conv_3x3~0|+|...|', their JSON, nb201 search runs) are
+trained in the benchmark's network, by default with its C=16 and N=5 and without drop path; a
+comparison does not mix them with DARTS cells.  --prescreen PROXY --keep K scores them all by a
+zero-cost proxy (ranking.py, docs/proxies.md) and trains only the K best; comparison.json keeps
+every score.
 
 Each architecture is trained --seeds times (seeds --seed, --seed + 1, ...) by train_CIFAR10.py
 (train_ImageNet.py for --dataset imagenet), one process per run, all with the same flags: the data
@@ -41,8 +44,8 @@ again with --resume retries it.  SIGTERM or SIGINT stops every run at a checkpoi
 import argparse
 import copy
 import json
+import math
 import os
-import re
 import shutil
 import signal
 import statistics
@@ -51,7 +54,9 @@ import sys
 import time
 
 import torch
+from tqdm import tqdm
 
+import architectures
 import benchmark_table
 import datasets
 import evaluation
@@ -60,8 +65,8 @@ import latency
 import nag_cells
 import nb201
 import nb201_model
-import search_space
-import tabular
+import proxies
+import ranking
 import training
 import utils
 import visualize
@@ -104,15 +109,15 @@ def build_parser():
     g.add_argument('--seeds', type=int, default=2, help='training runs per architecture')
     g.add_argument('--seed', type=int, default=None,
                    help="seed of the first run of each architecture (default: the trainer's, 2 on CIFAR)")
-    g = parser.add_argument_group('random:N')
-    g.add_argument('--space', default='darts', choices=search_space.SPACES,
-                   help='the cell space random:N draws from: DARTS cells (of --location, --primitives, '
-                        '--num_meta_node) or NAS-Bench-201 cells')
-    g.add_argument('--location', default='after_every', choices=list(search_space.LOCATIONS))
-    g.add_argument('--primitives', default='darts', help=f"op set: {', '.join(genotypes.PRIMITIVE_SETS)}")
-    g.add_argument('--num_meta_node', type=int, default=4, help='intermediate nodes per cell')
-    g.add_argument('--random_seed', type=int, default=0)
+    architectures.add_random_arguments(parser, spaces=('darts', 'nb201'))
     benchmark_table.add_arguments(parser)
+    g = parser.add_argument_group('training-free pre-screening')
+    g.add_argument('--prescreen', default=None, metavar='PROXY',
+                   help=f"score every architecture by this zero-cost proxy ({', '.join(proxies.PROXIES)}) and "
+                        f"train only the --keep best (docs/proxies.md)")
+    g.add_argument('--keep', type=int, default=None, metavar='K', help='architectures --prescreen keeps')
+    g.add_argument('--prescreen_batch', type=int, default=ranking.DEFAULT_BATCH,
+                   help='training images (drawn with --seed) the proxy sees')
     g = parser.add_argument_group('execution')
     g.add_argument('--save', default=None, help='comparison directory (default: runs/compare-<time>)')
     g.add_argument('--resume', action='store_true', help='continue the comparison in --save')
@@ -126,62 +131,9 @@ def build_parser():
     return parser
 
 
-def safe_label(text):
-    return re.sub(r'[^A-Za-z0-9_.+-]', '_', text).strip('.') or 'arch'
-
-
-def resolve_architectures(specs, args):
-    """[(label, source, genotype)] for the architecture arguments, labels unique."""
-    randoms = [spec for spec in specs if spec.startswith('random:')]
-    if len(randoms) > 1:
-        raise UserError(f"give random:N once (got {', '.join(randoms)}); N sets how many")
-    found = []
-    for spec in specs:
-        if spec.startswith('random:'):
-            count = spec[len('random:'):]
-            if not count.isdigit() or int(count) < 1:
-                raise UserError(f"{spec}: N must be a positive integer, e.g. random:8")
-            if not 1 <= args.num_meta_node <= 8:
-                raise UserError(f"--num_meta_node must be between 1 and 8, got {args.num_meta_node}")
-            drawn = search_space.sample_genotypes(int(count), args.random_seed, args.location, args.primitives,
-                                                  args.num_meta_node, args.space)
-            width = len(str(len(drawn) - 1))
-            found += [(f'random_{i:0{width}d}', f'random:{count} #{i}', g) for i, g in enumerate(drawn)]
-            continue
-        if os.path.isdir(spec) and tabular.is_experiment(spec):
-            # A tabular search: per strategy, the cell its runs returned most often.
-            name = os.path.basename(os.path.normpath(spec))
-            found += [(safe_label(f'{name}-{strategy}'), source, genotype)
-                      for strategy, source, genotype in tabular.returned_cells(spec)]
-            continue
-        if os.path.isdir(spec):
-            path = os.path.join(spec, 'genotype.json')
-            if not os.path.isfile(path):
-                raise UserError(f"{spec} has no genotype.json; give a search run directory (a search writes it "
-                                f"after its first epoch), a genotype .json or a named genotype")
-            label = os.path.basename(os.path.normpath(spec))
-        else:
-            path, label = spec, spec
-            if spec not in genotypes.NAMED:
-                stem = os.path.splitext(os.path.basename(spec))[0]
-                label = os.path.basename(os.path.dirname(os.path.abspath(spec))) if stem == 'genotype' else stem
-        genotype = genotypes.load(path)
-        if not isinstance(genotype, (genotypes.Genotype, nag_cells.DagArch, nb201.NB201Genotype)):
-            raise UserError(f"{spec} is not a cell architecture (an ANAS unit or an SLNAS sequence); "
-                            f"compare.py trains DARTS, NAG and NAS-Bench-201 cells")
-        found.append((safe_label(label), spec, genotype))
-    kinds = {isinstance(genotype, nb201.NB201Genotype) for _, _, genotype in found}
-    if len(kinds) > 1:
-        raise UserError("NAS-Bench-201 cells and DARTS or NAG cells train in different networks; compare them "
-                        "in separate comparisons")
-    labels, unique = set(), []
-    for label, source, genotype in found:
-        name, k = label, 2
-        while name in labels:
-            name, k = f'{label}-{k}', k + 1
-        labels.add(name)
-        unique.append((name, source, genotype))
-    return unique
+CELL_KINDS = (genotypes.Genotype, nag_cells.DagArch, nb201.NB201Genotype)
+CELL_REFUSAL = ("is not a cell architecture (an ANAS unit or an SLNAS sequence); "
+                "compare.py trains DARTS, NAG and NAS-Bench-201 cells")
 
 
 def check_extra_flags(extra):
@@ -267,8 +219,11 @@ def make_plan(args, extra):
     """Everything a comparison does, checked before anything is written: the protocol (what must
     match on --resume) and the runs."""
     preset, script = trainer_of(args.dataset)
-    architectures = resolve_architectures(args.archs, args)
-    nb201_cells = isinstance(architectures[0][2], nb201.NB201Genotype)
+    found = architectures.resolve(args.archs, args, CELL_KINDS, CELL_REFUSAL)
+    nb201_cells = isinstance(found[0][2], nb201.NB201Genotype)
+    if any(isinstance(genotype, nb201.NB201Genotype) != nb201_cells for _, _, genotype in found):
+        raise UserError("NAS-Bench-201 cells and DARTS or NAG cells train in different networks; compare them "
+                        "in separate comparisons")
     for name in PRESET_FLAGS:
         if getattr(args, name) is None:
             setattr(args, name, NB201_DEFAULTS[name] if nb201_cells and name in NB201_DEFAULTS
@@ -281,13 +236,20 @@ def make_plan(args, extra):
         raise UserError(f"--param_budget must be positive (millions of parameters), got {args.param_budget}")
     check_extra_flags(extra)
     devices = parse_devices(args.devices)
+    check_prescreen(args)
+    if args.prescreen and args.keep >= len(found):
+        raise UserError(f"--keep {args.keep} keeps all {len(found)} architectures; lower it or drop --prescreen")
     flags = train_flags(args, extra)
     run_args = parse_run_flags(preset, flags + ['--init_channels', str(args.init_channels)])
     info = datasets.dataset_info(args.dataset, args.data)
     datasets.build_dataset(args.dataset, args.data, train=False, augment=False)  # the data are there
-    entries = []
-    for label, source, genotype in architectures:
+    for _, _, genotype in found:
         evaluation.network_config(run_args, info, genotype, GIVEN)  # a NAG cell needs 3N+2 layers, ...
+    prescreen = None
+    if args.prescreen:
+        found, prescreen = prescreened(found, args, run_args, info, devices[0])
+    entries = []
+    for label, source, genotype in found:
         channels = (channels_for_budget(run_args, info, genotype, args.param_budget)
                     if args.param_budget is not None else args.init_channels)
         entries.append({'label': label, 'source': source, 'init_channels': channels,
@@ -299,7 +261,57 @@ def make_plan(args, extra):
         protocol['random_space'] = ({'space': 'nb201', 'seed': args.random_seed} if args.space == 'nb201' else
                                     {'location': args.location, 'primitives': args.primitives,
                                      'num_meta_node': args.num_meta_node, 'seed': args.random_seed})
+    if prescreen is not None:
+        protocol['prescreen'] = prescreen
     return protocol, devices
+
+
+def check_prescreen(args):
+    if args.prescreen is None:
+        if args.keep is not None:
+            raise UserError("--keep needs --prescreen PROXY, the proxy that chooses which architectures to train")
+        return
+    proxies.check_names([args.prescreen], '--prescreen')
+    if args.keep is None:
+        raise UserError("--prescreen needs --keep K, how many of the architectures to train")
+    for name in ('keep', 'prescreen_batch'):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
+
+
+def stored_prescreen(args, labels):
+    """The scores of the comparison --resume continues, where it pre-screened the same way: scored
+    again, they could differ in the last bits on a GPU and change which architectures are trained."""
+    record = os.path.join(args.save, 'comparison.json') if args.resume and args.save else None
+    if record is None or not os.path.isfile(record):
+        return None
+    with open(record) as f:
+        stored = json.load(f).get('prescreen')
+    if not stored or (stored['proxy'], stored['keep'], stored['batch']) != \
+            (args.prescreen, args.keep, args.prescreen_batch) or list(stored['scores']) != labels:
+        return None
+    return stored['scores']
+
+
+def prescreened(found, args, run_args, info, device_name):
+    """The --keep architectures of `found` with the best --prescreen scores (in their order; ties to
+    the first), and the record of every score.  Each is scored in its network at --init_channels,
+    initialised with --seed, on --prescreen_batch training images drawn with --seed (ranking.py)."""
+    labels = [label for label, _, _ in found]
+    scores = stored_prescreen(args, labels)
+    if scores is None:
+        device = torch.device(device_name) if device_name else training.select_device('auto')
+        batch = ranking.proxy_batch(args.dataset, args.data, args.prescreen_batch, args.seed)
+        scores = {}
+        for label, _, genotype in tqdm(found, desc=f'prescreen {args.prescreen}'):
+            scores[label] = ranking.score_architecture(
+                lambda g: network_for(run_args, info, g, args.init_channels), genotype, [args.prescreen], batch,
+                args.seed, device)[args.prescreen]
+    ranked = sorted(range(len(found)), key=lambda i: (math.isnan(scores[labels[i]]), -scores[labels[i]], i))
+    kept = sorted(ranked[:args.keep])
+    logger.info('prescreen: %s keeps %s of %d', args.prescreen, ', '.join(labels[i] for i in kept), len(found))
+    return [found[i] for i in kept], {'proxy': args.prescreen, 'keep': args.keep, 'batch': args.prescreen_batch,
+                                      'scores': scores}
 
 
 class Comparison:
