@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+import flags
 import genotypes
 import kernels
 from architect import HESSIAN_STENCILS, Architect, fp32_precision_settings
@@ -230,8 +231,6 @@ def build_parser():
 
 def check_arguments(args):
     """Refuse, before minutes of measuring, what would fail in a step or when writing `--out`."""
-    if args.repeats < 1 or args.warmup < 0:
-        raise UserError(f"--repeats must be at least 1 and --warmup at least 0, got {args.repeats} and {args.warmup}")
     if args.batch_size < 2 or args.train_batch_size < 2:
         raise UserError(f"--batch_size and --train_batch_size must be at least 2 (batch statistics), "
                         f"got {args.batch_size} and {args.train_batch_size}")
@@ -243,7 +242,7 @@ def check_arguments(args):
 
 @training.cli
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = flags.parse_args(build_parser(), argv)
     if args.child:
         print(json.dumps(measure(args.child, args)))
         return 0

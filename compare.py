@@ -50,6 +50,7 @@ import torch
 
 import datasets
 import evaluation
+import flags
 import genotypes
 import nag_cells
 import search_space
@@ -122,8 +123,6 @@ def resolve_architectures(specs, args):
             count = spec[len('random:'):]
             if not count.isdigit() or int(count) < 1:
                 raise UserError(f"{spec}: N must be a positive integer, e.g. random:8")
-            if not 1 <= args.num_meta_node <= 8:
-                raise UserError(f"--num_meta_node must be between 1 and 8, got {args.num_meta_node}")
             drawn = search_space.sample_genotypes(int(count), args.random_seed, args.location, args.primitives,
                                                   args.num_meta_node)
             width = len(str(len(drawn) - 1))
@@ -241,12 +240,6 @@ def make_plan(args, extra):
     for name in PRESET_FLAGS:
         if getattr(args, name) is None:
             setattr(args, name, evaluation.PRESETS[preset][name])
-    for name in ('epochs', 'batch_size', 'layers', 'init_channels', 'seeds', 'jobs', 'latency_batch',
-                 'latency_repeats'):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if args.param_budget is not None and args.param_budget <= 0:
-        raise UserError(f"--param_budget must be positive (millions of parameters), got {args.param_budget}")
     check_extra_flags(extra)
     devices = parse_devices(args.devices)
     architectures = resolve_architectures(args.archs, args)
@@ -492,7 +485,7 @@ def write_results(comparison, rows):
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index('--') + 1:] if '--' in argv else []
-    args = build_parser().parse_args(argv[:argv.index('--')] if '--' in argv else argv)
+    args = flags.parse_args(build_parser(), argv[:argv.index('--')] if '--' in argv else argv)
     protocol, devices = make_plan(args, extra)
     comparison = Comparison(args.save, protocol, args.resume)
     training.configure_logging(comparison.path('log.txt'))

@@ -35,6 +35,7 @@ import shutil
 import sys
 import time
 
+import flags
 import genotypes
 import nag_cells
 import search_diagnostics
@@ -934,7 +935,7 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = flags.parse_args(build_parser(), argv)
     try:
         if args.heatmap and not os.path.isdir(args.target):
             raise UserError(f"--heatmap needs a search run directory (with alphas.jsonl), not {args.target}")
