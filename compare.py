@@ -55,6 +55,7 @@ import genotypes
 import nag_cells
 import search_space
 import training
+import userio
 import utils
 import visualize
 from training import logger
@@ -273,8 +274,7 @@ class Comparison:
         if resume:
             if not save or not os.path.isfile(record):
                 raise UserError(f"nothing to resume: {self.dir} has no comparison.json; start without --resume")
-            with open(record) as f:
-                stored = json.load(f)
+            stored = userio.read_json(record, 'the comparison record')
             if stored != protocol:
                 differs = training._differences(json.dumps(stored), json.dumps(protocol))
                 raise UserError(f"{self.dir} holds a comparison with another protocol or architectures "
@@ -381,8 +381,7 @@ def execute(comparison, devices, jobs, stop):
 def measure(trained_path, run_args_path, device, batch, repeats):
     """Parameters (millions, no auxiliary head), FLOPs of one image and latency per image (ms)."""
     model, config, _, _ = evaluation.load_trained(trained_path)
-    with open(run_args_path) as f:
-        run_args = json.load(f)
+    run_args = userio.read_json(run_args_path, "the run's flags")
     layout = argparse.Namespace(kernels=run_args.get('kernels', 'auto'), compile=False,
                                 channels_last=run_args.get('channels_last', True))
     training.place_model(model, layout, device)
@@ -433,8 +432,7 @@ def collect(comparison, device):
         if runs:
             cache = comparison.path('runs', label, 'measure.json')
             if os.path.isfile(cache):
-                with open(cache) as f:
-                    row.update(json.load(f))
+                row.update(userio.read_json(cache, 'the measurement'))
             else:
                 first = comparison.run_dir(label, runs[0]['seed'])
                 measured = measure(os.path.join(first, 'trained.pt'), os.path.join(first, 'args.json'), device,

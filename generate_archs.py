@@ -102,8 +102,8 @@ def main_for(argv, objectives):
         logger.info('%s: %d legal architectures%s', class_name(labels), len(archs),
                     '' if len(archs) == args.num else f' (of {args.num} asked; the generator repeats itself)')
     if args.search:
-        flags = train_args if args.plain_search else REFERENCE_SEARCH_FLAGS + train_args
-        search(run, generated[tuple(searched)][:args.search], class_name(searched), args.search_epochs, flags)
+        search_flags = train_args if args.plain_search else REFERENCE_SEARCH_FLAGS + train_args
+        search(run, generated[tuple(searched)][:args.search], class_name(searched), args.search_epochs, search_flags)
     return 0
 
 

@@ -935,8 +935,8 @@ def build_parser():
 
 
 def main(argv=None):
-    args = flags.parse_args(build_parser(), argv)
     try:
+        args = flags.parse_args(build_parser(), argv)
         if args.heatmap and not os.path.isdir(args.target):
             raise UserError(f"--heatmap needs a search run directory (with alphas.jsonl), not {args.target}")
         if os.path.isdir(args.target):

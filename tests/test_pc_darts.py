@@ -237,7 +237,7 @@ def test_learnable_ranking_and_stopping_rules():
 @pytest.mark.parametrize('flags, message', [
     (['--early_stop_after', '2'], '--early_stop_after delays the DARTS+ rules: add --early_stop_param_free N or '
                                   '--early_stop_stable E, or drop it'),
-    (['--early_stop_after', '-1', '--early_stop_stable', '2'], '--early_stop_after must be at least 0, got -1'),
+    (['--early_stop_after', '-1', '--early_stop_stable', '2'], 'argument --early_stop_after: -1 is out of range'),
     (['--strategy', 'rsws', '--early_stop_after', '2'], '--early_stop_after works with --strategy darts only '
                                                         '(it acts on the architecture weights); drop it for '
                                                         '--strategy rsws'),
