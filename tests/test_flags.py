@@ -287,3 +287,13 @@ def test_truncated_comparison_record_under_resume_is_one_line(data, tmp_path):
                               '--save', save, '--resume', check=False))
     assert 'comparison.json is not valid JSON' in line
     assert os.listdir(save) == ['comparison.json']
+
+
+def test_the_flags_a_resume_may_change_are_documented():
+    with open(os.path.join(ROOT, 'docs', 'flags.md')) as f:
+        table = f.read().split('## What a resume keeps and changes')[1]
+    documented = set(re.findall(r'^\| (.*?) \|', table, re.M)[1:])  # after the header
+    listed = {flag.strip('`') for row in documented for flag in row.split(', ')}
+    assert listed == {f'--{name}' for name in flags.ON_RESUME}
+    epilog = ' '.join(flags.resume_epilog().split())
+    assert all(f'--{name}' in epilog for name in flags.ON_RESUME)
