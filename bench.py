@@ -156,7 +156,7 @@ def step_memory(step, device):
 
 
 def measure(name, args):
-    device = torch.device(args.device)
+    device = training.select_device(args.device)
     configure(args, device)
     torch.manual_seed(0)
     step, batch = make_step(name, args, device)
@@ -198,7 +198,7 @@ def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--only', nargs='+', choices=MEASUREMENTS, default=list(MEASUREMENTS))
-    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--device', default='cpu', help="'cpu', 'cuda', 'cuda:N' or 'auto' (as the training scripts)")
     parser.add_argument('--threads', type=int, default=len(os.sched_getaffinity(0)),
                         help="CPU threads: this process's cores unless given; 0: torch's default")
     parser.add_argument('--cudnn_benchmark', action=argparse.BooleanOptionalAction, default=True,
@@ -260,7 +260,7 @@ def main(argv=None):
               f"step {result['step_memory_GB']:5.2f} GB  "
               f"{result['achieved_GFLOPs']:6.1f} GFLOP/s ({100 * result['fraction_of_matmul_rate']:.0f}% of matmul)")
     config = {k: v for k, v in vars(args).items() if k not in ('child', 'out', 'only')}
-    device = torch.device(args.device)
+    device = training.select_device(args.device)
     configure(args, device)
     record = {'config': config, **environment(device), 'time': time.strftime('%Y-%m-%dT%H:%M:%S'),
               'results': results}

@@ -105,7 +105,7 @@ CHECKS = {
     'workers': Range(0, note='0: load in the main process'),
     'report_freq': Range(0, note='0: no step lines in the log'),
     'checkpoint_steps': Range(0, note='0: only at epoch ends'),
-    'image_size': COUNT, 'subset': Range(2),
+    'image_size': Range(8), 'subset': Range(2),
     'device': device,
     # searches (train_search.py, search_net.py, collapse_guards.py, rsws.py)
     'arch_learning_rate': POSITIVE, 'arch_weight_decay': NON_NEGATIVE, 'arch_grad_clip': CLIP_NORM,

@@ -266,10 +266,12 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_over_with_new_flags(da
 
 def test_sigterm_counts_epochs_from_1_as_the_log(data, tmp_path):
     save = tmp_path / 'term'
-    process = start('train_search.py', *TINY_SEARCH, '--data', data['fashion'], '--epochs', '3', '--save', save,
-                    capture=True)
+    process = start('train_search.py', *TINY_SEARCH, '--data', data['fashion'], '--epochs', '3', '--report_freq', '1',
+                    '--save', save, capture=True)
+    log = save / 'log.txt'
     deadline = time.time() + 120
-    while process.poll() is None and not (save / 'log.txt').exists() and time.time() < deadline:
+    # A step line: the loop, with its signal handler, is running.
+    while process.poll() is None and not (log.exists() and ' loss ' in log.read_text()) and time.time() < deadline:
         time.sleep(0.02)
     process.send_signal(signal.SIGTERM)
     assert process.wait(120) == 0
