@@ -108,7 +108,7 @@ CHECKS = {
     'image_size': Range(8), 'subset': Range(2),
     'device': device,
     # searches (train_search.py, search_net.py, collapse_guards.py, rsws.py)
-    'arch_learning_rate': POSITIVE, 'arch_weight_decay': NON_NEGATIVE, 'arch_grad_clip': CLIP_NORM,
+    'arch_learning_rate': Range(0, note='0: the architecture weights stay as initialised'), 'arch_weight_decay': NON_NEGATIVE, 'arch_grad_clip': CLIP_NORM,
     'train_portion': Range(0, 1, low_open=True, high_open=True),
     'num_meta_node': Range(1, 8), 'partial_channels': Range(1, note='1: all channels'),
     'drop_path_prob': RATE_BELOW_1,

@@ -166,8 +166,6 @@ def check_stages(args):
         if args.stage_keep is not None:
             raise utils.UserError("--stage_keep needs --stage_layers (the stages it prunes between)")
         return
-    if min(args.stage_layers) < 1:
-        raise utils.UserError(f"--stage_layers must all be at least 1, got {' '.join(map(str, args.stage_layers))}")
     keep = args.stage_keep or []
     if len(keep) != len(args.stage_layers) - 1:
         raise utils.UserError(f"--stage_keep needs one value per transition between stages: {len(args.stage_layers)} "

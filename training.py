@@ -342,7 +342,7 @@ class Run:
             if self.checkpoint is not None:
                 self._check_checkpoint()
         # Until `start`, log lines are kept for log.txt.
-        configure_logging()
+        configure_logging(level=logging.INFO if is_main() else logging.WARNING)
         self._early_log = logging.handlers.MemoryHandler(10 ** 6, flushLevel=logging.CRITICAL + 1)
         logger.addHandler(self._early_log)
 
