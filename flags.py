@@ -43,7 +43,7 @@ class Range:
         return self.high is None or (value < self.high if self.high_open else value <= self.high)
 
     def describe(self, kind=float):
-        """What is accepted, e.g. 'an integer, at least 1' or 'a number above 0, or inf (inf: no clipping)'."""
+        """What is accepted, e.g. 'an integer at least 1' or 'a number above 0, or inf (inf: no clipping)'."""
         low, high = (f"{self.low}{' (excluded)' if self.low_open else ''}",
                      f"{self.high}{' (excluded)' if self.high_open else ''}")
         if self.low is not None and self.high is not None:
@@ -59,7 +59,6 @@ class Range:
 
 
 COUNT = Range(1)                       # sizes and counts the code divides by or loops over
-OPTIONAL_COUNT = Range(0, note='0: off')
 POSITIVE = Range(0, low_open=True)     # rates and scales the code multiplies by
 NON_NEGATIVE = Range(0)                # weights and decays: 0 turns them off
 PROBABILITY = Range(0, 1)
@@ -241,7 +240,7 @@ def resume_changes(stored, args, started):
         if was == value:
             continue
         if started and name not in ON_RESUME:
-            refused.append(f"--{name} {_shown(value)} (the run's: {_shown(was)})")
+            refused.append(f"--{name} {shown(value)} (the run's: {shown(was)})")
         else:
             changes[name] = (was, value)
     if refused:
@@ -259,7 +258,8 @@ def as_json(value):
     return json.loads(json.dumps(value))
 
 
-def _shown(value):
+def shown(value):
+    """A flag's value as the log and the messages say it: on/off, space-separated lists, 'unset'."""
     if isinstance(value, bool):
         return 'on' if value else 'off'
     if isinstance(value, list):

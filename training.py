@@ -388,7 +388,7 @@ class Run:
         self.tensorboard = visualize.TensorBoardLogger(self.dir)
         record = self.record
         if self.resume and self.changes:
-            said = ', '.join(f'--{name} {flags._shown(now)}, was {flags._shown(was)}'
+            said = '; '.join(f'--{name} {flags.shown(now)}, was {flags.shown(was)}'
                              for name, (was, now) in self.changes.items())
             logger.info('resuming with %s', said)
             entry = {'resumed': time.strftime('%Y-%m-%dT%H:%M:%S'),

@@ -231,7 +231,7 @@ def test_resume_applies_more_epochs_and_a_new_minimum_rate_and_records_them(data
             '--report_freq', '5']
     result = run('train_search.py', *args, '--save', save, '--resume')
     log = (save / 'log.txt').read_text()
-    said = 'resuming with --epochs 3, was 1, --learning_rate_min 0.01, was 0.001, --report_freq 5, was 0'
+    said = 'resuming with --epochs 3, was 1; --learning_rate_min 0.01, was 0.001; --report_freq 5, was 0'
     assert said in log and said in result.stdout
     record = json.loads((save / 'args.json').read_text())
     assert record['epochs'] == 3 and record['learning_rate_min'] == 0.01
