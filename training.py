@@ -629,7 +629,7 @@ def fit(run, args, stateful, run_epoch, loaders=(), device=None):
             resume_point = checkpoint
         else:
             utils.set_rng_state(checkpoint['rng'])
-        logger.info('resumed %s at epoch %d step %d', run.dir, start, checkpoint.get('step', 0))
+        logger.info('resumed %s: %d epochs done, %d steps of the next', run.dir, start, checkpoint.get('step', 0))
     if run.resume:
         for name in ('metrics.jsonl', 'alphas.jsonl'):
             run.truncate_jsonl(name, start)
