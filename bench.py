@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+import flags
 import genotypes
 import kernels
 from architect import HESSIAN_STENCILS, Architect, fp32_precision_settings
@@ -155,7 +156,7 @@ def step_memory(step, device):
 
 
 def measure(name, args):
-    device = torch.device(args.device)
+    device = training.select_device(args.device)
     configure(args, device)
     torch.manual_seed(0)
     step, batch = make_step(name, args, device)
@@ -197,7 +198,7 @@ def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--only', nargs='+', choices=MEASUREMENTS, default=list(MEASUREMENTS))
-    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--device', default='cpu', help="'cpu', 'cuda', 'cuda:N' or 'auto' (as the training scripts)")
     parser.add_argument('--threads', type=int, default=len(os.sched_getaffinity(0)),
                         help="CPU threads: this process's cores unless given; 0: torch's default")
     parser.add_argument('--cudnn_benchmark', action=argparse.BooleanOptionalAction, default=True,
@@ -230,8 +231,6 @@ def build_parser():
 
 def check_arguments(args):
     """Refuse, before minutes of measuring, what would fail in a step or when writing `--out`."""
-    if args.repeats < 1 or args.warmup < 0:
-        raise UserError(f"--repeats must be at least 1 and --warmup at least 0, got {args.repeats} and {args.warmup}")
     if args.batch_size < 2 or args.train_batch_size < 2:
         raise UserError(f"--batch_size and --train_batch_size must be at least 2 (batch statistics), "
                         f"got {args.batch_size} and {args.train_batch_size}")
@@ -243,7 +242,7 @@ def check_arguments(args):
 
 @training.cli
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = flags.parse_args(build_parser(), argv)
     if args.child:
         print(json.dumps(measure(args.child, args)))
         return 0
@@ -261,7 +260,7 @@ def main(argv=None):
               f"step {result['step_memory_GB']:5.2f} GB  "
               f"{result['achieved_GFLOPs']:6.1f} GFLOP/s ({100 * result['fraction_of_matmul_rate']:.0f}% of matmul)")
     config = {k: v for k, v in vars(args).items() if k not in ('child', 'out', 'only')}
-    device = torch.device(args.device)
+    device = training.select_device(args.device)
     configure(args, device)
     record = {'config': config, **environment(device), 'time': time.strftime('%Y-%m-%dT%H:%M:%S'),
               'results': results}

@@ -147,12 +147,6 @@ def mean_scores(run, count):
 @training.cli
 def main(argv=None):
     args = training.parse(build_parser(), argv)
-    for name, least in (('num_archs', 1), ('eval_batches', 1), ('eval_batch_size', 1), ('max_vertices', 4),
-                        ('score_epochs', 0)):
-        if getattr(args, name) < least:
-            raise UserError(f'--{name} must be at least {least}, got {getattr(args, name)}')
-    if not 0 <= args.drop_path_prob < 1:
-        raise UserError(f'--drop_path_prob must lie in [0, 1), got {args.drop_path_prob}')
     nag_stage_cells(args.eval_layers, '--eval_layers')
     device = training.select_device(args.device)
     training.single_process()
@@ -172,8 +166,6 @@ def main(argv=None):
                             'auxiliary': args.auxiliary, 'dead_ends': args.dead_ends,
                             'score_epochs': args.score_epochs})
     run = training.Run(args.save, args, args.resume, kind='nasdata', signature=signature)
-    run.truncate_jsonl(SCORES, run.checkpoint['epoch'] if run.checkpoint else 0)
-    archs = architecture_pool(run, args)
     train_data = training.load_split(args, train=True)
     weight_idx, arch_idx = datasets.search_split(train_data, args.train_portion, args.subset)
     weight_loader = training.make_loader(torch.utils.data.Subset(train_data, weight_idx), args.batch_size, True,
@@ -183,6 +175,9 @@ def main(argv=None):
                         f"({len(weight_idx)} images); lower --batch_size")
     scoring_data = torch.utils.data.Subset(training.load_split(args, train=True, augment=False), arch_idx)
     scoring_loader = training.make_loader(scoring_data, args.eval_batch_size, True, args.workers, device)
+    run.start()
+    run.truncate_jsonl(SCORES, run.checkpoint['epoch'] if run.checkpoint else 0)
+    archs = architecture_pool(run, args)
 
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(supernet.parameters(), args.learning_rate, momentum=args.momentum,

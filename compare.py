@@ -60,6 +60,7 @@ import architectures
 import benchmark_table
 import datasets
 import evaluation
+import flags
 import genotypes
 import latency
 import nag_cells
@@ -68,6 +69,7 @@ import nb201_model
 import proxies
 import ranking
 import training
+import userio
 import utils
 import visualize
 from training import logger
@@ -228,12 +230,6 @@ def make_plan(args, extra):
         if getattr(args, name) is None:
             setattr(args, name, NB201_DEFAULTS[name] if nb201_cells and name in NB201_DEFAULTS
                     else evaluation.PRESETS[preset][name])
-    for name in ('epochs', 'batch_size', 'layers', 'init_channels', 'seeds', 'jobs', 'latency_batch',
-                 'latency_repeats'):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if args.param_budget is not None and args.param_budget <= 0:
-        raise UserError(f"--param_budget must be positive (millions of parameters), got {args.param_budget}")
     check_extra_flags(extra)
     devices = parse_devices(args.devices)
     check_prescreen(args)
@@ -324,8 +320,7 @@ class Comparison:
         if resume:
             if not save or not os.path.isfile(record):
                 raise UserError(f"nothing to resume: {self.dir} has no comparison.json; start without --resume")
-            with open(record) as f:
-                stored = json.load(f)
+            stored = userio.read_json(record, 'the comparison record')
             if stored != protocol:
                 differs = training._differences(json.dumps(stored), json.dumps(protocol))
                 raise UserError(f"{self.dir} holds a comparison with another protocol or architectures "
@@ -432,8 +427,7 @@ def execute(comparison, devices, jobs, stop):
 def measure(trained_path, run_args_path, device, batch, repeats):
     """Parameters (millions, no auxiliary head), FLOPs of one image and latency per image (ms)."""
     model, config, _, _ = evaluation.load_trained(trained_path)
-    with open(run_args_path) as f:
-        run_args = json.load(f)
+    run_args = userio.read_json(run_args_path, "the run's flags")
     layout = argparse.Namespace(kernels=run_args.get('kernels', 'auto'), compile=False,
                                 channels_last=run_args.get('channels_last', True))
     training.place_model(model, layout, device)
@@ -475,8 +469,7 @@ def collect(comparison, device):
         if runs:
             cache = comparison.path('runs', label, 'measure.json')
             if os.path.isfile(cache):
-                with open(cache) as f:
-                    row.update(json.load(f))
+                row.update(userio.read_json(cache, 'the measurement'))
             else:
                 first = comparison.run_dir(label, runs[0]['seed'])
                 measured = measure(os.path.join(first, 'trained.pt'), os.path.join(first, 'args.json'), device,
@@ -538,7 +531,7 @@ def write_results(comparison, rows, benchmark=None):
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index('--') + 1:] if '--' in argv else []
-    args = build_parser().parse_args(argv[:argv.index('--')] if '--' in argv else argv)
+    args = flags.parse_args(build_parser(), argv[:argv.index('--')] if '--' in argv else argv)
     table = benchmark_table.from_args(args)
     protocol, devices = make_plan(args, extra)
     comparison = Comparison(args.save, protocol, args.resume)

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 import datasets
+import flags
 import genotypes
 import nag_cells
 import nb201
@@ -446,7 +447,7 @@ def test_split(args, config, trained_args):
 
 
 def test_main(argv, preset):
-    args = test_parser(preset).parse_args(argv)
+    args = flags.parse_args(test_parser(preset), argv)
     expected = genotypes.resolve(args.arch, args.arch_path) if (args.arch or args.arch_path) else None
     device = training.select_device(args.device)
     model, config, genotype, trained_args = load_trained(args.model_path, expected)

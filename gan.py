@@ -108,8 +108,6 @@ def train(argv, objectives, clip_norm):
     args = training.parse(build_parser(objectives, clip_norm), argv)
     if args.amp:
         raise UserError('--amp is not offered for the GAN: its graph networks are too small to gain from it')
-    if args.n_critic < 1:
-        raise UserError(f"--n_critic must be at least 1, got {args.n_critic}")
     device = training.select_device(args.device)
     training.single_process()
     g_config, d_config = network_config(args)

@@ -25,6 +25,7 @@ import json
 import os
 import sys
 
+import flags
 import genotypes
 import nag
 import nag_cells
@@ -71,9 +72,7 @@ def class_name(labels):
 def main_for(argv, objectives):
     argv = list(sys.argv[1:] if argv is None else argv)
     train_args = argv[argv.index('--') + 1:] if '--' in argv else []
-    args = build_parser(objectives).parse_args(argv[:argv.index('--')] if '--' in argv else argv)
-    if args.num < 1 or args.search < 0 or args.search_epochs < 1:
-        raise UserError('--num and --search_epochs must be at least 1 and --search at least 0')
+    args = flags.parse_args(build_parser(objectives), argv[:argv.index('--')] if '--' in argv else argv)
     generator, record = load_generator(args.generator)
     if record['objectives'] != objectives:
         raise UserError(f"{args.generator} is conditioned on {', '.join(record['objectives'])}; use "
@@ -90,6 +89,7 @@ def main_for(argv, objectives):
                 for c, o, classes in zip(choices, objectives, generator.classes)]
 
     run = training.Run(args.save, args, kind='gen')
+    run.start()
     generated = {}
     for labels in itertools.product(*choices):
         archs = nag.generate(generator, list(labels), args.num, seed=args.seed)
@@ -102,8 +102,8 @@ def main_for(argv, objectives):
         logger.info('%s: %d legal architectures%s', class_name(labels), len(archs),
                     '' if len(archs) == args.num else f' (of {args.num} asked; the generator repeats itself)')
     if args.search:
-        flags = train_args if args.plain_search else REFERENCE_SEARCH_FLAGS + train_args
-        search(run, generated[tuple(searched)][:args.search], class_name(searched), args.search_epochs, flags)
+        search_flags = train_args if args.plain_search else REFERENCE_SEARCH_FLAGS + train_args
+        search(run, generated[tuple(searched)][:args.search], class_name(searched), args.search_epochs, search_flags)
     return 0
 
 

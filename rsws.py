@@ -43,9 +43,6 @@ def add_arguments(parser):
 
 
 def check_arguments(args, model):
-    for name in ('rsws_samples', 'rsws_eval_batches', 'rsws_top'):
-        if getattr(args, name) < 1:
-            raise utils.UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
     size = model.space_size()
     if args.rsws_samples > size:
         raise utils.UserError(f"--rsws_samples {args.rsws_samples} is more than the {size} architectures of the "

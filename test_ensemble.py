@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 import datasets
+import flags
 import training
 import utils
 from evaluation import load_trained, test_split
@@ -63,7 +64,7 @@ def build_parser():
 
 @training.cli
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = flags.parse_args(build_parser(), argv)
     device = training.select_device(args.device)
     info = datasets.dataset_info(args.dataset, args.data)
     utils.seed_everything(args.seed)

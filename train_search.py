@@ -196,9 +196,7 @@ def check_space_options(args):
 
 
 def check_partial_channels(args):
-    """--partial_channels K (also bench.py's): at least 1 and a divisor of --init_channels."""
-    if args.partial_channels < 1:
-        raise utils.UserError(f"--partial_channels must be at least 1 (1: all channels), got {args.partial_channels}")
+    """--partial_channels K (also bench.py's): a divisor of --init_channels."""
     if args.init_channels % args.partial_channels:
         raise utils.UserError(f"--partial_channels {args.partial_channels} must divide --init_channels "
                               f"{args.init_channels}; pick a divisor (PC-DARTS uses 4 with 16 channels)")
@@ -211,8 +209,6 @@ def check_stages(args):
         if args.stage_keep is not None:
             raise utils.UserError("--stage_keep needs --stage_layers (the stages it prunes between)")
         return
-    if min(args.stage_layers) < 1:
-        raise utils.UserError(f"--stage_layers must all be at least 1, got {' '.join(map(str, args.stage_layers))}")
     keep = args.stage_keep or []
     if len(keep) != len(args.stage_layers) - 1:
         raise utils.UserError(f"--stage_keep needs one value per transition between stages: {len(args.stage_layers)} "
@@ -254,8 +250,6 @@ def build_supernet(args, info, layers, kept_ops=None):
 @training.cli
 def main(argv=None):
     args = training.parse(build_parser(), argv)
-    if not 1 <= args.num_meta_node <= 8:
-        raise utils.UserError(f"--num_meta_node must be between 1 and 8, got {args.num_meta_node}")
     if args.batch_size < 2:
         # The supernet's BatchNorms (and BAM's and GE's on pooled vectors) normalise over the batch.
         raise utils.UserError(f"--batch_size must be at least 2 in a search (batch statistics), got {args.batch_size}")
@@ -353,8 +347,6 @@ def search(args, model, info, device, signature, compiled=True, guards=None, sam
     `objective`: the latency.Objective of --latency_table (its term joins the architecture loss;
     both latencies are logged every epoch), or None.  Returns whether a signal stopped it (the
     checkpoint is written; --resume continues)."""
-    if not 0 < args.train_portion < 1:
-        raise utils.UserError(f"--train_portion must be between 0 and 1, got {args.train_portion}")
     input_shape = (info.in_channels, info.image_size, info.image_size)
     if args.dry_run:
         print(training.describe(model, input_shape)[2])

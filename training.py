@@ -11,6 +11,7 @@ import argparse
 import functools
 import json
 import logging
+import logging.handlers
 import os
 import signal
 import sys
@@ -24,8 +25,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 import datasets
+import flags
 import kernels
 import presets
+import userio
 import utils
 import visualize
 from utils import UserError
@@ -60,6 +63,7 @@ def add_common_arguments(parser, compile_help=COMPILE_HELP, **defaults):
              momentum=0.9, weight_decay=3e-4, epochs=50, init_channels=16, layers=8, grad_clip=5.0,
              seed=2, save=None, workers=2, report_freq=50, cutout_length=16, cifar_normalization='darts')
     d.update(defaults)
+    parser.epilog = parser.epilog or flags.resume_epilog()
     g = parser.add_argument_group('common')
     g.add_argument('--dataset', default=d['dataset'],
                    help='cifar10, cifar100, fashion-mnist, imagefolder, tiny-imagenet, imagenet, food101 or '
@@ -122,16 +126,11 @@ def add_common_arguments(parser, compile_help=COMPILE_HELP, **defaults):
 
 
 def parse(parser, argv):
-    """Parse `argv` after --preset (presets.py) has replaced the parser's defaults, then check the
-    common flags."""
+    """Parse `argv` after --preset (presets.py) has replaced the parser's defaults, every flag checked
+    by flags.py, then check the common flags' combinations."""
     early = presets.apply(parser, argv)
-    args = parser.parse_args(argv)
+    args = flags.parse_args(parser, argv)
     presets.check(args, early)
-    for name in ('batch_size', 'epochs', 'init_channels', 'layers'):
-        if getattr(args, name, 1) < 1:
-            raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if args.subset is not None and args.subset < 2:
-        raise UserError(f"--subset must be at least 2, got {args.subset}")
     if args.data_on_device and args.dataset not in datasets.DEVICE_CROP_PADDING:
         raise UserError(f"--data_on_device holds only {', '.join(datasets.DEVICE_CROP_PADDING)} on the device, "
                         f"not {args.dataset}; drop --data_on_device")
@@ -310,6 +309,10 @@ def run_directory(save, resume, kind, marker='args.json'):
             raise UserError(f"nothing to resume: {directory} is not a run directory (no {marker}); "
                             f"start the run without --resume")
     elif os.path.isdir(directory) and os.listdir(directory):
+        if os.path.isfile(os.path.join(directory, marker)) and not any(
+                name == CHECKPOINT for _, _, names in os.walk(directory) for name in names):
+            raise UserError(f"run directory {directory} holds a run stopped before its first checkpoint; pass "
+                            f"--resume to start it over there with these flags, or choose a new --save")
         raise UserError(f"run directory {directory} already exists; pass --resume to continue it "
                         f"or choose a new --save")
     return directory
@@ -317,23 +320,54 @@ def run_directory(save, resume, kind, marker='args.json'):
 
 class Run:
     """A run directory, created fresh or reopened with `resume`.  `signature` identifies the
-    architecture and setting; resuming a checkpoint with another signature is refused before
-    anything in the directory is touched."""
+    architecture and setting.
+
+    The constructor only checks and writes nothing: the directory, a new flag set or another run's
+    checkpoint is refused (`flags.resume_changes`: a flag that defines the run and differs is named
+    as typed).  `start` (called by `fit`, or by a script before it writes anything else) creates the
+    directory, log.txt and args.json once the script has found its data, so that a command refused
+    before then leaves nothing behind.  On resume, the flags `flags.ON_RESUME` lets change are
+    applied: logged and appended to args.json's 'history'."""
 
     def __init__(self, save, args, resume=False, kind='run', signature=None):
         self.dir = run_directory(save, resume, kind)
-        self.resume, self.signature, self.checkpoint = resume, signature, None
+        self.args, self.resume, self.signature, self.checkpoint = args, resume, signature, None
+        self.record = flags.as_json(vars(args))  # the flags as they are now, for args.json
+        self.changes, self.started = {}, False
         if resume:
+            stored = userio.read_json(self.path('args.json'), 'the run\'s flags')
             if os.path.exists(self.path(CHECKPOINT)):
                 self.checkpoint = utils.load_checkpoint_file(self.path(CHECKPOINT))
-                if self.checkpoint.get('signature') != signature:
-                    raise UserError(f"{self.path(CHECKPOINT)} belongs to another architecture or setting "
-                                    f"(differs in: {_differences(self.checkpoint.get('signature'), signature)}); "
-                                    f"resume with the flags of that run")
+            self.changes = flags.resume_changes(stored, args, started=self.checkpoint is not None)
+            self.history = stored.get('history', [])
+            if self.checkpoint is not None:
+                self._check_checkpoint()
+        # Until `start`, log lines are kept for log.txt.
+        configure_logging(level=logging.INFO if is_main() else logging.WARNING)
+        self._early_log = logging.handlers.MemoryHandler(10 ** 6, flushLevel=logging.CRITICAL + 1)
+        logger.addHandler(self._early_log)
+
+    def _check_checkpoint(self):
+        done = self.checkpoint['epoch']
+        if self.checkpoint.get('signature') != self.signature:
+            raise UserError(f"{self.path(CHECKPOINT)} belongs to another architecture or setting "
+                            f"(differs in: {_differences(self.checkpoint.get('signature'), self.signature)}); "
+                            f"resume with the flags of that run")
+        epochs = getattr(self.args, 'epochs', None)
+        if epochs is not None and epochs < done and not self.checkpoint.get('early_stop'):
+            raise UserError(f"--resume: --epochs {epochs} is fewer than the {done} epochs the run has done; "
+                            f"give --epochs {done} or more")
+
+    def start(self):
+        """Create the run directory (once): log.txt, and args.json (with the history of resumes)."""
+        if self.started:
+            return
+        self.started = True
         if distributed():
             # Every rank has checked the directory before rank 0 creates it.
             dist.barrier()
         if not is_main():
+            logger.removeHandler(self._early_log)
             configure_logging(level=logging.WARNING)
             self.tensorboard = visualize.TensorBoardLogger(None)
             return
@@ -346,10 +380,25 @@ class Run:
         except OSError as exc:
             raise UserError(f"cannot write the run directory {self.dir} ({exc.strerror}); "
                             f"choose a writable --save") from exc
+        early = self._early_log
         configure_logging(self.path('log.txt'))
+        for record in early.buffer:
+            if record.levelno >= logging.INFO:
+                logger.handlers[-1].handle(record)  # to log.txt; stdout has had them
+        early.close()
         self.tensorboard = visualize.TensorBoardLogger(self.dir)
-        if not resume:
-            utils.atomic_write_json(self.path('args.json'), vars(args))
+        record = self.record
+        if self.resume and self.changes:
+            said = '; '.join(f'--{name} {flags.shown(now)}, was {flags.shown(was)}'
+                             for name, (was, now) in self.changes.items())
+            logger.info('resuming with %s', said)
+            entry = {'resumed': time.strftime('%Y-%m-%dT%H:%M:%S'),
+                     'changed': {name: {'was': was, 'now': now} for name, (was, now) in self.changes.items()}}
+            if self.checkpoint is None:
+                entry['note'] = 'no checkpoint yet: started over with these flags'
+            utils.atomic_write_json(self.path('args.json'), {**record, 'history': [*self.history, entry]})
+        elif not self.resume:
+            utils.atomic_write_json(self.path('args.json'), record)
 
     def path(self, name):
         return os.path.join(self.dir, name)
@@ -528,6 +577,25 @@ def evaluate(model, loader, criterion, device, desc='valid', no_progress=False):
     return {'loss': loss_sum / count, 'top1': top1_sum / count, 'top5': top5_sum / count}
 
 
+# What a learning-rate scheduler's state says about its position, as opposed to its schedule.
+_SCHEDULE_POSITION = ('base_lrs', 'last_epoch', '_step_count', '_is_initial', '_get_lr_called_within_step', '_last_lr')
+
+
+def _reschedule(scheduler, fresh):
+    """After a resume loaded `scheduler`'s state: where `fresh` (the state of the scheduler the
+    script built from this command's flags) has another schedule (--epochs, --learning_rate_min
+    changed on resume), keep the checkpoint's position and take the new schedule, with the learning
+    rate the new schedule has at that position (its closed form).  Returns whether it changed."""
+    schedule = {key: value for key, value in fresh.items() if key not in _SCHEDULE_POSITION}
+    if all(getattr(scheduler, key) == value for key, value in schedule.items()):
+        return False
+    scheduler.__dict__.update(schedule)
+    for group, lr in zip(scheduler.optimizer.param_groups, scheduler._get_closed_form_lr()):
+        group['lr'] = lr
+    scheduler._last_lr = [group['lr'] for group in scheduler.optimizer.param_groups]
+    return True
+
+
 def fit(run, args, stateful, run_epoch, loaders=(), device=None):
     """The epoch loop.  `stateful` maps names to objects with state_dict/load_state_dict (model,
     optimizers, scheduler, architect optimizer); `run_epoch(ctx)` trains and evaluates one epoch
@@ -542,12 +610,19 @@ def fit(run, args, stateful, run_epoch, loaders=(), device=None):
     if args.deterministic:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
+    run.start()
     start, resume_point, checkpoint, stopped = 0, None, run.checkpoint, None
     if run.resume and checkpoint is None:
         logger.info('no checkpoint in %s yet (killed in the first epoch): starting from epoch 0', run.dir)
     elif run.resume:
+        schedules = {name: obj.state_dict() for name, obj in stateful.items()
+                     if isinstance(obj, torch.optim.lr_scheduler.LRScheduler)}
         for name, obj in stateful.items():
             obj.load_state_dict(checkpoint['state'][name])
+        for name, schedule in schedules.items():
+            if _reschedule(stateful[name], schedule):
+                logger.info('%s: the learning rate follows the new schedule from epoch %d on: %s', name,
+                            checkpoint['epoch'] + 1, ' '.join(f'{lr:.6g}' for lr in stateful[name].get_last_lr()))
         start, stopped = checkpoint['epoch'], checkpoint.get('early_stop')
         if stopped:
             logger.info('the run stopped early after epoch %d (%s): nothing to resume', start, stopped)
@@ -555,7 +630,7 @@ def fit(run, args, stateful, run_epoch, loaders=(), device=None):
             resume_point = checkpoint
         else:
             utils.set_rng_state(checkpoint['rng'])
-        logger.info('resumed %s at epoch %d step %d', run.dir, start, checkpoint.get('step', 0))
+        logger.info('resumed %s: %d epochs done, %d steps of the next', run.dir, start, checkpoint.get('step', 0))
     if run.resume:
         for name in ('metrics.jsonl', 'alphas.jsonl'):
             run.truncate_jsonl(name, start)
@@ -584,7 +659,7 @@ def fit(run, args, stateful, run_epoch, loaders=(), device=None):
             try:
                 record = {'epoch': epoch, **run_epoch(ctx)}
             except Preempted:
-                logger.info('%s: checkpoint written in epoch %d; continue with --resume', stop.signal, epoch)
+                logger.info('%s: checkpoint written in epoch %d; continue with --resume', stop.signal, epoch + 1)
                 return True, record
             record['epoch_time'] = time.time() - began
             if guard.skipped:
@@ -598,7 +673,7 @@ def fit(run, args, stateful, run_epoch, loaders=(), device=None):
                 logger.info('stopping early after epoch %d: %s', epoch + 1, record['early_stop'])
                 break
             if stop.signal:
-                logger.info('%s: checkpoint written after epoch %d; continue with --resume', stop.signal, epoch)
+                logger.info('%s: checkpoint written after epoch %d; continue with --resume', stop.signal, epoch + 1)
                 return True, record
     return False, record
 

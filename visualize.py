@@ -36,6 +36,7 @@ import sys
 import time
 
 import benchmark_table
+import flags
 import genotypes
 import nb201
 import nag_cells
@@ -1002,8 +1003,8 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
     try:
+        args = flags.parse_args(build_parser(), argv)
         if args.heatmap and not os.path.isdir(args.target):
             raise UserError(f"--heatmap needs a search run directory (with alphas.jsonl), not {args.target}")
         benchmark = benchmark_table.from_args(args)
