@@ -92,8 +92,13 @@ def full_fp32():
 
 
 class Architect:
+    """The architecture step.  `regularizer()`, if given, is a differentiable term of the
+    architecture weights alone (no data, no network weights; e.g. latency.Objective's expected
+    latency) added to the architecture loss: its gradient is added to the validation loss's, in
+    both orders (in the second it does not depend on the unrolled weights)."""
+
     def __init__(self, model, criterion, arch_learning_rate=3e-4, arch_weight_decay=1e-3,
-                 unrolled=False, arch_grad_clip=None, hessian_radius=0.01, hessian='central'):
+                 unrolled=False, arch_grad_clip=None, hessian_radius=0.01, hessian='central', regularizer=None):
         if hessian not in HESSIAN_STENCILS:
             raise UserError(f"unknown Hessian stencil '{hessian}'; choose one of {', '.join(HESSIAN_STENCILS)}")
         self.hessian = hessian
@@ -102,6 +107,7 @@ class Architect:
         self.unrolled = unrolled
         self.arch_grad_clip = arch_grad_clip
         self.hessian_radius = hessian_radius
+        self.regularizer = regularizer
         self.optimizer = torch.optim.Adam(model.arch_parameters(), lr=arch_learning_rate,
                                           betas=(0.5, 0.999), weight_decay=arch_weight_decay)
 
@@ -117,6 +123,8 @@ class Architect:
                 grads = self._gradients(loss, alphas)
         if check is not None and not check(loss):
             return None
+        if self.regularizer is not None:
+            grads = [g + r.to(g.dtype) for g, r in zip(grads, self._gradients(self.regularizer(), alphas))]
         if dist.is_available() and dist.is_initialized():
             # Every rank must hold the same architecture, so average like DDP does for weights.
             flat = torch.cat([g.reshape(-1) for g in grads])

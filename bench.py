@@ -9,12 +9,13 @@ The measurements and the record are described in step_measurements.py and docs/b
 import sys
 
 import cli
+import flags
 import step_measurements
 
 
 @cli.cli
 def main(argv=None):
-    return step_measurements.run(step_measurements.build_parser().parse_args(argv), argv)
+    return step_measurements.run(flags.parse_args(step_measurements.build_parser(), argv), argv)
 
 
 if __name__ == '__main__':

@@ -151,12 +151,6 @@ def mean_scores(run, count):
 @cli.cli
 def main(argv=None):
     args = cli.parse(build_parser(), argv)
-    for name, least in (('num_archs', 1), ('eval_batches', 1), ('eval_batch_size', 1), ('max_vertices', 4),
-                        ('score_epochs', 0)):
-        if getattr(args, name) < least:
-            raise UserError(f'--{name} must be at least {least}, got {getattr(args, name)}')
-    if not 0 <= args.drop_path_prob < 1:
-        raise UserError(f'--drop_path_prob must lie in [0, 1), got {args.drop_path_prob}')
     nag_stage_cells(args.eval_layers, '--eval_layers')
     device = devices.select_device(args.device)
     devices.single_process()
@@ -176,6 +170,7 @@ def main(argv=None):
                             'auxiliary': args.auxiliary, 'dead_ends': args.dead_ends,
                             'score_epochs': args.score_epochs})
     run = runs.Run(args.save, args, args.resume, kind='nasdata', signature=signature)
+    run.start()
     run.truncate_jsonl(SCORES, run.checkpoint['epoch'] if run.checkpoint else 0)
     archs = architecture_pool(run, args)
     train_data = training.load_split(args, train=True)

@@ -7,6 +7,7 @@ import sys
 
 import datasets
 import devices
+import flags
 import kernels
 import presets
 from utils import UserError
@@ -38,9 +39,11 @@ def add_common_arguments(parser, compile_help=COMPILE_HELP, **defaults):
              momentum=0.9, weight_decay=3e-4, epochs=50, init_channels=16, layers=8, grad_clip=5.0,
              seed=2, save=None, workers=2, report_freq=50, cutout_length=16, cifar_normalization='darts')
     d.update(defaults)
+    parser.epilog = parser.epilog or flags.resume_epilog()
     g = parser.add_argument_group('common')
     g.add_argument('--dataset', default=d['dataset'],
-                   help='cifar10, cifar100, fashion-mnist, imagefolder, tiny-imagenet, imagenet or food101')
+                   help='cifar10, cifar100, fashion-mnist, imagefolder, tiny-imagenet, imagenet, food101 or '
+                        'imagenet16-120')
     g.add_argument('--data', default=d['data'], help='dataset root directory')
     g.add_argument('--subset', type=int, default=None, help='use only the first N training images')
     g.add_argument('--batch_size', '--batchsz', type=int, default=d['batch_size'], help='batch size (per process)')
@@ -99,16 +102,11 @@ def add_common_arguments(parser, compile_help=COMPILE_HELP, **defaults):
 
 
 def parse(parser, argv):
-    """Parse `argv` after --preset (presets.py) has replaced the parser's defaults, then check the
-    common flags."""
+    """Parse `argv` after --preset (presets.py) has replaced the parser's defaults, every flag checked
+    by flags.py, then check the common flags' combinations."""
     early = presets.apply(parser, argv)
-    args = parser.parse_args(argv)
+    args = flags.parse_args(parser, argv)
     presets.check(args, early)
-    for name in ('batch_size', 'epochs', 'init_channels', 'layers'):
-        if getattr(args, name, 1) < 1:
-            raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if args.subset is not None and args.subset < 2:
-        raise UserError(f"--subset must be at least 2, got {args.subset}")
     if args.data_on_device and args.dataset not in datasets.DEVICE_CROP_PADDING:
         raise UserError(f"--data_on_device holds only {', '.join(datasets.DEVICE_CROP_PADDING)} on the device, "
                         f"not {args.dataset}; drop --data_on_device")

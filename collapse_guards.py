@@ -60,18 +60,6 @@ def add_arguments(parser):
 
 
 def check_arguments(args):
-    if args.auxiliary_skip < 0:
-        raise UserError(f"--auxiliary_skip must be at least 0, got {args.auxiliary_skip}")
-    if not 0 <= args.param_free_dropout < 1:
-        raise UserError(f"--param_free_dropout must be in [0, 1), got {args.param_free_dropout}")
-    if args.param_free_dropout_decay < 0:
-        raise UserError(f"--param_free_dropout_decay must be at least 0, got {args.param_free_dropout_decay}")
-    for name, least in (('max_skip_connect', 0), ('early_stop_param_free', 1), ('early_stop_stable', 1)):
-        value = getattr(args, name)
-        if value is not None and value < least:
-            raise UserError(f"--{name} must be at least {least}, got {value}")
-    if args.early_stop_after < 0:
-        raise UserError(f"--early_stop_after must be at least 0, got {args.early_stop_after}")
     if args.early_stop_after and args.early_stop_param_free is None and args.early_stop_stable is None:
         raise UserError("--early_stop_after delays the DARTS+ rules: add --early_stop_param_free N or "
                         "--early_stop_stable E, or drop it")

@@ -7,11 +7,17 @@
     python compare.py ... --jobs 2 --devices cuda:0,cuda:1        # two runs at a time, one per GPU
     python compare.py ... -- --label_smooth 0.1                   # flags after -- go to every training run
 
-Architectures: named genotypes (DARTS_V2, Att_DARTS, ...), genotype JSON files, search run directories
-(their genotype.json), and `random:N`: N distinct cells drawn uniformly from the space of --location,
---primitives and --num_meta_node with --random_seed (search_space.sample_genotypes), the random
-baseline of Li and Talwalkar, "Random Search and Reproducibility for NAS" (UAI 2019) and Yang et al.,
-"NAS evaluation is frustratingly hard" (ICLR 2020).
+Architectures (architectures.py): named genotypes (DARTS_V2, Att_DARTS, ...), genotype JSON files,
+search run directories (their genotype.json), tabular-search run directories (tabular_search.py: the
+cell each strategy's runs returned most often), and `random:N`: N distinct cells drawn uniformly from
+the space of --space (DARTS cells of --location, --primitives and --num_meta_node, or NAS-Bench-201
+cells) with --random_seed, the random baseline of Li and Talwalkar, "Random Search and
+Reproducibility for NAS" (UAI 2019) and Yang et al., "NAS evaluation is frustratingly hard" (ICLR
+2020).  NAS-Bench-201 cells (strings '|nor_conv_3x3~0|+|...|', their JSON, nb201 search runs) are
+trained in the benchmark's network, by default with its C=16 and N=5 and without drop path; a
+comparison does not mix them with DARTS cells.  --prescreen PROXY --keep K scores them all by a
+zero-cost proxy (ranking.py, docs/proxies.md) and trains only the K best; comparison.json keeps
+every score.
 
 Each architecture is trained --seeds times (seeds --seed, --seed + 1, ...) by train_CIFAR10.py
 (train_ImageNet.py for --dataset imagenet), one process per run, all with the same flags: the data
@@ -26,9 +32,10 @@ architecture's genotype JSON), runs/LABEL/seedS/ (each training run; its console
 as seedS.out), and, when all runs are done: results.json, results.md (mean +- sample std of the test
 accuracy, parameters, FLOPs, latency per image, training time), accuracy_vs_params.png (one point
 per run) and report.html.  Parameters exclude the auxiliary head; FLOPs are one image's forward;
-latency is the median over --latency_repeats forward passes of a --latency_batch batch divided by
-the batch, measured in this process one architecture at a time after all training, on the first of
---devices (or --device), with the trained run's kernels and layout.
+latency is the median over --latency_repeats forward passes of a --latency_batch batch after 3
+warm-up passes (latency.median_ms, the timer of measure_latency.py's tables) divided by the batch,
+measured in this process one architecture at a time after all training, on the first of --devices
+(or --device), with the trained run's kernels and layout.
 
 --resume continues a comparison: finished runs are kept, started ones continue from their checkpoint
 (train_*.py --resume), the rest start.  A run that fails is reported and the others go on; running
@@ -37,8 +44,8 @@ again with --resume retries it.  SIGTERM or SIGINT stops every run at a checkpoi
 import argparse
 import copy
 import json
+import math
 import os
-import re
 import shutil
 import signal
 import statistics
@@ -47,21 +54,30 @@ import sys
 import time
 
 import torch
+from tqdm import tqdm
 
+import architectures
+import benchmark_table
 import cli
 import complexity
 import datasets
+import devices
 import evaluation
+import flags
 import genotypes
+import latency
 import nag_cells
+import nb201
+import nb201_model
 import plots
+import proxies
+import ranking
 import report
 import runs
-import search_space
 import training
+import userio
 import utils
 from cli import logger
-from devices import place_model, select_device
 from utils import UserError
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -71,12 +87,18 @@ RUN_FLAGS = ('--save', '--resume', '--seed', '--arch', '--arch_path', '--device'
 
 # Protocol flags whose defaults are the trainer's preset (CIFAR's, or ImageNet's for --dataset imagenet).
 PRESET_FLAGS = ('epochs', 'batch_size', 'learning_rate', 'init_channels', 'layers', 'drop_path_prob', 'seed')
+# Those of them that NAS-Bench-201 cells default otherwise: the benchmark's network has no drop path.
+NB201_DEFAULTS = dict(init_channels=nb201_model.C_DEFAULT, layers=nb201_model.CELLS_PER_STAGE_DEFAULT,
+                      drop_path_prob=0.0)
+# The network flags `train_flags` gives every run explicitly (evaluation.network_config's `given`).
+GIVEN = ('init_channels', 'layers', 'drop_path_prob')
 
 
 def build_parser():
     parser = cli.default_parser(__doc__.splitlines()[0])
     parser.add_argument('archs', nargs='+', metavar='ARCH',
-                        help='a named genotype, a genotype .json, a search run directory, or random:N')
+                        help='a named genotype, a genotype .json, a search run directory, a tabular-search directory '
+                             '(the cell each strategy returned most often), or random:N')
     g = parser.add_argument_group('protocol (the same for every run)')
     g.add_argument('--dataset', default='cifar10')
     g.add_argument('--data', default='data', help='dataset root directory')
@@ -94,11 +116,15 @@ def build_parser():
     g.add_argument('--seeds', type=int, default=2, help='training runs per architecture')
     g.add_argument('--seed', type=int, default=None,
                    help="seed of the first run of each architecture (default: the trainer's, 2 on CIFAR)")
-    g = parser.add_argument_group('random:N')
-    g.add_argument('--location', default='after_every', choices=list(search_space.LOCATIONS))
-    g.add_argument('--primitives', default='darts', help=f"op set: {', '.join(genotypes.PRIMITIVE_SETS)}")
-    g.add_argument('--num_meta_node', type=int, default=4, help='intermediate nodes per cell')
-    g.add_argument('--random_seed', type=int, default=0)
+    architectures.add_random_arguments(parser, spaces=('darts', 'nb201'))
+    benchmark_table.add_arguments(parser)
+    g = parser.add_argument_group('training-free pre-screening')
+    g.add_argument('--prescreen', default=None, metavar='PROXY',
+                   help=f"score every architecture by this zero-cost proxy ({', '.join(proxies.PROXIES)}) and "
+                        f"train only the --keep best (docs/proxies.md)")
+    g.add_argument('--keep', type=int, default=None, metavar='K', help='architectures --prescreen keeps')
+    g.add_argument('--prescreen_batch', type=int, default=ranking.DEFAULT_BATCH,
+                   help='training images (drawn with --seed) the proxy sees')
     g = parser.add_argument_group('execution')
     g.add_argument('--save', default=None, help='comparison directory (default: runs/compare-<time>)')
     g.add_argument('--resume', action='store_true', help='continue the comparison in --save')
@@ -112,52 +138,9 @@ def build_parser():
     return parser
 
 
-def safe_label(text):
-    return re.sub(r'[^A-Za-z0-9_.+-]', '_', text).strip('.') or 'arch'
-
-
-def resolve_architectures(specs, args):
-    """[(label, source, genotype)] for the architecture arguments, labels unique."""
-    randoms = [spec for spec in specs if spec.startswith('random:')]
-    if len(randoms) > 1:
-        raise UserError(f"give random:N once (got {', '.join(randoms)}); N sets how many")
-    found = []
-    for spec in specs:
-        if spec.startswith('random:'):
-            count = spec[len('random:'):]
-            if not count.isdigit() or int(count) < 1:
-                raise UserError(f"{spec}: N must be a positive integer, e.g. random:8")
-            if not 1 <= args.num_meta_node <= 8:
-                raise UserError(f"--num_meta_node must be between 1 and 8, got {args.num_meta_node}")
-            drawn = search_space.sample_genotypes(int(count), args.random_seed, args.location, args.primitives,
-                                                  args.num_meta_node)
-            width = len(str(len(drawn) - 1))
-            found += [(f'random_{i:0{width}d}', f'random:{count} #{i}', g) for i, g in enumerate(drawn)]
-            continue
-        if os.path.isdir(spec):
-            path = os.path.join(spec, 'genotype.json')
-            if not os.path.isfile(path):
-                raise UserError(f"{spec} has no genotype.json; give a search run directory (a search writes it "
-                                f"after its first epoch), a genotype .json or a named genotype")
-            label = os.path.basename(os.path.normpath(spec))
-        else:
-            path, label = spec, spec
-            if spec not in genotypes.NAMED:
-                stem = os.path.splitext(os.path.basename(spec))[0]
-                label = os.path.basename(os.path.dirname(os.path.abspath(spec))) if stem == 'genotype' else stem
-        genotype = genotypes.load(path)
-        if not isinstance(genotype, (genotypes.Genotype, nag_cells.DagArch)):
-            raise UserError(f"{spec} is not a cell architecture (an ANAS unit or an SLNAS sequence); "
-                            f"compare.py trains DARTS and NAG cells")
-        found.append((safe_label(label), spec, genotype))
-    labels, unique = set(), []
-    for label, source, genotype in found:
-        name, k = label, 2
-        while name in labels:
-            name, k = f'{label}-{k}', k + 1
-        labels.add(name)
-        unique.append((name, source, genotype))
-    return unique
+CELL_KINDS = (genotypes.Genotype, nag_cells.DagArch, nb201.NB201Genotype)
+CELL_REFUSAL = ("is not a cell architecture (an ANAS unit or an SLNAS sequence); "
+                "compare.py trains DARTS, NAG and NAS-Bench-201 cells")
 
 
 def check_extra_flags(extra):
@@ -196,7 +179,7 @@ def parse_run_flags(preset, flags):
 def network_for(run_args, info, genotype, channels):
     run_args = copy.copy(run_args)
     run_args.init_channels = channels
-    return evaluation.build_network(evaluation.network_config(run_args, info, genotype), genotype)
+    return evaluation.build_network(evaluation.network_config(run_args, info, genotype, GIVEN), genotype)
 
 
 def parameters_at(run_args, info, genotype, channels):
@@ -243,25 +226,31 @@ def make_plan(args, extra):
     """Everything a comparison does, checked before anything is written: the protocol (what must
     match on --resume) and the runs."""
     preset, script = trainer_of(args.dataset)
+    found = architectures.resolve(args.archs, args, CELL_KINDS, CELL_REFUSAL)
+    nb201_cells = isinstance(found[0][2], nb201.NB201Genotype)
+    if any(isinstance(genotype, nb201.NB201Genotype) != nb201_cells for _, _, genotype in found):
+        raise UserError("NAS-Bench-201 cells and DARTS or NAG cells train in different networks; compare them "
+                        "in separate comparisons")
     for name in PRESET_FLAGS:
         if getattr(args, name) is None:
-            setattr(args, name, evaluation.PRESETS[preset][name])
-    for name in ('epochs', 'batch_size', 'layers', 'init_channels', 'seeds', 'jobs', 'latency_batch',
-                 'latency_repeats'):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if args.param_budget is not None and args.param_budget <= 0:
-        raise UserError(f"--param_budget must be positive (millions of parameters), got {args.param_budget}")
+            setattr(args, name, NB201_DEFAULTS[name] if nb201_cells and name in NB201_DEFAULTS
+                    else evaluation.PRESETS[preset][name])
     check_extra_flags(extra)
     devices = parse_devices(args.devices)
-    architectures = resolve_architectures(args.archs, args)
+    check_prescreen(args)
+    if args.prescreen and args.keep >= len(found):
+        raise UserError(f"--keep {args.keep} keeps all {len(found)} architectures; lower it or drop --prescreen")
     flags = train_flags(args, extra)
     run_args = parse_run_flags(preset, flags + ['--init_channels', str(args.init_channels)])
     info = datasets.dataset_info(args.dataset, args.data)
     datasets.build_dataset(args.dataset, args.data, train=False, augment=False)  # the data are there
+    for _, _, genotype in found:
+        evaluation.network_config(run_args, info, genotype, GIVEN)  # a NAG cell needs 3N+2 layers, ...
+    prescreen = None
+    if args.prescreen:
+        found, prescreen = prescreened(found, args, run_args, info, devices[0])
     entries = []
-    for label, source, genotype in architectures:
-        evaluation.network_config(run_args, info, genotype)  # a NAG cell needs 3N+2 layers, ...
+    for label, source, genotype in found:
         channels = (channels_for_budget(run_args, info, genotype, args.param_budget)
                     if args.param_budget is not None else args.init_channels)
         entries.append({'label': label, 'source': source, 'init_channels': channels,
@@ -270,9 +259,60 @@ def make_plan(args, extra):
                 'param_budget': args.param_budget, 'architectures': entries,
                 'latency': {'batch': args.latency_batch, 'repeats': args.latency_repeats}}
     if any(e['random'] for e in entries):
-        protocol['random_space'] = {'location': args.location, 'primitives': args.primitives,
-                                    'num_meta_node': args.num_meta_node, 'seed': args.random_seed}
+        protocol['random_space'] = ({'space': 'nb201', 'seed': args.random_seed} if args.space == 'nb201' else
+                                    {'location': args.location, 'primitives': args.primitives,
+                                     'num_meta_node': args.num_meta_node, 'seed': args.random_seed})
+    if prescreen is not None:
+        protocol['prescreen'] = prescreen
     return protocol, devices
+
+
+def check_prescreen(args):
+    if args.prescreen is None:
+        if args.keep is not None:
+            raise UserError("--keep needs --prescreen PROXY, the proxy that chooses which architectures to train")
+        return
+    proxies.check_names([args.prescreen], '--prescreen')
+    if args.keep is None:
+        raise UserError("--prescreen needs --keep K, how many of the architectures to train")
+    for name in ('keep', 'prescreen_batch'):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
+
+
+def stored_prescreen(args, labels):
+    """The scores of the comparison --resume continues, where it pre-screened the same way: scored
+    again, they could differ in the last bits on a GPU and change which architectures are trained."""
+    record = os.path.join(args.save, 'comparison.json') if args.resume and args.save else None
+    if record is None or not os.path.isfile(record):
+        return None
+    with open(record) as f:
+        stored = json.load(f).get('prescreen')
+    if not stored or (stored['proxy'], stored['keep'], stored['batch']) != \
+            (args.prescreen, args.keep, args.prescreen_batch) or list(stored['scores']) != labels:
+        return None
+    return stored['scores']
+
+
+def prescreened(found, args, run_args, info, device_name):
+    """The --keep architectures of `found` with the best --prescreen scores (in their order; ties to
+    the first), and the record of every score.  Each is scored in its network at --init_channels,
+    initialised with --seed, on --prescreen_batch training images drawn with --seed (ranking.py)."""
+    labels = [label for label, _, _ in found]
+    scores = stored_prescreen(args, labels)
+    if scores is None:
+        device = torch.device(device_name) if device_name else devices.select_device('auto')
+        batch = ranking.proxy_batch(args.dataset, args.data, args.prescreen_batch, args.seed)
+        scores = {}
+        for label, _, genotype in tqdm(found, desc=f'prescreen {args.prescreen}'):
+            scores[label] = ranking.score_architecture(
+                lambda g: network_for(run_args, info, g, args.init_channels), genotype, [args.prescreen], batch,
+                args.seed, device)[args.prescreen]
+    ranked = sorted(range(len(found)), key=lambda i: (math.isnan(scores[labels[i]]), -scores[labels[i]], i))
+    kept = sorted(ranked[:args.keep])
+    logger.info('prescreen: %s keeps %s of %d', args.prescreen, ', '.join(labels[i] for i in kept), len(found))
+    return [found[i] for i in kept], {'proxy': args.prescreen, 'keep': args.keep, 'batch': args.prescreen_batch,
+                                      'scores': scores}
 
 
 class Comparison:
@@ -285,8 +325,7 @@ class Comparison:
         if resume:
             if not save or not os.path.isfile(record):
                 raise UserError(f"nothing to resume: {self.dir} has no comparison.json; start without --resume")
-            with open(record) as f:
-                stored = json.load(f)
+            stored = userio.read_json(record, 'the comparison record')
             if stored != protocol:
                 differs = runs.signature_differences(json.dumps(stored), json.dumps(protocol))
                 raise UserError(f"{self.dir} holds a comparison with another protocol or architectures "
@@ -393,29 +432,19 @@ def execute(comparison, devices, jobs, stop):
 def measure(trained_path, run_args_path, device, batch, repeats):
     """Parameters (millions, no auxiliary head), FLOPs of one image and latency per image (ms)."""
     model, config, _, _ = evaluation.load_trained(trained_path)
-    with open(run_args_path) as f:
-        run_args = json.load(f)
+    run_args = userio.read_json(run_args_path, "the run's flags")
     layout = argparse.Namespace(kernels=run_args.get('kernels', 'auto'), compile=False,
                                 channels_last=run_args.get('channels_last', True))
-    place_model(model, layout, device)
+    devices.place_model(model, layout, device)
     shape = (config['in_channels'], config['image_size'], config['image_size'])
     params, flops, _ = complexity.describe(model, shape)
     model.eval()
     x = torch.randn(batch, *shape, device=device)
     if layout.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    times = []
     with torch.no_grad():
-        for k in range(3 + repeats):
-            if device.type == 'cuda':
-                torch.cuda.synchronize(device)
-            began = time.perf_counter()
-            model(x)
-            if device.type == 'cuda':
-                torch.cuda.synchronize(device)
-            if k >= 3:  # three warm-up passes
-                times.append(time.perf_counter() - began)
-    return {'params_M': params, 'flops_M': flops / 1e6, 'latency_ms': 1000 * statistics.median(times) / batch,
+        milliseconds = latency.median_ms(lambda: model(x), device, warmup=3, repeats=repeats)
+    return {'params_M': params, 'flops_M': flops / 1e6, 'latency_ms': milliseconds / batch,
             'latency_batch': batch, 'latency_device': str(device), 'latency_threads': torch.get_num_threads()}
 
 
@@ -445,8 +474,7 @@ def collect(comparison, device):
         if runs:
             cache = comparison.path('runs', label, 'measure.json')
             if os.path.isfile(cache):
-                with open(cache) as f:
-                    row.update(json.load(f))
+                row.update(userio.read_json(cache, 'the measurement'))
             else:
                 first = comparison.run_dir(label, runs[0]['seed'])
                 measured = measure(os.path.join(first, 'trained.pt'), os.path.join(first, 'args.json'), device,
@@ -463,31 +491,42 @@ def _cell(value, digits):
     return '–' if value is None else f'{value:.{digits}f}'
 
 
-def markdown_table(rows, seeds):
-    lines = ['| architecture | source | C | params (M) | FLOPs (M) | latency (ms/image) | test acc. (%) | runs | '
-             'train time (min) |', '|---|---|---|---|---|---|---|---|---|']
+def add_benchmark(rows, table, metric):
+    """Each row's 'benchmark': the table's `metric` of its cell, None where the table has no entry."""
     for row in rows:
+        genotype = genotypes.from_dict(row['genotype'], source=row['label'])
+        row['benchmark'] = benchmark_table.derived_value(table, metric, genotype)[0]
+
+
+def markdown_table(rows, seeds, benchmark_metric=None):
+    extra = f' benchmark {benchmark_metric} |' if benchmark_metric else ''
+    lines = ['| architecture | source | C | params (M) | FLOPs (M) | latency (ms/image) | test acc. (%) | runs | '
+             'train time (min) |' + extra, '|---|---|---|---|---|---|---|---|---|' + ('---|' if extra else '')]
+    for row in rows:
+        looked_up = f" {_cell(row.get('benchmark'), 2)} |" if extra else ''
         if not row['runs']:
-            lines.append(f"| {row['label']} | {row['source']} | {row['init_channels']} | – | – | – | not trained | "
-                         f"0/{len(seeds)} | – |")
+            lines.append(f"| {row['label']} | {row['source']} | {row['init_channels']} | – | – | – | not trained "
+                         f"| 0/{len(seeds)} | – |{looked_up}")
             continue
         accuracy = f"{row['top1_mean']:.2f}" + (f" ± {row['top1_std']:.2f}" if row['top1_std'] is not None else '')
         lines.append(f"| {row['label']} | {row['source']} | {row['init_channels']} | {row['params_M']:.4f} | "
                      f"{row['flops_M']:.2f} | {row['latency_ms']:.3f} | {accuracy} | {len(row['runs'])}/{len(seeds)} | "
-                     f"{_cell(row['train_time_s_mean'] / 60, 1)} |")
+                     f"{_cell(row['train_time_s_mean'] / 60, 1)} |{looked_up}")
     return '\n'.join(lines) + '\n'
 
 
-def write_results(comparison, rows):
+def write_results(comparison, rows, benchmark=None):
+    """`benchmark`: {'file', 'metric'} of the --benchmark whose values the rows hold, or None."""
     protocol = comparison.protocol
-    results = {'protocol': {k: v for k, v in protocol.items() if k != 'architectures'}, 'architectures': rows}
+    results = {'protocol': {k: v for k, v in protocol.items() if k != 'architectures'}, 'architectures': rows,
+               **({'benchmark': benchmark} if benchmark else {})}
     utils.atomic_write_json(comparison.path('results.json'), results)
     command = ' '.join(sys.argv) if sys.argv and sys.argv[0] else 'compare.py'
     budget = f", parameter budget {protocol['param_budget']} M" if protocol['param_budget'] else ''
     text = (f"# Comparison {os.path.basename(os.path.normpath(comparison.dir))}\n\n"
             f"Trainer: `{protocol['trainer']} {' '.join(protocol['flags'])}`, seeds {protocol['seeds']}{budget}.  "
             f"Test accuracy: mean ± sample standard deviation over the seeds.\n\n"
-            f"{markdown_table(rows, protocol['seeds'])}\nCommand: `{command}`\n")
+            f"{markdown_table(rows, protocol['seeds'], benchmark and benchmark['metric'])}\nCommand: `{command}`\n")
     utils.atomic_write_text(comparison.path('results.md'), text)
     plots.plot_accuracy_vs_params(rows, comparison.path('accuracy_vs_params.png'))
     return report.write_comparison_report(results, comparison.dir)
@@ -497,7 +536,8 @@ def write_results(comparison, rows):
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index('--') + 1:] if '--' in argv else []
-    args = build_parser().parse_args(argv[:argv.index('--')] if '--' in argv else argv)
+    args = flags.parse_args(build_parser(), argv[:argv.index('--')] if '--' in argv else argv)
+    table = benchmark_table.from_args(args)
     protocol, devices = make_plan(args, extra)
     comparison = Comparison(args.save, protocol, args.resume)
     cli.configure_logging(comparison.path('log.txt'))
@@ -508,9 +548,11 @@ def main(argv=None):
     if stop.signal:
         logger.info('%s: the runs stopped at checkpoints; continue with --resume', stop.signal)
         return 0
-    measure_device = torch.device(devices[0]) if devices[0] else select_device('auto')
+    measure_device = torch.device(devices[0]) if devices[0] else devices.select_device('auto')
     rows = collect(comparison, measure_device)
-    report = write_results(comparison, rows)
+    if table is not None:
+        add_benchmark(rows, table, args.benchmark_metric)
+    report = write_results(comparison, rows, table and {'file': args.benchmark, 'metric': args.benchmark_metric})
     logger.info('results: %s, %s, %s', comparison.path('results.md'), comparison.path('results.json'), report)
     print(open(comparison.path('results.md')).read())
     if failed:

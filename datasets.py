@@ -21,12 +21,15 @@ import json
 import logging
 import math
 import os
+import pickle
 import shutil
 import socket
 import threading
 import urllib.parse
 
+import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import datasets as tv_datasets
 from torchvision import transforms as T
@@ -125,7 +128,8 @@ def _finish(ops, spec, augment, cutout_length):
 
 
 def _small_image_transform(spec, augment, cutout_length, size, pad):
-    """CIFAR / Fashion-MNIST: RandomCrop(size, pad) + flip for training (as DARTS); a resize first
+    """CIFAR / Fashion-MNIST / ImageNet16-120: RandomCrop(size, pad) + flip for training (as DARTS and
+    AutoDL-Projects); a resize first
     only when `size` differs from the native resolution."""
     ops = [T.Resize(size)] if size != spec.image_size else []
     if augment:
@@ -219,7 +223,7 @@ def build_transform(name, augment, cutout_length=0, image_size=None, cifar_norma
                         f"has its own augmentation: drop --pipeline")
     if key in ('cifar10', 'cifar100'):
         return _small_image_transform(spec, augment, cutout_length, size, pad=4)
-    if key == 'fashion-mnist':
+    if key in ('fashion-mnist', 'imagenet16-120'):
         return _small_image_transform(spec, augment, cutout_length, size, pad=2)
     if pipeline == 'auto':
         pipeline = 'imagenet' if key in ('imagenet', 'food101') else 'crop'
@@ -583,6 +587,62 @@ def _build_food101(spec, root, train, transform):
     return _ImageList(os.path.join(base, 'images'), samples, classes, transform)
 
 
+# ----------------------------------------------------------------------------- ImageNet16-120
+
+# NAS-Bench-201's third data set (Dong and Yang, ICLR 2020): the 16x16 downsampled ImageNet of
+# Chrabaszcz, Loshchilov and Hutter ("A Downsampled Variant of ImageNet as an Alternative to the
+# CIFAR datasets", 2017), of which the benchmark keeps the images labelled 1..120.  Read as
+# AutoDL-Projects reads it (`xautodl/datasets/DownsampledImageNet.py`): pickled dicts whose 'data'
+# holds uint8 rows of 3 x 16 x 16 values (all red, then green, then blue) and 'labels' the classes
+# 1..1000; normalised with its constants (`get_dataset_with_transform.py`).
+IMAGENET16_FILES = {True: tuple(f'train_data_batch_{i}' for i in range(1, 11)), False: ('val_data',)}
+IMAGENET16_CLASSES = 120
+IMAGENET16_MEAN = tuple(v / 255 for v in (122.68, 116.66, 104.01))
+IMAGENET16_STD = tuple(v / 255 for v in (63.22, 61.26, 65.09))
+
+
+class _ImageNet16(Dataset):
+    """The images of `paths` whose label is 1..`classes`, labelled 0..classes-1."""
+
+    def __init__(self, paths, classes, transform):
+        images, targets = [], []
+        for path in paths:
+            try:
+                with open(path, 'rb') as f:
+                    entry = pickle.load(f, encoding='latin1')
+                data = np.asarray(entry['data'], dtype=np.uint8).reshape(-1, 3, 16, 16)
+                labels = np.asarray(entry['labels'], dtype=np.int64).reshape(-1)
+            except Exception as exc:
+                raise UserError(f"{path} is not an ImageNet16 batch (a pickled dict of 'data' rows of 768 bytes and "
+                                f"'labels') [{_one_line(exc)}]: replace it with an intact copy") from exc
+            if len(labels) != len(data):
+                raise UserError(f"{path} holds {len(data)} images but {len(labels)} labels: replace it with an "
+                                f"intact copy")
+            kept = (labels >= 1) & (labels <= classes)
+            images.append(data[kept].transpose(0, 2, 3, 1))
+            targets.append(labels[kept] - 1)
+        self.data, self.targets = np.concatenate(images), np.concatenate(targets).tolist()
+        self.classes, self.transform = list(range(classes)), transform
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, index):
+        return self.transform(Image.fromarray(self.data[index])), self.targets[index]
+
+
+def _build_imagenet16(spec, root, train, transform):
+    """ROOT holds train_data_batch_1..10 and val_data (the unpacked Imagenet16_train.zip and
+    Imagenet16_val.zip), directly or in ROOT/ImageNet16 as AutoDL-Projects keeps them."""
+    candidates = [root, os.path.join(root, 'ImageNet16')]
+    names = IMAGENET16_FILES[True] + IMAGENET16_FILES[False]
+    base = next((d for d in candidates if all(os.path.isfile(os.path.join(d, n)) for n in names)), None)
+    if base is None:
+        raise UserError(f"{spec.title} not found in {root} or {candidates[1]}: it needs train_data_batch_1..10 and "
+                        f"val_data (the 16x16 downsampled ImageNet, which is not downloaded for you); pass --data DIR")
+    return _ImageNet16([os.path.join(base, n) for n in IMAGENET16_FILES[train]], spec.num_classes, transform)
+
+
 # ----------------------------------------------------------------------------- registry
 
 DATASETS = collections.OrderedDict([
@@ -595,6 +655,8 @@ DATASETS = collections.OrderedDict([
     ('tiny-imagenet', DatasetSpec('Tiny-ImageNet', None, 3, 64, IMAGENET_MEAN, IMAGENET_STD, _build_tiny_imagenet)),
     ('imagenet', DatasetSpec('ImageNet', None, 3, 224, IMAGENET_MEAN, IMAGENET_STD, _build_imagenet)),
     ('food101', DatasetSpec('Food-101', None, 3, 224, IMAGENET_MEAN, IMAGENET_STD, _build_food101)),
+    ('imagenet16-120', DatasetSpec('ImageNet16-120', IMAGENET16_CLASSES, 3, 16, IMAGENET16_MEAN, IMAGENET16_STD,
+                                   _build_imagenet16)),
 ])
 
 _ALIASES = {'cifar-10': 'cifar10', 'cifar-100': 'cifar100', 'fashionmnist': 'fashion-mnist',

@@ -12,6 +12,7 @@ import shutil
 
 import genotypes
 import nag_cells
+import nb201
 from userio import UserError, atomic_write, atomic_write_text, make_readable
 
 FORMATS = ('png', 'pdf', 'svg')
@@ -109,6 +110,15 @@ def genotype_to_dot(genotype, cell, fmt='png'):
     return cell_digraph(['c_{k-2}', 'c_{k-1}'], [str(i) for i in range(steps)], edges, concat, fmt=fmt)
 
 
+def nb201_cell_to_dot(genotype, fmt='png'):
+    """A NAS-Bench-201 cell: node 0 its input, nodes 1 and 2, node 3 its output; every edge with
+    its op (and attention), 'none' dashed."""
+    edges = [(str(source), str(target), op, attention)
+             for (target, source), op, attention in zip(nb201.EDGES, genotype.ops, genotype.attentions)]
+    return cell_digraph(['0'], [str(n) for n in range(1, nb201.NODES - 1)], edges, [], join=str(nb201.NODES - 1),
+                        fmt=fmt)
+
+
 def dag_cell_to_dot(spec, fmt='png'):
     """A NAG DAG cell (nag_cells.CellSpec): vertices labelled with their number and op (the sum of their
     predecessors goes through it), unlabelled edges, the output vertex concatenating."""
@@ -164,14 +174,16 @@ def render_digraph(g, path_stem, fmt='png'):
 
 def draw_genotype(genotype, name, out_dir, fmt='png'):
     """Draw the normal and reduction cells into out_dir as normal_<name>.<fmt> and reduce_<name>.<fmt>
-    (an ANAS AttGenotype: its unit as att_<name>.<fmt>), plus .dot sources; only the .dot sources
-    when graphviz's `dot` is missing.  Returns the paths."""
+    (an ANAS AttGenotype: its unit as att_<name>.<fmt>; a NAS-Bench-201 cell as nb201_<name>.<fmt>),
+    plus .dot sources; only the .dot sources when graphviz's `dot` is missing.  Returns the paths."""
     if fmt not in FORMATS:
         raise UserError(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
     genotype = as_genotype(genotype)
     make_out_dir(out_dir)
     if isinstance(genotype, genotypes.AttGenotype):
         return render_digraph(attention_unit_to_dot(genotype, fmt), os.path.join(out_dir, f'att_{name}'), fmt)
+    if isinstance(genotype, nb201.NB201Genotype):
+        return render_digraph(nb201_cell_to_dot(genotype, fmt), os.path.join(out_dir, f'nb201_{name}'), fmt)
     written = []
     for cell in ('normal', 'reduce'):
         g = genotype_to_dot(genotype, cell, fmt=fmt)

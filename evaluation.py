@@ -6,12 +6,16 @@ no, SE or a searched attention unit, whose trained.pt the test scripts read like
 A NAG architecture (Jing, Xu and Zhang, Neurocomputing 2021: `--arch NAG` or a DAG JSON) is built
 in the reference's NAO skeleton (`nag_networks.NAGNetworkCIFAR` / `NAGNetworkImageNet`), whose classifier
 dropout `--keep_prob` defaults to the reference's (0.6 on CIFAR, 1.0 on ImageNet).
+A NAS-Bench-201 cell (Dong and Yang, ICLR 2020: `--arch '|nor_conv_3x3~0|+...'` or its genotype.json)
+is built in the benchmark's network (`nb201_model.NB201Network`), with C=16 and N=5 cells per stage
+unless --init_channels / --layers are given.
 
 Fixed with respect to the Att-DARTS code: ImageNet uses StepLR(decay_period, gamma)
 and the label-smoothing loss it declares; resuming needs no missing flag; drop path works on CPU.
 """
 import argparse
 import contextlib
+import copy
 import io
 import json
 
@@ -22,8 +26,11 @@ import cli
 import complexity
 import datasets
 import devices
+import flags
 import genotypes
 import nag_cells
+import nb201
+import nb201_model
 import presets
 import runs
 import training
@@ -52,11 +59,14 @@ PRESETS['anas'] = dict(dataset='cifar10', batch_size=128, learning_rate=0.1, wei
                        label_smooth=0.0, test_batch_size=128, network='resnet')
 
 
-def network_config(args, info, genotype):
+def network_config(args, info, genotype, given=()):
+    """The network's record (trained.pt's 'network'); `given`: the flags the command line set."""
     if getattr(args, 'net_type', None) is not None:
         return resnet_config(args, info)
     if isinstance(genotype, nag_cells.DagArch):
         return nag_config(args, info)
+    if isinstance(genotype, nb201.NB201Genotype):
+        return nb201_config(args, info, given)
     if args.keep_prob is not None:
         raise UserError("--keep_prob is the classifier dropout of NAG networks; DARTS cell networks have none")
     imagenet = imagenet_skeleton(args)
@@ -102,7 +112,33 @@ def nag_config(args, info):
             'in_channels': info.in_channels, 'image_size': info.image_size}
 
 
+def nb201_config(args, info, given):
+    """The NAS-Bench-201 network: C=16, N=5 (the benchmark's) unless --init_channels / --layers are
+    given; it has no auxiliary head and no drop path, as the benchmark trains it."""
+    if (args.auxiliary or args.pooled_head or cnas_options_given(args) or args.keep_prob is not None
+            or args.network == 'imagenet' or ('drop_path_prob' in given and args.drop_path_prob)):
+        raise UserError("--auxiliary, --drop_path_prob, --pooled_head, --reduce_level, --prune_none, --shuffle_groups, "
+                        "--keep_prob and --network imagenet belong to DARTS and NAG networks; the NAS-Bench-201 "
+                        "network has none of them: drop them")
+    args.drop_path_prob = 0.0
+    return {'type': 'nb201', 'C': args.init_channels if 'init_channels' in given else nb201_model.C_DEFAULT,
+            'layers': args.layers if 'layers' in given else nb201_model.CELLS_PER_STAGE_DEFAULT,
+            'num_classes': info.num_classes, 'in_channels': info.in_channels, 'image_size': info.image_size}
+
+
+def given_flags(parser, argv, names):
+    """Which of the destinations `names` the command line `argv` sets (whatever the defaults): argparse
+    leaves an attribute the namespace already holds unless a flag sets it."""
+    unset = object()
+    namespace = argparse.Namespace(**{name: unset for name in names})
+    copy.deepcopy(parser).parse_known_args(argv, namespace)
+    return {name for name in names if getattr(namespace, name) is not unset}
+
+
 def build_network(config, genotype):
+    if config['type'] == 'nb201':
+        return nb201_model.NB201Network(genotype, config['C'], config['layers'], config['num_classes'],
+                                        in_channels=config['in_channels'], image_size=config['image_size'])
     if config['type'] == 'nag':
         network = NAGNetworkImageNet if config['imagenet'] else NAGNetworkCIFAR
         return network(config['C'], config['num_classes'], config['layers'], config['auxiliary'], genotype,
@@ -151,7 +187,8 @@ def resolve_genotype(args):
     if isinstance(genotype, genotypes.SeqArch):
         raise UserError(f"{name} is an SLNAS architecture, not a DARTS cell; train it with retrain_slnas.py")
     if attention == 'anas' and not isinstance(genotype, genotypes.AttGenotype):
-        kind = 'a NAG architecture' if isinstance(genotype, nag_cells.DagArch) else 'a DARTS cell'
+        kind = ('a NAG architecture' if isinstance(genotype, nag_cells.DagArch) else 'a NAS-Bench-201 cell'
+                if isinstance(genotype, nb201.NB201Genotype) else 'a DARTS cell')
         raise UserError(f"{name} is {kind}, not an ANAS attention unit")
     return genotype
 
@@ -168,7 +205,8 @@ def train_parser(preset):
                                                                'weight_decay', 'epochs', 'init_channels',
                                                                'layers', 'seed')})
     g = parser.add_argument_group('architecture')
-    g.add_argument('--arch', default=None, help=f"named genotype: {', '.join(genotypes.NAMED)}")
+    g.add_argument('--arch', default=None, help=f"named genotype: {', '.join(genotypes.NAMED)}; or a NAS-Bench-201 "
+                                               f"cell string '|nor_conv_3x3~0|+|...|'")
     g.add_argument('--arch_path', default=None, help='genotype.json written by a search')
     g.add_argument('--auxiliary', action='store_true', help='auxiliary head (loss weight --auxiliary_weight)')
     g.add_argument('--auxiliary_weight', type=float, default=0.4)
@@ -200,6 +238,7 @@ def train_parser(preset):
     g = parser.add_argument_group('optimizer and schedule')
     g.add_argument('--optimizer', choices=OPTIMIZERS, default='sgd',
                    help='sgd (with --momentum) or adabelief (NAG: --preset nag on CIFAR-10 and ImageNet)')
+    g.add_argument('--nesterov', action='store_true', help="sgd: Nesterov momentum (NAS-Bench-201's training)")
     g.add_argument('--adabelief_eps', type=float, default=1e-8, help="AdaBelief's epsilon (NAG's 1e-8)")
     g.add_argument('--weight_decouple', action='store_true',
                    help="AdaBelief: decoupled weight decay (NAG's ImageNet training) instead of L2 in the gradient")
@@ -283,7 +322,8 @@ def make_optimizer(args, parameters):
     --adabelief_eps, no rectification, and weight decay added to the gradient, or decoupled from it
     with --weight_decouple."""
     if args.optimizer == 'sgd':
-        return torch.optim.SGD(parameters, args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay)
+        return torch.optim.SGD(parameters, args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay,
+                               nesterov=args.nesterov)
     try:
         from adabelief_pytorch import AdaBelief
     except ImportError as exc:
@@ -317,11 +357,13 @@ def make_scheduler(args, optimizer):
 
 
 def train_main(argv, preset):
-    args = cli.parse(train_parser(preset), argv)
+    parser = train_parser(preset)
+    args = cli.parse(parser, argv)
     genotype = resolve_genotype(args)
     device = devices.select_device(args.device)
     info = training.dataset_info(args, need_data=not args.dry_run)
-    config = network_config(args, info, genotype)
+    config = network_config(args, info, genotype, given_flags(parser, argv, ('init_channels', 'layers',
+                                                                             'drop_path_prob')))
     utils.seed_everything(args.seed)
     model = devices.place_model(build_network(config, genotype), args, device)
     input_shape = (info.in_channels, info.image_size, info.image_size)
@@ -410,7 +452,7 @@ def test_split(args, config, trained_args):
 
 
 def test_main(argv, preset):
-    args = test_parser(preset).parse_args(argv)
+    args = flags.parse_args(test_parser(preset), argv)
     expected = genotypes.resolve(args.arch, args.arch_path) if (args.arch or args.arch_path) else None
     device = devices.select_device(args.device)
     model, config, genotype, trained_args = load_trained(args.model_path, expected)

@@ -14,13 +14,16 @@ The JSON format is the one Att-DARTS writes (`genotype.json`):
     {"normal": [["sep_conv_3x3", 0, "CBAM"], ...], "normal_concat": [2, 3, 4, 5],
      "reduce": [...], "reduce_concat": [...], "normal_bottleneck": "", "reduce_bottleneck": ""}
 The same files may hold the other families' architectures: an ANAS unit ({"att": ...}), an SLNAS
-`SeqArch` ({"normal": [20 ints], ...}) or a NAG `nag_cells.DagArch` ({"normal": {"matrix", "ops"}, ...}).
+`SeqArch` ({"normal": [20 ints], ...}), a NAG `nag_cells.DagArch` ({"normal": {"matrix", "ops"}, ...})
+or a NAS-Bench-201 cell (`nb201.NB201Genotype`, {"nb201": "|nor_conv_3x3~0|+|...|"}); a command
+line's `--arch` may also give a NAS-Bench-201 cell as its string.
 """
 import json
 import os
 from collections import namedtuple
 
 import nag_cells
+import nb201
 from registry import ATTENTIONS, OPS
 from userio import UserError, atomic_write_json
 
@@ -303,6 +306,8 @@ def validate(genotype, source='genotype'):
     """Check names, input indices and concat lists; raise UserError naming the bad entry."""
     if isinstance(genotype, AttGenotype):
         return _validate_att(genotype, source)
+    if isinstance(genotype, nb201.NB201Genotype):
+        return nb201.validate(genotype, source, attentions=_known_names()[1])
     ops, attns = _known_names()
     candidates = set(ops) | set(attns)
     for cell in ('normal', 'reduce'):
@@ -341,6 +346,8 @@ def to_dict(genotype):
         return seq_to_dict(genotype)
     if isinstance(genotype, nag_cells.DagArch):
         return nag_cells.arch_to_dict(genotype)
+    if isinstance(genotype, nb201.NB201Genotype):
+        return nb201.to_dict(genotype)
     record = genotype._asdict()
     for cell in ('normal', 'reduce'):
         record[cell] = [list(entry) for entry in record[cell]]
@@ -353,6 +360,8 @@ def from_dict(record, source='genotype'):
         if not isinstance(record['att'], list) or not all(isinstance(e, (list, tuple)) for e in record['att']):
             raise UserError(f"{source}: 'att' must be a list of [op, input]")
         return validate(AttGenotype(att=[tuple(e) for e in record['att']]), source)
+    if isinstance(record, dict) and 'nb201' in record:
+        return nb201.from_dict(record, source, attentions=_known_names()[1])
     if isinstance(record, dict) and 'blocks' in record:
         return seq_from_dict(record, source)
     if isinstance(record, dict) and isinstance(record.get('normal'), dict):
@@ -381,7 +390,9 @@ def from_dict(record, source='genotype'):
 
 
 def load(name_or_path):
-    """A named genotype (`Att_DARTS`) or a `genotype.json` path."""
+    """A named genotype (`Att_DARTS`), a NAS-Bench-201 string or a `genotype.json` path."""
+    if name_or_path.startswith('|'):
+        return nb201.parse(name_or_path)
     if name_or_path in NAMED:
         return NAMED[name_or_path]
     if name_or_path in ATT_NAMED:
@@ -413,6 +424,8 @@ def resolve(arch, arch_path):
         raise UserError(f"no architecture given; use --arch NAME ({', '.join(NAMED)}) or --arch_path FILE.json")
     if arch in ATT_NAMED:
         return ATT_NAMED[arch]
+    if arch.startswith('|'):
+        return nb201.parse(arch)
     if arch not in NAMED:
         raise UserError(f"unknown --arch '{arch}'; named genotypes: {', '.join(NAMED)}")
     return NAMED[arch]

@@ -37,6 +37,13 @@ P-DARTS's progressive search (`train_search.py --stage_layers`) builds the super
 with `kept_ops`: on each edge only the op candidates the stage before kept (see
 `strongest_candidates`) are built, and the softmax of the op layer runs over them alone.
 
+GDAS (Dong and Yang, "Searching for A Robust Neural Architecture in Four GPU Hours", CVPR 2019;
+reference D-X-Y/AutoDL-Projects `search_model_gdas.py`, `search_cells.py`), when `gumbel_tau` is set
+(`train_search.py --strategy gdas`): every forward draws one candidate per edge and layer by hard
+Gumbel-softmax at temperature tau (`hard_gumbel_softmax`); each MixedEdge computes only that one,
+scaled by its hard weight (1 in value), and adds the other candidates' hard weights (0 in value), so
+the straight-through gradient reaches every architecture weight of the edge, as in the reference.
+
 And one against the memory that changes nothing the network computes:
 
     recompute_cells      activation checkpointing (Chen et al., "Training Deep Nets with Sublinear
@@ -46,6 +53,7 @@ And one against the memory that changes nothing the network computes:
                          about one more forward pass of compute
 """
 from contextlib import contextmanager, nullcontext
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -56,7 +64,8 @@ from genotypes import Genotype, entry_attention, entry_input, entry_op
 from model import build_cell_stack, cifar_stem
 from operations import (ChannelShuffle, FactorizedReduce, ReLUConvBN, make_candidate, regroup_shuffle_convs,
                         skip_connect)
-from search_space import LOCATIONS, candidate_lists, resolve_primitives  # noqa: F401 (LOCATIONS re-exported)
+from search_space import (LOCATIONS, candidate_lists, resolve_primitives,  # noqa: F401 (LOCATIONS re-exported)
+                          sample_genotype, sample_genotypes, space_size)
 from utils import substituted
 
 # Arch-parameter prefix per layer (and of the edge weights), as named in the logs and the checkpoint.
@@ -91,6 +100,27 @@ def strongest_candidates(weights, keep):
     return [sorted(sorted(range(len(row)), key=lambda k: -float(row[k]))[:keep]) for row in weights]
 
 
+class Sampled(NamedTuple):
+    """GDAS's weights of one edge: the hard one-hot row (straight-through) and its candidate index."""
+    weights: torch.Tensor
+    index: int
+
+
+def hard_gumbel_softmax(logits, tau):
+    """GDAS's draw for each row of `logits`: (hard weights, indices).  Gumbel noise is added to the
+    log-softmax, divided by `tau` and softmaxed to p; the hard weights are one_hot(argmax p) - p + p
+    with the first p detached: one-hot in value, p's gradient in the backward pass.  A draw with an
+    infinite or NaN value is drawn again, as in the reference."""
+    while True:
+        gumbels = -torch.empty_like(logits).exponential_().log()
+        probs = F.softmax((logits.log_softmax(dim=-1) + gumbels) / tau, dim=-1)
+        if torch.isfinite(gumbels).all() and not torch.isnan(probs).any():
+            break
+    index = probs.argmax(dim=-1, keepdim=True)
+    hard = torch.zeros_like(probs).scatter_(-1, index, 1.0) - probs.detach() + probs
+    return hard, index.squeeze(-1)
+
+
 class MixedEdge(nn.Module):
     """sum_k w_k * candidate_k(x), the DARTS mixed operation.  `none` is never built: its term is
     zero.  `pool_bn` wraps the weight-free pools in a BN with the supernet's `affine` (DARTS; ANAS's
@@ -100,11 +130,12 @@ class MixedEdge(nn.Module):
     FactorizedReduce on a stride-2 edge); `param_free_dropout` drops out the outputs of the
     candidates without parameters at the rate `dropout` (P-DARTS).  The search loop sets both
     rates every epoch.  `kept`: the indices of the candidates to build (all by default; P-DARTS's
-    later stages)."""
+    later stages).  Given a `Sampled` instead of a weight row, only its candidate runs (GDAS)."""
 
     def __init__(self, names, C, stride, height, width, affine, pool_bn=True, auxiliary_skip=False,
                  param_free_dropout=False, kept=None):
         super().__init__()
+        self.stride = stride
         self.active = [k for k in (range(len(names)) if kept is None else kept) if names[k] != 'none']
         self.candidates = nn.ModuleList(
             make_candidate(names[k], C, stride, height, width, affine, search=pool_bn) for k in self.active)
@@ -114,8 +145,22 @@ class MixedEdge(nn.Module):
         self.dropout = 0.0
 
     def forward(self, x, weights):
+        if isinstance(weights, Sampled):
+            return self.forward_sampled(x, weights)
         out = sum(weights[k] * self.dropped(j, op(x)) for j, (k, op) in enumerate(zip(self.active, self.candidates)))
         return self.add_auxiliary(out, x)
+
+    def forward_sampled(self, x, sample):
+        """GDAS: w_k * candidate_k(x) for the sampled k, plus the other hard weights (zero in value)
+        for their gradients; a sampled `none` gives w_k times zeros."""
+        weights, k = sample
+        if k in self.active:
+            j = self.active.index(k)
+            out = weights[k] * self.dropped(j, self.candidates[j](x))
+        else:
+            out = weights[k] * x[:, :, ::self.stride, ::self.stride].mul(0.0)
+        others = [weights[i] for i in range(len(weights)) if i != k]
+        return self.add_auxiliary(out + sum(others) if others else out, x)
 
     def dropped(self, j, h):
         """Candidate j's output h, dropped out if it is a parameter-free candidate."""
@@ -138,14 +183,14 @@ def own_buffers(module):
         yield
 
 
-def node_sizes(steps):
-    """Input edges of each intermediate node: 2, 3, 4, ..."""
-    return [2 + i for i in range(steps)]
+def node_sizes(steps, inputs=2):
+    """Input edges of each intermediate node of a cell with `inputs` inputs: 2, 3, 4, ... (DARTS)"""
+    return [inputs + i for i in range(steps)]
 
 
-def node_softmax(edge_logits, steps):
+def node_softmax(edge_logits, steps, inputs=2):
     """PC-DARTS's edge weights: a softmax over each node's input edges (the rows of its node)."""
-    return torch.cat([F.softmax(group, dim=-1) for group in torch.split(edge_logits, node_sizes(steps))])
+    return torch.cat([F.softmax(group, dim=-1) for group in torch.split(edge_logits, node_sizes(steps, inputs))])
 
 
 class SearchCell(nn.Module):
@@ -158,25 +203,29 @@ class SearchCell(nn.Module):
                  kept_ops=None):
         super().__init__()
         self.steps, self.multiplier, self.reduction = steps, multiplier, reduction
-        self.partial_channels = partial_channels
         self.preprocess0 = (FactorizedReduce(C_prev_prev, C, affine) if reduction_prev
                             else ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine))
         self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine)
+        strides = [2 if reduction and j < 2 else 1 for i in range(steps) for j in range(2 + i)]
+        self.build_edges(lists, strides, C, height, width, affine, partial_channels, auxiliary_skip,
+                         param_free_dropout, kept_ops)
+        self.bottleneck = (MixedEdge(lists['bottleneck'], C * multiplier, 1, height, width, affine)
+                           if lists['bottleneck'] else None)
+
+    def build_edges(self, lists, strides, C, height, width, affine, partial_channels=1, auxiliary_skip=False,
+                    param_free_dropout=False, kept_ops=None, pool_bn=True):
+        """The mixed edges (`first`, and `second` where the location has a second layer), one per
+        entry of `strides`, and the modules of partial channels."""
+        self.partial_channels, self.strides = partial_channels, list(strides)
         C_mixed = C // partial_channels
         self.first = nn.ModuleList()
         self.second = nn.ModuleList() if lists['second'] else None
-        self.strides = []
-        for i in range(steps):
-            for j in range(2 + i):
-                stride = 2 if reduction and j < 2 else 1
-                self.strides.append(stride)
-                self.first.append(MixedEdge(lists['first'], C_mixed, stride, height, width, affine,
-                                            auxiliary_skip=auxiliary_skip, param_free_dropout=param_free_dropout,
-                                            kept=kept_ops[len(self.strides) - 1] if kept_ops else None))
-                if self.second is not None:
-                    self.second.append(MixedEdge(lists['second'], C_mixed, 1, height, width, affine))
-        self.bottleneck = (MixedEdge(lists['bottleneck'], C * multiplier, 1, height, width, affine)
-                           if lists['bottleneck'] else None)
+        for e, stride in enumerate(strides):
+            self.first.append(MixedEdge(lists['first'], C_mixed, stride, height, width, affine, pool_bn=pool_bn,
+                                        auxiliary_skip=auxiliary_skip, param_free_dropout=param_free_dropout,
+                                        kept=kept_ops[e] if kept_ops else None))
+            if self.second is not None:
+                self.second.append(MixedEdge(lists['second'], C_mixed, 1, height, width, affine, pool_bn=pool_bn))
         if partial_channels > 1:
             # ceil_mode: on odd sizes the stride-2 candidates round up (7 -> 4), and so must the bypass.
             self.bypass_pool = nn.MaxPool2d(2, 2, ceil_mode=True)
@@ -252,7 +301,11 @@ class SearchNetwork(nn.Module):
     sets larger than CIFAR; model.cifar_stem); `shuffle_groups='auto'` the grouped
     `shuffle_conv_3x3`.  `partial_channels`, `edge_normalization`, `auxiliary_skip`,
     `param_free_dropout`, `recompute_cells` and `kept_ops` ({'normal': per edge the indices of the
-    op candidates to keep, 'reduce': ...}): see the module docstring."""
+    op candidates to keep, 'reduce': ...}): see the module docstring.  `gumbel_tau` (None: the
+    softmax mixture) switches the forward to GDAS's sampling at that temperature."""
+
+    CELL_INPUTS = 2  # the inputs of a cell, which its first node reads
+    gumbel_tau = None
 
     def __init__(self, C=16, num_classes=10, layers=8, location='after_every', primitives='darts',
                  steps=4, multiplier=None, stem_multiplier=3, in_channels=3, image_size=32, affine=False,
@@ -329,8 +382,28 @@ class SearchNetwork(nn.Module):
         """{table name: softmax over candidates}, e.g. alphas_normal of shape (edges, candidates), over
         the kept candidates only under `kept_ops` (the others weigh 0); the edge weights (edge
         normalization) softmaxed over each node's inputs."""
-        return {name: node_softmax(p, self.steps) if name.startswith(TABLE_PREFIX['edges'])
+        return {name: node_softmax(p, self.steps, self.CELL_INPUTS) if name.startswith(TABLE_PREFIX['edges'])
                 else F.softmax(self.masked_logits(name, p), dim=-1) for name, p in self.arch.items()}
+
+    def sampled(self):
+        """GDAS: the softmaxed tables, but every op and attention table replaced by one draw of
+        `hard_gumbel_softmax` at `gumbel_tau`: a list of `Sampled` rows (one per edge, or one
+        for a bottleneck table).  The indices come to the host once per forward."""
+        tables = {}
+        for name, p in self.arch.items():
+            if name.startswith(TABLE_PREFIX['edges']):
+                tables[name] = node_softmax(p, self.steps, self.CELL_INPUTS)
+                continue
+            hard, index = hard_gumbel_softmax(self.masked_logits(name, p), self.gumbel_tau)
+            rows = [Sampled(w, k) for w, k in zip(hard.reshape(-1, hard.shape[-1]), index.reshape(-1).tolist())]
+            tables[name] = rows if p.dim() > 1 else rows[0]
+        return tables
+
+    def mixture_weights(self):
+        """{cell type: {layer: its weights}} for a forward: softmaxed, or sampled under GDAS."""
+        tables = self.softmaxed() if self.gumbel_tau is None else self.sampled()
+        return {cell_type: {layer: tables.get(f'{prefix}_{cell_type}') for layer, prefix in TABLE_PREFIX.items()}
+                for cell_type in ('normal', 'reduce')}
 
     def masked_logits(self, name, logits):
         mask = self._buffers.get('kept_' + name.split('_')[-1]) if name.startswith(TABLE_PREFIX['first']) else None
@@ -349,30 +422,30 @@ class SearchNetwork(nn.Module):
         shared weights, the other candidates neither computed nor given gradients: the weight step
         of random search with weight sharing (Li and Talwalkar, UAI 2019)."""
         if genotype is None:
-            tables = self.softmaxed()
-            weights = {cell_type: {layer: tables.get(f'{prefix}_{cell_type}') for layer, prefix in TABLE_PREFIX.items()}
-                       for cell_type in ('normal', 'reduce')}
+            weights = self.mixture_weights()
 
-            def apply(cell, s0, s1, cell_type):
-                return cell(s0, s1, weights[cell_type])
+            def apply(cell, cell_type, *inputs):
+                return cell(*inputs, weights[cell_type])
         else:
             paths = self.path(genotype)
 
-            def apply(cell, s0, s1, cell_type):
-                return cell.forward_path(s0, s1, paths[cell_type])
+            def apply(cell, cell_type, *inputs):
+                return cell.forward_path(*inputs, paths[cell_type])
         if self.recompute_cells and self.training and torch.is_grad_enabled():
-            def apply_recomputed(cell, s0, s1, cell_type):
+            def apply_recomputed(cell, cell_type, *inputs):
                 # The recomputation runs under the forward's autocast and random-number state (the
                 # same dropout masks) but with the tensors the cell holds during the backward: a
                 # caller that substitutes weights keeps them through the backward (utils.substituted).
-                return checkpoint(apply, cell, s0, s1, cell_type, use_reentrant=False,
+                return checkpoint(apply, cell, cell_type, *inputs, use_reentrant=False,
                                   context_fn=lambda: (nullcontext(), own_buffers(cell)))
-            run = apply_recomputed
-        else:
-            run = apply
+            return self.trunk(x, apply_recomputed)
+        return self.trunk(x, apply)
+
+    def trunk(self, x, run):
+        """The network around its search cells, `run(cell, cell type, *cell inputs)` computing one."""
         s0 = s1 = self.stem(x)
         for cell in self.cells:
-            s0, s1 = s1, run(cell, s0, s1, 'reduce' if cell.reduction else 'normal')
+            s0, s1 = s1, run(cell, 'reduce' if cell.reduction else 'normal', s0, s1)
         return self.classifier(self.global_pooling(s1).flatten(1))
 
     def path(self, genotype):
@@ -397,6 +470,18 @@ class SearchNetwork(nn.Module):
     def edges(self):
         """(node, input) of every edge, in the row order of the weight tables."""
         return [(i, j) for i in range(self.steps) for j in range(2 + i)]
+
+    def space_size(self):
+        """How many architectures the space of this supernet holds (what RS-WS draws from)."""
+        return space_size(self.lists, self.steps)
+
+    def sample_architecture(self, rng):
+        """One architecture of the space, uniformly, drawn with the random.Random `rng`."""
+        return sample_genotype(rng, self.lists, self.steps)
+
+    def sample_architectures(self, n, seed):
+        """`n` distinct architectures of the space, drawn with `seed`."""
+        return sample_genotypes(n, seed, self.config['location'], self.config['primitives'], self.steps)
 
     def genotype(self, sparse=False, max_skip_connect=None):
         """Derive the discrete cell (DARTS, section 2.4): per node keep the two strongest input edges, ranked

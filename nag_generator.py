@@ -22,6 +22,7 @@ import torch
 import cli
 import devices
 import drawing
+import flags
 import genotypes
 import nag
 import nag_cells
@@ -120,8 +121,6 @@ def train_gan(argv, objectives, clip_norm):
     args = cli.parse(build_gan_parser(objectives, clip_norm), argv)
     if args.amp:
         raise UserError('--amp is not offered for the GAN: its graph networks are too small to gain from it')
-    if args.n_critic < 1:
-        raise UserError(f"--n_critic must be at least 1, got {args.n_critic}")
     device = devices.select_device(args.device)
     devices.single_process()
     g_config, d_config = network_config(args)
@@ -211,9 +210,7 @@ def generate(argv, objectives):
     """generate_archs.py (objectives accuracy) and generate_archs_multiobj.py (accuracy, params_MB)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     train_args = argv[argv.index('--') + 1:] if '--' in argv else []
-    args = build_generate_parser(objectives).parse_args(argv[:argv.index('--')] if '--' in argv else argv)
-    if args.num < 1 or args.search < 0 or args.search_epochs < 1:
-        raise UserError('--num and --search_epochs must be at least 1 and --search at least 0')
+    args = flags.parse_args(build_generate_parser(objectives), argv[:argv.index('--')] if '--' in argv else argv)
     generator, record = load_generator(args.generator)
     if record['objectives'] != objectives:
         raise UserError(f"{args.generator} is conditioned on {', '.join(record['objectives'])}; use "
@@ -230,6 +227,7 @@ def generate(argv, objectives):
                 for c, o, classes in zip(choices, objectives, generator.classes)]
 
     run = runs.Run(args.save, args, kind='gen')
+    run.start()
     generated = {}
     for labels in itertools.product(*choices):
         archs = nag.generate(generator, list(labels), args.num, seed=args.seed)
@@ -242,8 +240,9 @@ def generate(argv, objectives):
         logger.info('%s: %d legal architectures%s', class_name(labels), len(archs),
                     '' if len(archs) == args.num else f' (of {args.num} asked; the generator repeats itself)')
     if args.search:
-        flags = train_args if args.plain_search else REFERENCE_SEARCH_FLAGS + train_args
-        search_generated(run, generated[tuple(searched)][:args.search], class_name(searched), args.search_epochs, flags)
+        search_flags = train_args if args.plain_search else REFERENCE_SEARCH_FLAGS + train_args
+        search_generated(run, generated[tuple(searched)][:args.search], class_name(searched), args.search_epochs,
+                         search_flags)
     return 0
 
 

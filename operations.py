@@ -125,6 +125,9 @@ OPS.register('sep_conv_7x7', lambda C, stride, affine: SepConv(C, C, 7, stride, 
 OPS.register('dil_conv_3x3', lambda C, stride, affine: DilConv(C, C, 3, stride, 2, 2, affine))
 OPS.register('dil_conv_5x5', lambda C, stride, affine: DilConv(C, C, 5, stride, 4, 2, affine))
 OPS.register('conv_7x1_1x7', lambda C, stride, affine: Conv7x1x1x7(C, stride, affine))
+# NAS-Bench-201 (Dong and Yang, ICLR 2020; AutoDL-Projects `cell_operations.py`): its plain convolutions.
+OPS.register('nor_conv_1x1', lambda C, stride, affine: ReLUConvBN(C, C, 1, stride, 0, affine))
+OPS.register('nor_conv_3x3', lambda C, stride, affine: ReLUConvBN(C, C, 3, stride, 1, affine))
 
 # Ops without weights of their own; the search wraps them in a non-affine BN (DARTS convention).
 POOLING_OPS = ('avg_pool_3x3', 'max_pool_3x3')

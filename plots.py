@@ -5,6 +5,9 @@ matplotlib is imported only when a figure is drawn (no pyplot: the caller's back
 """
 import math
 
+import benchmark_table
+import genotypes
+import nb201
 import search_diagnostics
 from drawing import state_name
 from userio import atomic_write, make_readable
@@ -29,7 +32,9 @@ def _integer_epochs(ax):
 
 
 def edge_labels(edges):
-    """'node 2 <- c_{k-1}' for each [node, input] edge row."""
+    """'node 2 <- c_{k-1}' for each [node, input] edge row ('node 2 <- node 1' for NAS-Bench-201's)."""
+    if [tuple(edge) for edge in edges] == list(nb201.EDGES):
+        return [f'node {node} <- node {source}' for node, source in nb201.EDGES]
     labels = []
     for edge in edges:
         try:
@@ -245,12 +250,44 @@ def plot_curves(metrics, path):
 
 
 def skip_counts(genotype_record):
-    """(normal, reduce) number of skip_connect entries of a genotype dict."""
+    """(normal, reduce) number of skip_connect entries of a genotype dict (reduce None for a
+    NAS-Bench-201 cell, which is the only cell)."""
+    if 'nb201' in genotype_record:
+        return nb201.parse(genotype_record['nb201']).ops.count('skip_connect'), None
     counts = []
     for cell in ('normal', 'reduce'):
         entries = genotype_record.get(cell) or []
         counts.append(sum(1 for e in entries if isinstance(e, (list, tuple)) and e and e[0] == 'skip_connect'))
     return tuple(counts)
+
+
+def benchmark_curve(metrics, table=None, metric=None):
+    """[(epoch, value or None)]: the benchmark value of each epoch's derived cell, looked up in
+    `table` (benchmark_table) from the epoch's genotype, or else as the search logged it."""
+    points = []
+    for m in metrics:
+        if table is not None and isinstance(m.get('genotype'), dict):
+            genotype = genotypes.from_dict(m['genotype'], source=f"metrics.jsonl epoch {m['epoch']}")
+            points.append((m['epoch'], benchmark_table.derived_value(table, metric, genotype)[0]))
+        elif 'benchmark' in m:
+            points.append((m['epoch'], m['benchmark']))
+    return points
+
+
+def plot_benchmark(points, metric, path):
+    shown = [(epoch, value) for epoch, value in points if value is not None]
+    if not shown:
+        return None
+    fig = _figure(5.5, 3.4)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot([p[0] for p in shown], [p[1] for p in shown], marker='o')
+    ax.set_title(f'benchmark {metric} of the derived cell')
+    _integer_epochs(ax)
+    ax.set_xlabel('epoch')
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save_figure(fig, path)
 
 
 def plot_skip_counts(metrics, path):
@@ -260,7 +297,8 @@ def plot_skip_counts(metrics, path):
     fig = _figure(5.5, 3.4)
     ax = fig.add_subplot(1, 1, 1)
     ax.plot([p[0] for p in points], [p[1] for p in points], marker='o', label='normal cell')
-    ax.plot([p[0] for p in points], [p[2] for p in points], marker='s', label='reduction cell')
+    if any(p[2] is not None for p in points):
+        ax.plot([p[0] for p in points], [p[2] for p in points], marker='s', label='reduction cell')
     ax.set_title('skip_connect edges in the derived genotype')
     _integer_epochs(ax)
     ax.set_xlabel('epoch')

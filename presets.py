@@ -11,25 +11,26 @@ settings) applies its settings when that flag, as given or by default, has that 
 references change their defaults per data set, and ANAS's SE-ResNet baseline has its own
 schedule).  A preset that belongs to another script's step names that script.
 
-The five presets: attdarts (Nakai et al., IJCNN 2020; chomin/Att-DARTS), anas (Dang, 2019;
+The six presets: attdarts (Nakai et al., IJCNN 2020; chomin/Att-DARTS), anas (Dang, 2019;
 DangChuong-DC/Attention-Neural-Architecture-Search), cnas (Zhou et al., IEEE Access 2019;
 tianbaochou/CNAS), slnas (Chen; Yee-Master/SLNAS), nag (Jing, Xu and Zhang, Neurocomputing 2021;
-kunjing96/NAG).
+kunjing96/NAG), nb201 (Dong and Yang, ICLR 2020; D-X-Y/AutoDL-Projects: its search on the
+NAS-Bench-201 space, and the benchmark's training of a cell).
 """
 import argparse
 
 import datasets
 from utils import UserError
 
-NAMES = ('attdarts', 'anas', 'cnas', 'slnas', 'nag')
+NAMES = ('attdarts', 'anas', 'cnas', 'slnas', 'nag', 'nb201')
 LARGER_THAN_CIFAR = ('imagefolder', 'tiny-imagenet', 'imagenet', 'food101')
 
 # Where each family's protocol runs, by step, for the one-line answer to a preset on another script.
 SCRIPTS = {
     'search': {'attdarts': 'train_search.py', 'cnas': 'train_search.py', 'anas': 'search_net.py',
-               'slnas': 'train_search_slnas.py', 'nag': 'build_nas_dataset.py'},
+               'slnas': 'train_search_slnas.py', 'nag': 'build_nas_dataset.py', 'nb201': 'train_search.py'},
     'train': {'attdarts': 'train_CIFAR10.py', 'cnas': 'train_CIFAR10.py', 'nag': 'train_CIFAR10.py',
-              'anas': 'train_net.py', 'slnas': 'retrain_slnas.py'},
+              'anas': 'train_net.py', 'slnas': 'retrain_slnas.py', 'nb201': 'train_CIFAR10.py'},
 }
 
 PRESETS = {
@@ -50,6 +51,14 @@ PRESETS = {
                  'when': [('dataset', 'cifar100', dict(epochs=50, init_channels=24)),
                           ('dataset', 'food101', dict(image_size=128, pipeline='cnas-food101'))]
                  + [('dataset', name, dict(reduce_level=1)) for name in LARGER_THAN_CIFAR]},
+        # AutoDL-Projects configs/nas-benchmark/algos/DARTS.config and GDAS.config (50 and 250 epochs;
+        # otherwise alike) with the arguments of scripts-search/NAS-Bench-201-algos/DARTS-V1.sh and GDAS.sh.
+        'nb201': {'defaults': dict(space='nb201', location='no_attention', unrolled=False, batch_size=64,
+                                   learning_rate=0.025, learning_rate_min=0.001, momentum=0.9, nesterov=True,
+                                   weight_decay=5e-4, epochs=50, init_channels=16, layers=5, grad_clip=5.0,
+                                   train_portion=0.5, arch_learning_rate=3e-4, arch_weight_decay=1e-3,
+                                   tau_max=10.0, tau_min=0.1),
+                  'when': [('strategy', 'gdas', dict(epochs=250))]},
     },
     # search_net.py
     'anas_search': {
@@ -109,6 +118,12 @@ PRESETS = {
                          ('dataset', 'imagenet', dict(batch_size=256, epochs=250, init_channels=48, layers=14,
                                                       cutout=False, drop_path_prob=0.0, weight_decay=1e-2,
                                                       weight_decouple=True, label_smooth=0.1))]},
+        # AutoDL-Projects configs/nas-benchmark/CIFAR.config and ImageNet-16.config: the benchmark's 200-epoch
+        # training of every cell (xautodl/procedures/funcs_nasbench.py clips no gradient: an infinite norm).
+        'nb201': {'defaults': dict(batch_size=256, learning_rate=0.1, learning_rate_min=0.0, momentum=0.9,
+                                   nesterov=True, weight_decay=5e-4, epochs=200, scheduler='cosine',
+                                   drop_path_prob=0.0, auxiliary=False, cutout=False, grad_clip=float('inf'),
+                                   test_batch_size=256)},
     },
     # train_net.py
     'anas_train': {

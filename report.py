@@ -13,9 +13,10 @@ import sys
 import time
 
 import genotypes
+import tabular
 from drawing import as_genotype, draw_genotype, make_out_dir, render_hint
-from plots import (GUARD_SCHEDULES, finite_number, plot_curves, plot_diagnostics, plot_guards, plot_heatmap,
-                   plot_skip_counts, plot_weights_over_epochs, row_labels, skip_counts)
+from plots import (GUARD_SCHEDULES, benchmark_curve, finite_number, plot_benchmark, plot_curves, plot_diagnostics,
+                   plot_guards, plot_heatmap, plot_skip_counts, plot_weights_over_epochs, row_labels, skip_counts)
 from userio import UserError, atomic_write_text, make_readable
 
 RUN_FILES = ('args.json', 'metrics.jsonl', 'alphas.jsonl', 'genotype.json')
@@ -195,9 +196,14 @@ class _Page:
         return '\n'.join(self.parts + ['</body></html>', ''])
 
 
-def write_report(run_dir, out_dir=None, fmt='png'):
+def write_report(run_dir, out_dir=None, fmt='png', benchmark=None, benchmark_metric=None):
     """Draw everything for a run directory into out_dir (default RUNDIR/report) and write report.html
-    there; returns its path.  Cells are always drawn as PNG for the page (and also as `fmt`)."""
+    there; returns its path.  Cells are always drawn as PNG for the page (and also as `fmt`).
+    `benchmark` (a benchmark_table table) looks up each epoch's derived cell by `benchmark_metric`;
+    without it the values the search logged (train_search.py --benchmark) are drawn.  A tabular-search
+    directory (tabular_search.py) gets its own report."""
+    if tabular.is_experiment(run_dir):
+        return tabular.write_report(run_dir, out_dir)
     run = load_run(run_dir)
     out_dir = out_dir or os.path.join(run_dir, 'report')
     make_out_dir(out_dir)
@@ -287,6 +293,14 @@ def write_report(run_dir, out_dir=None, fmt='png'):
         skips = plot_skip_counts(metrics, os.path.join(out_dir, 'skip_connect.png'))
         if skips:
             page.image(skips, 'skip_connect count per epoch in the normal and reduction cells')
+        metric = benchmark_metric if benchmark is not None else (run['args'] or {}).get('benchmark_metric')
+        points = benchmark_curve(metrics, benchmark, metric)
+        curve = plot_benchmark(points, metric, os.path.join(out_dir, 'benchmark.png'))
+        if curve:
+            page.heading('Benchmark')
+            page.image(curve, f'the NAS-Bench-201 benchmark\'s {metric} of the cell derived after each epoch '
+                              f'(epochs whose cell has no entry are left out)')
+            page.table(('epoch', metric), [(epoch, 'no entry' if value is None else value) for epoch, value in points])
     if alphas or any(isinstance(m.get('genotype'), dict) for m in metrics):
         diagnostics = plot_diagnostics(alphas, metrics, os.path.join(out_dir, 'diagnostics.png'))
         if diagnostics:
@@ -304,13 +318,14 @@ def write_report(run_dir, out_dir=None, fmt='png'):
         page.heading('Per epoch')
         keys = [k for k in ('epoch', 'lr', 'train_loss', 'train_acc', 'valid_loss', 'valid_acc',
                             'epoch_time', 'params_MB', 'genotype_stability', 'param_free_normal',
-                            *GUARD_SCHEDULES, 'ranking_stable_epochs')
+                            *GUARD_SCHEDULES, 'ranking_stable_epochs', 'tau')
                 if any(k in m for m in metrics)]
         rows = [[m.get(k, '') for k in keys] for m in metrics]
         if any(isinstance(m.get('genotype'), dict) for m in metrics):
             keys.append('skip_connect (normal, reduce)')
             for row, m in zip(rows, metrics):
-                row.append('%d, %d' % skip_counts(m['genotype']) if isinstance(m.get('genotype'), dict) else '')
+                counts = skip_counts(m['genotype']) if isinstance(m.get('genotype'), dict) else ()
+                row.append(', '.join(str(n) for n in counts if n is not None))
         page.table(keys, rows)
 
     path = os.path.join(out_dir, 'report.html')
@@ -337,6 +352,10 @@ def write_comparison_report(results, out_dir):
                           len(row['runs']), row['train_time_s_mean'] / 60))
         else:
             table.append((row['label'], row['source'], row['init_channels'], '', '', '', 'not trained', '', 0, ''))
+    if results.get('benchmark'):
+        header += (f"benchmark {results['benchmark']['metric']}",)
+        table = [entry + ('no entry' if row.get('benchmark') is None else row['benchmark'],)
+                 for entry, row in zip(table, rows)]
     page.table(header, table)
     plot = os.path.join(out_dir, 'accuracy_vs_params.png')
     if os.path.isfile(plot):

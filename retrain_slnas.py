@@ -83,8 +83,6 @@ def main(argv=None):
     args = cli.parse(build_parser(), argv)
     if args.child_out_filters < 2 or args.child_out_filters % 2:
         raise UserError(f"--child_out_filters must be even and at least 2, got {args.child_out_filters}")
-    if not 0 <= args.droppath < 1 or not 0 < args.drop_path_ramp <= 1:
-        raise UserError("--droppath must lie in [0, 1) and --drop_path_ramp in (0, 1]")
     arch = resolve_arch(args)
     stride4 = bool(args.stride4_stem)
     device = devices.select_device(args.device)

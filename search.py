@@ -14,7 +14,9 @@ plug-in attention added) is refused, naming the difference.
 
 Search strategies (`--strategy`) are looked up by name in `registry.STRATEGIES`; a strategy is a
 `Strategy` subclass (docs/extending.md): `darts` (here: architecture weights by gradient) and
-`rsws` (rsws.py: random search with weight sharing).  --partial_channels and --edge_normalization:
+`rsws` (rsws.py: random search with weight sharing) and `gdas` (gdas.py: one sampled op per edge,
+GDAS).  --space nb201: the NAS-Bench-201 cell space (nb201_search.py; --layers is then the cells
+per stage, N; --preset nb201 the benchmark's search settings).  --partial_channels and --edge_normalization:
 PC-DARTS (see model_search.py); the collapse guards of DARTS-, P-DARTS and DARTS+:
 collapse_guards.py; --stage_layers and --stage_keep: P-DARTS's progressive search
 (`progressive_search`).
@@ -28,11 +30,15 @@ import shutil
 import torch
 import torch.nn as nn
 
+import benchmark_table
 import cli
 import collapse_guards
 import datasets
 import devices
+import gdas
 import genotypes
+import latency
+import nb201
 import presets
 import search_diagnostics
 import search_space
@@ -44,6 +50,8 @@ from cli import logger
 from complexity import describe
 from model import REDUCE_LEVELS
 from model_search import LOCATIONS, SearchNetwork, strongest_candidates
+from nb201_search import LOCATIONS as NB201_LOCATIONS
+from nb201_search import NB201SearchNetwork
 from operations import SHUFFLE_GROUP_CHOICES
 from registry import STRATEGIES
 from runs import Run, run_directory
@@ -73,8 +81,10 @@ class Strategy:
     def check(self, args, model):
         """Refuse bad flags with a UserError before anything is written (model: the built supernet)."""
 
-    def search(self, args, model, info, device, signature, guards):
-        """Search; returns whether a signal stopped it (the checkpoint is written; --resume continues)."""
+    def search(self, args, model, info, device, signature, guards, benchmark=None, objective=None):
+        """Search; returns whether a signal stopped it (the checkpoint is written; --resume continues).
+        `benchmark`: the --benchmark table, whose value of each epoch's derived cell is logged;
+        `objective`: the --latency_table objective (only for `architecture_weights` strategies)."""
         raise NotImplementedError
 
 
@@ -83,8 +93,20 @@ class GradientStrategy(Strategy):
     help = 'architecture weights by gradient (DARTS)'
     architecture_weights = True
 
-    def search(self, args, model, info, device, signature, guards):
-        return search(args, model, info, device, signature, compiled=False, guards=guards)
+    def search(self, args, model, info, device, signature, guards, benchmark=None, objective=None):
+        return search(args, model, info, device, signature, compiled=False, guards=guards,
+                      sampled=args.strategy == 'gdas', benchmark=benchmark, objective=objective)
+
+
+@STRATEGIES.register('gdas')
+class SampledStrategy(GradientStrategy):
+    help = 'one op per edge sampled by hard Gumbel-softmax (GDAS, Dong and Yang 2019)'
+
+    def add_arguments(self, parser):
+        gdas.add_arguments(parser)
+
+    def check(self, args, model):
+        gdas.check_arguments(args)
 
 
 def strategy_help():
@@ -96,8 +118,12 @@ def build_parser(description='Att-DARTS / DARTS cell search.'):
     cli.add_common_arguments(parser, compile_help=COMPILE_HELP, batch_size=64, learning_rate=0.025,
                                   learning_rate_min=0.001, epochs=50, init_channels=16, layers=8, seed=2)
     g = parser.add_argument_group('search')
-    g.add_argument('--location', default='after_every', choices=list(LOCATIONS),
-                   help='where attention is searched')
+    g.add_argument('--space', default='darts', choices=search_space.SPACES,
+                   help='the cell space: DARTS cells (normal and reduction), or NAS-Bench-201 cells in its network '
+                        '(--layers cells per stage)')
+    g.add_argument('--location', default=None, choices=list(LOCATIONS),
+                   help='where attention is searched (default: after_every; no_attention with --space nb201, '
+                        'whose cells with attention have no benchmark entry)')
     g.add_argument('--primitives', default='darts', help=f"op set: {', '.join(genotypes.PRIMITIVE_SETS)}")
     g.add_argument('--num_meta_node', type=int, default=4, help='intermediate nodes per cell')
     g.add_argument('--use_sparse', action='store_true',
@@ -111,6 +137,7 @@ def build_parser(description='Att-DARTS / DARTS cell search.'):
                    help="shuffle_conv_3x3: 1, the CNAS code's dense unit; auto, ShuffleNet's grouped unit")
     g.add_argument('--drop_path_prob', type=float, default=0.3, help='unused in search; kept for the seeds\' CLI')
     g.add_argument('--strategy', choices=STRATEGIES.names(), default='darts', help=strategy_help())
+    benchmark_table.add_arguments(parser)
     add_supernet_arguments(parser)
     g = parser.add_argument_group('progressive search (P-DARTS)')
     g.add_argument('--stage_layers', type=int, nargs='+', metavar='L',
@@ -165,7 +192,8 @@ def search_signature(args, info, kept_ops=None):
     """What a --resume must match: the supernet's settings, the candidate names of each layer (the
     registered ops and attentions a --primitives set and --location select) and the strategy."""
     candidates = search_space.candidate_lists(args.location, search_space.resolve_primitives(args.primitives))
-    return json.dumps({'kind': 'search', 'location': args.location, 'primitives': args.primitives,
+    return json.dumps({'kind': 'search', **({'space': args.space} if args.space != 'darts' else {}),
+                       'location': args.location, 'primitives': args.primitives,
                        'C': args.init_channels, 'layers': args.layers, 'steps': args.num_meta_node,
                        'sparse': args.use_sparse, 'stem_affine': args.stem_affine,
                        'reduce_level': args.reduce_level, 'shuffle_groups': args.shuffle_groups,
@@ -173,7 +201,7 @@ def search_signature(args, info, kept_ops=None):
                        # Only where not the default, so that earlier checkpoints stay resumable.
                        **{name: value for name, value in supernet_options(args).items() if value},
                        **({'strategy': args.strategy} if args.strategy != 'darts' else {}),
-                       **({'kept_ops': kept_ops} if kept_ops else {}),
+                       **({'kept_ops': kept_ops} if kept_ops else {}), **latency.signature(args),
                        'candidates': {layer: names for layer, names in candidates.items() if names}})
 
 
@@ -195,7 +223,8 @@ def check_strategy_options(args):
                                   ('--early_stop_param_free', args.early_stop_param_free is not None),
                                   ('--early_stop_stable', args.early_stop_stable is not None),
                                   ('--early_stop_after', args.early_stop_after > 0),
-                                  ('--stage_layers', args.stage_layers is not None)) if on]
+                                  ('--stage_layers', args.stage_layers is not None),
+                                  ('--latency_table', args.latency_table is not None)) if on]
     if used:
         raise utils.UserError(f"{used[0]} works with --strategy darts only (it acts on the architecture weights); "
                               f"drop it for --strategy {args.strategy}")
@@ -203,6 +232,8 @@ def check_strategy_options(args):
 
 def add_search_arguments(parser):
     """Flags of every gradient-based (DARTS-style) search: the cell search's and ANAS's."""
+    parser.add_argument('--nesterov', action='store_true',
+                        help="Nesterov momentum for the network weights (NAS-Bench-201's search)")
     g = parser.add_argument_group('architecture step')
     g.add_argument('--train_portion', type=float, default=0.5,
                    help='share of the training set for the weights; the rest trains the architecture')
@@ -211,13 +242,33 @@ def add_search_arguments(parser):
     g.add_argument('--arch_learning_rate', '--arch_lr', type=float, default=3e-4)
     g.add_argument('--arch_weight_decay', '--arch_wd', type=float, default=1e-3)
     g.add_argument('--arch_grad_clip', type=float, default=None, help='clip the architecture gradient norm')
+    latency.add_arguments(parser)
     return parser
 
 
+def check_space_options(args):
+    """--space nb201 has one cell type, a fixed op set and its own skeleton: the DARTS space's
+    options of those are refused, and --location defaults to no_attention."""
+    if args.location is None:
+        args.location = 'no_attention' if args.space == 'nb201' else 'after_every'
+    if args.space != 'nb201':
+        return
+    if args.location not in NB201_LOCATIONS:
+        raise utils.UserError(f"--location {args.location} has no NAS-Bench-201 form; with --space nb201 use "
+                              f"{' or '.join(NB201_LOCATIONS)}")
+    used = [flag for flag, on in (('--primitives', args.primitives != 'darts'),
+                                  ('--num_meta_node', args.num_meta_node != 4), ('--use_sparse', args.use_sparse),
+                                  ('--no-stem_affine', not args.stem_affine), ('--reduce_level', args.reduce_level),
+                                  ('--shuffle_groups', args.shuffle_groups != '1'),
+                                  ('--stage_layers', args.stage_layers is not None),
+                                  ('--latency_table', args.latency_table is not None)) if on]
+    if used:
+        raise utils.UserError(f"{used[0]} belongs to the DARTS space; the NAS-Bench-201 space (--space nb201) has its "
+                              f"own ops, nodes and network: drop it")
+
+
 def check_partial_channels(args):
-    """--partial_channels K (also bench.py's): at least 1 and a divisor of --init_channels."""
-    if args.partial_channels < 1:
-        raise utils.UserError(f"--partial_channels must be at least 1 (1: all channels), got {args.partial_channels}")
+    """--partial_channels K (also bench.py's): a divisor of --init_channels."""
     if args.init_channels % args.partial_channels:
         raise utils.UserError(f"--partial_channels {args.partial_channels} must divide --init_channels "
                               f"{args.init_channels}; pick a divisor (PC-DARTS uses 4 with 16 channels)")
@@ -230,8 +281,6 @@ def check_stages(args):
         if args.stage_keep is not None:
             raise utils.UserError("--stage_keep needs --stage_layers (the stages it prunes between)")
         return
-    if min(args.stage_layers) < 1:
-        raise utils.UserError(f"--stage_layers must all be at least 1, got {' '.join(map(str, args.stage_layers))}")
     keep = args.stage_keep or []
     if len(keep) != len(args.stage_layers) - 1:
         raise utils.UserError(f"--stage_keep needs one value per transition between stages: {len(args.stage_layers)} "
@@ -244,8 +293,22 @@ def check_stages(args):
                                   f"stage before ({before}); P-DARTS keeps 5, then 3, of 8")
 
 
+def latency_objective(args, info, layers):
+    """latency.objective of the flags for a supernet of `layers` cells (None without --latency_table)."""
+    return latency.objective(args, latency.darts_settings(args.location, args.primitives, args.init_channels, layers,
+                                                          args.num_meta_node, info.image_size, args.reduce_level))
+
+
 def build_supernet(args, info, layers, kept_ops=None):
     options = supernet_options(args)
+    if args.space == 'nb201':
+        return NB201SearchNetwork(args.init_channels, info.num_classes, layers, location=args.location,
+                                  in_channels=info.in_channels, image_size=info.image_size,
+                                  partial_channels=args.partial_channels,
+                                  edge_normalization=options['edge_normalization'],
+                                  auxiliary_skip=options['auxiliary_skip'],
+                                  param_free_dropout=options['param_free_dropout'],
+                                  recompute_cells=args.recompute_cells)
     return SearchNetwork(args.init_channels, info.num_classes, layers, location=args.location,
                          primitives=args.primitives, steps=args.num_meta_node, affine=args.use_sparse,
                          stem_affine=args.stem_affine, reduce_level=args.reduce_level,
@@ -263,26 +326,35 @@ def run(args):
     if args.batch_size < 2:
         # The supernet's BatchNorms (and BAM's and GE's on pooled vectors) normalise over the batch.
         raise utils.UserError(f"--batch_size must be at least 2 in a search (batch statistics), got {args.batch_size}")
+    check_space_options(args)
     check_partial_channels(args)
     check_strategy_options(args)
     check_stages(args)
+    if args.benchmark and args.strategy == 'rsws':
+        raise utils.UserError('--benchmark looks up the cell a search derives each epoch; RS-WS derives one at its '
+                              'end: look its genotype.json up with compare.py --benchmark')
+    benchmark = benchmark_table.from_args(args)
+    if args.strategy == 'gdas' and not args.dry_run:
+        devices.single_process()  # every process would draw its own architecture
     guards = collapse_guards.Guards(args)
     device = devices.select_device(args.device)
     info = training.dataset_info(args, need_data=not args.dry_run)
+    objectives = [latency_objective(args, info, layers) for layers in args.stage_layers or [args.layers]]
     utils.seed_everything(args.seed)
     if args.stage_layers:
-        return progressive_search(args, info, device, guards)
+        return progressive_search(args, info, device, guards, objectives, benchmark)
     model = devices.place_model(build_supernet(args, info, args.layers), args, device, compiled=False)
     if args.dry_run:
         search(args, model, info, device, None)
         return 0
     strategy = STRATEGIES[args.strategy]()
     strategy.check(args, model)
-    strategy.search(args, model, info, device, search_signature(args, info), guards)
+    strategy.search(args, model, info, device, search_signature(args, info), guards, benchmark=benchmark,
+                    objective=objectives[0])
     return 0
 
 
-def progressive_search(args, info, device, guards):
+def progressive_search(args, info, device, guards, objectives, benchmark=None):
     """P-DARTS (Chen et al., "Progressive Differentiable Architecture Search", ICCV 2019): stage s
     searches a supernet of --stage_layers[s] cells, fresh weights and architecture weights (seed
     --seed + s), for --epochs epochs into SAVE/stage-{s+1}; then every edge keeps its --stage_keep[s]
@@ -302,7 +374,8 @@ def progressive_search(args, info, device, guards):
         utils.seed_everything(args.seed + stage)
         model = devices.place_model(build_supernet(args, info, layers, kept_ops), stage_args, device, compiled=False)
         if search(stage_args, model, info, device, search_signature(stage_args, info, kept_ops), compiled=False,
-                  guards=guards):
+                  guards=guards, sampled=args.strategy == 'gdas', benchmark=benchmark,
+                  objective=objectives[stage]):
             return 0
         if stage + 1 < len(args.stage_layers):
             tables = model.weight_tables()
@@ -318,6 +391,14 @@ def progressive_search(args, info, device, guards):
     return 0
 
 
+def latency_record(objective, model, genotype):
+    """The epoch's latencies in the table's milliseconds: the supernet's expectation under its
+    architecture weights, and the derived architecture's."""
+    with torch.no_grad():
+        expected = float(objective.expected(model))
+    return {'expected_latency_ms': expected, 'derived_latency_ms': objective.of_genotype(genotype)}
+
+
 def search_loaders(args, device):
     """The loaders of the two halves of the training split (--train_portion): the weights' and the
     architecture's, both shuffled and augmented."""
@@ -331,14 +412,17 @@ def search_loaders(args, device):
                                  drop_last=True, on_device=on_device) for idx in (weight_idx, arch_idx)]
 
 
-def search(args, model, info, device, signature, compiled=True, guards=None):
+def search(args, model, info, device, signature, compiled=True, guards=None, sampled=False, benchmark=None,
+           objective=None):
     """The bilevel search loop for any supernet with arch_parameters(), weight_parameters(),
     named_weight_parameters(), genotype(), edges() and weight_tables().  `compiled`: whether
     `model` was placed with --compile honoured; `guards`: the collapse_guards.Guards of a
-    SearchNetwork (schedules, derivation, early stopping), or None.  Returns whether a signal
-    stopped it (the checkpoint is written; --resume continues)."""
-    if not 0 < args.train_portion < 1:
-        raise utils.UserError(f"--train_portion must be between 0 and 1, got {args.train_portion}")
+    SearchNetwork (schedules, derivation, early stopping), or None; `sampled`: GDAS (gdas.py: the
+    supernet samples its ops at the epoch's temperature, the weights step first); `benchmark`: a
+    benchmark_table table, whose value of each epoch's derived cell goes into metrics.jsonl;
+    `objective`: the latency.Objective of --latency_table (its term joins the architecture loss;
+    both latencies are logged every epoch), or None.  Returns whether a signal stopped it (the
+    checkpoint is written; --resume continues)."""
     input_shape = (info.in_channels, info.image_size, info.image_size)
     if args.dry_run:
         print(describe(model, input_shape)[2])
@@ -353,10 +437,12 @@ def search(args, model, info, device, signature, compiled=True, guards=None):
         logger.info('--compile applies to the training scripts only: this search runs its supernet eagerly')
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.weight_parameters(), args.learning_rate, momentum=args.momentum,
-                                weight_decay=args.weight_decay)
+                                weight_decay=args.weight_decay, nesterov=args.nesterov)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs, eta_min=args.learning_rate_min)
+    regularizer = (lambda: objective.loss(model)) if objective is not None and objective.weight > 0 else None
     architect = Architect(model, criterion, args.arch_learning_rate, args.arch_weight_decay,
-                          unrolled=args.unrolled, arch_grad_clip=args.arch_grad_clip, hessian=args.hessian)
+                          unrolled=args.unrolled, arch_grad_clip=args.arch_grad_clip, hessian=args.hessian,
+                          regularizer=regularizer)
 
     scaler = devices.grad_scaler(args, device)
     # The weight step goes through DDP (averaged weight gradients); the architect uses the bare
@@ -367,21 +453,30 @@ def search(args, model, info, device, signature, compiled=True, guards=None):
         lr = scheduler.get_last_lr()[0]
         model.train()
         schedules = guards.begin_epoch(model, ctx.epoch) if guards else {}
+        if sampled:
+            model.gumbel_tau = gdas.temperature(ctx.epoch, args.epochs, args.tau_max, args.tau_min)
+            schedules['tau'] = model.gumbel_tau
 
         def step(batch, where, guard):
             (x, y), (x_valid, y_valid) = ((t.to(device, non_blocking=True) for t in pair) for pair in batch)
 
             def check(loss):
                 return guard.ok(loss, where + ' (architecture step)')
-            # The architecture step stays in float32 even with --amp: bfloat16 architecture
-            # gradients come out too far off the float32 ones on small supernets.
-            if architect.step(x, y, x_valid, y_valid, lr, optimizer, check=check) is None:
+
+            def architecture_step():
+                # The architecture step stays in float32 even with --amp: bfloat16 architecture
+                # gradients come out too far off the float32 ones on small supernets.
+                return architect.step(x, y, x_valid, y_valid, lr, optimizer, check=check) is not None
+            # DARTS steps the architecture first; GDAS (its reference) the weights first.
+            if not sampled and not architecture_step():
                 return None
             optimizer.zero_grad(set_to_none=True)
             with devices.autocast(args, device):
                 logits = weight_model(x)
                 loss = criterion(logits, y)
             if not training.optimize(loss, optimizer, model.weight_parameters(), args.grad_clip, guard, where, scaler):
+                return None
+            if sampled and not architecture_step():
                 return None
             return loss.detach().float(), logits.float(), y
 
@@ -400,13 +495,20 @@ def search(args, model, info, device, signature, compiled=True, guards=None):
                                           **({'edge_weights': edge_weights} if edge_weights else {})})
         run.tensorboard.log_weights(tables, ctx.epoch)
         run.tensorboard.log_genotype(genotype, ctx.epoch)
-        logger.info('genotype = %s', genotype)
+        if isinstance(genotype, nb201.NB201Genotype):
+            logger.info('genotype = %s', json.dumps(genotypes.to_dict(genotype)))
+            if nb201.has_attention(genotype):
+                logger.info('the derived cell has attention: it has no NAS-Bench-201 benchmark entry')
+        else:
+            logger.info('genotype = %s', genotype)
         previous = next((m for m in run.read_jsonl('metrics.jsonl') if m['epoch'] == ctx.epoch - 1), None)
         record = {'lr': lr, 'train_loss': train_loss, 'train_acc': train_acc, 'valid_loss': valid['loss'],
                   'valid_acc': valid['top1'], 'params_MB': params, 'genotype': genotypes.to_dict(genotype),
                   **search_diagnostics.epoch_record(tables, genotypes.to_dict(genotype),
                                                     previous and previous.get('genotype')),
-                  **schedules}
+                  **schedules, **(benchmark_table.epoch_record(benchmark, args.benchmark_metric, genotype)
+                                  if benchmark else {}),
+                  **(latency_record(objective, model, genotype) if objective is not None else {})}
         return {**record, **(guards.end_epoch(ctx.epoch, record, tables, previous) if guards else {})}
 
     stateful = {'model': model, 'optimizer': optimizer, 'scheduler': scheduler, 'architect': architect.optimizer,
@@ -423,7 +525,6 @@ def search(args, model, info, device, signature, compiled=True, guards=None):
     logger.info('search done; genotype written to %s', run.path('genotype.json'))
     print(run.path('genotype.json'))
     return False
-
 
 
 def build_anas_parser(description='ANAS: search the attention unit of a CIFAR ResNet (ResNet-20 by default) with DARTS.'):
@@ -449,10 +550,11 @@ def run_anas(args):
     args.save = args.save or os.path.join('runs', f'anas-{args.note}')
     device = devices.select_device(args.device)
     info = training.dataset_info(args, need_data=not args.dry_run)
+    objective = latency.objective(args, latency.anas_settings(args.net_type, info.image_size))
     utils.seed_everything(args.seed)
     model = devices.place_model(AttentionSearchResNet(args.net_type, info.num_classes, in_channels=info.in_channels),
                                 args, device)
     signature = json.dumps({'kind': 'anas-search', 'net_type': args.net_type, 'classes': info.num_classes,
-                            'in_channels': info.in_channels})
-    search(args, model, info, device, signature)
+                            'in_channels': info.in_channels, **latency.signature(args)})
+    search(args, model, info, device, signature, objective=objective)
     return 0

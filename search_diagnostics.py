@@ -13,9 +13,12 @@ derived genotype, per epoch, from what a search logs (alphas.jsonl tables, genot
                        Differentiable Architecture Search", ICLR 2020)
 
 A search whose weights stay near uniform (entropy near log K, distance near 0) and whose genotype
-keeps changing has not preferred anything: its cell is a draw, not a choice.  No torch here.
+keeps changing has not preferred anything: its cell is a draw, not a choice.  A NAS-Bench-201
+genotype ({"nb201": ...}) counts as a normal cell of one edge per (node, input).  No torch here.
 """
 import math
+
+import nb201
 
 PARAMETER_FREE = ('none', 'max_pool_3x3', 'avg_pool_3x3', 'skip_connect', 'Identity')
 # The genotype keys that hold edges, two per node (DARTS/Att-DARTS cells, the ANAS unit).
@@ -46,8 +49,19 @@ def table_statistics(tables):
     return out
 
 
+def nb201_entries(record):
+    """The (op, input, attention) entries of a NAS-Bench-201 genotype dict, in nb201.EDGES order."""
+    attentions = record.get('attention') or nb201.NO_ATTENTION
+    return [(op, source, attention) for (_, source), op, attention in
+            zip(nb201.EDGES, nb201.parse(record['nb201']).ops, attentions)]
+
+
 def _edges_by_node(record):
     """[(key, node, sorted entries of that node)] plus the bottlenecks, of a genotype dict."""
+    if 'nb201' in record:
+        entries = nb201_entries(record)
+        return [(('nb201', node), sorted(e for e, (target, _) in zip(entries, nb201.EDGES) if target == node))
+                for node in range(1, nb201.NODES)]
     items = []
     for key in EDGE_LISTS:
         entries = record.get(key) or []
@@ -79,6 +93,8 @@ def genotype_stability(previous, current):
 
 def parameter_free_ops(record, cell='normal'):
     """How many edges of `cell` open with a parameter-free op; None if the genotype has no such cell."""
+    if 'nb201' in record and cell == 'normal':
+        return sum(1 for entry in nb201_entries(record) if entry[0] in PARAMETER_FREE)
     if cell not in record:
         return None
     return sum(1 for entry in record[cell] if entry[0] in PARAMETER_FREE)

@@ -13,6 +13,10 @@ Architecture Search" (UAI 2019) and Yang et al., "NAS evaluation is frustratingl
 2020) do.  Their code also samples 'none', which the DARTS derivation never keeps; here the random
 cells are the cells a search could have returned.
 
+`--space nb201` (SPACES) is the cell space of NAS-Bench-201 instead (nb201.py; Dong and Yang, ICLR
+2020): `sample_genotypes(..., space='nb201')` draws its cells uniformly from the 15,625 the
+benchmark trained, none with attention.
+
 Nothing here needs torch: the candidate names come from the registries, which load the modules
 defining them only when asked.
 """
@@ -21,9 +25,13 @@ import math
 import random
 from collections import namedtuple
 
+import nb201
 from genotypes import PRIMITIVE_SETS, Genotype, to_dict
 from registry import ATTENTIONS
 from userio import UserError
+
+# `--space`: the DARTS cell space (two-input nodes, normal and reduction cells) or NAS-Bench-201's.
+SPACES = ('darts', 'nb201')
 
 # Which candidate lists fill the first layer, second layer and cell-output bottleneck.
 Layout = namedtuple('Layout', 'first second bottleneck')
@@ -94,9 +102,14 @@ def sample_genotype(rng, lists, steps):
                     normal_bottleneck=normal_bottleneck, reduce_bottleneck=reduce_bottleneck)
 
 
-def sample_genotypes(n, seed, location='after_every', primitives='darts', steps=4):
+def sample_genotypes(n, seed, location='after_every', primitives='darts', steps=4, space='darts'):
     """`n` distinct architectures drawn uniformly without replacement from the space of `location`,
-    `primitives` (a set name or a list) and `steps` nodes per cell; the same `seed` gives the same list."""
+    `primitives` (a set name or a list) and `steps` nodes per cell; the same `seed` gives the same list.
+    `space='nb201'`: NAS-Bench-201 cells instead (nb201.sample_genotypes; the other arguments do not apply)."""
+    if space not in SPACES:
+        raise UserError(f"unknown --space '{space}'; choose from {', '.join(SPACES)}")
+    if space == 'nb201':
+        return nb201.sample_genotypes(n, seed)
     if n < 1:
         raise UserError(f"the number of random architectures must be at least 1, got {n}")
     if steps < 1:

@@ -25,6 +25,7 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import cli
+import devices
 import genotypes
 import kernels
 import search
@@ -153,7 +154,7 @@ def step_memory(step, device):
 
 
 def measure(name, args):
-    device = torch.device(args.device)
+    device = devices.select_device(args.device)
     configure(args, device)
     torch.manual_seed(0)
     step, batch = make_step(name, args, device)
@@ -194,7 +195,7 @@ def measure(name, args):
 def build_parser():
     parser = cli.default_parser(__doc__.splitlines()[0].replace(' (bench.py)', ''))
     parser.add_argument('--only', nargs='+', choices=MEASUREMENTS, default=list(MEASUREMENTS))
-    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--device', default='cpu', help="'cpu', 'cuda', 'cuda:N' or 'auto' (as the training scripts)")
     parser.add_argument('--threads', type=int, default=len(os.sched_getaffinity(0)),
                         help="CPU threads: this process's cores unless given; 0: torch's default")
     parser.add_argument('--cudnn_benchmark', action=argparse.BooleanOptionalAction, default=True,
@@ -224,8 +225,6 @@ def build_parser():
 
 def check_arguments(args):
     """Refuse, before minutes of measuring, what would fail in a step or when writing `--out`."""
-    if args.repeats < 1 or args.warmup < 0:
-        raise UserError(f"--repeats must be at least 1 and --warmup at least 0, got {args.repeats} and {args.warmup}")
     if args.batch_size < 2 or args.train_batch_size < 2:
         raise UserError(f"--batch_size and --train_batch_size must be at least 2 (batch statistics), "
                         f"got {args.batch_size} and {args.train_batch_size}")
@@ -255,7 +254,7 @@ def run(args, argv):
               f"step {result['step_memory_GB']:5.2f} GB  "
               f"{result['achieved_GFLOPs']:6.1f} GFLOP/s ({100 * result['fraction_of_matmul_rate']:.0f}% of matmul)")
     config = {k: v for k, v in vars(args).items() if k not in ('child', 'out', 'only')}
-    device = torch.device(args.device)
+    device = devices.select_device(args.device)
     configure(args, device)
     record = {'config': config, **environment(device), 'time': time.strftime('%Y-%m-%dT%H:%M:%S'),
               'results': results}

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 import cli
+import flags
 import datasets
 import devices
 import training
@@ -65,7 +66,7 @@ def build_parser():
 
 @cli.cli
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = flags.parse_args(build_parser(), argv)
     device = devices.select_device(args.device)
     info = datasets.dataset_info(args.dataset, args.data)
     utils.seed_everything(args.seed)

@@ -68,8 +68,6 @@ def make_sampler(args, blocks, device):
         return slnas.LSTMSampler(blocks, args.controller_lr, args.entropy_weight, args.bl_dec, device)
     if args.controller == 'random':
         return slnas.RandomSampler(blocks, args.seed)
-    if args.population < 2:
-        raise UserError(f"--population must be at least 2, got {args.population}")
     return slnas.GASampler(blocks, args.seed, args.population, args.cross_rate, args.mutation_rate)
 
 
@@ -79,9 +77,6 @@ def repeat(loader):
 
 
 def check_counts(args):
-    for name in ('controller_steps', 'candidates', 'candidate_batches', 'generations', 'child_out_filters'):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.child_out_filters % 2:
         raise UserError(f"--child_out_filters must be even (ShuffleNet units split channels in half), "
                         f"got {args.child_out_filters}")

@@ -164,6 +164,25 @@ def evaluate(model, loader, criterion, device, desc='valid', no_progress=False):
     return {'loss': loss_sum / count, 'top1': top1_sum / count, 'top5': top5_sum / count}
 
 
+# What a learning-rate scheduler's state says about its position, as opposed to its schedule.
+_SCHEDULE_POSITION = ('base_lrs', 'last_epoch', '_step_count', '_is_initial', '_get_lr_called_within_step', '_last_lr')
+
+
+def _reschedule(scheduler, fresh):
+    """After a resume loaded `scheduler`'s state: where `fresh` (the state of the scheduler the
+    script built from this command's flags) has another schedule (--epochs, --learning_rate_min
+    changed on resume), keep the checkpoint's position and take the new schedule, with the learning
+    rate the new schedule has at that position (its closed form).  Returns whether it changed."""
+    schedule = {key: value for key, value in fresh.items() if key not in _SCHEDULE_POSITION}
+    if all(getattr(scheduler, key) == value for key, value in schedule.items()):
+        return False
+    scheduler.__dict__.update(schedule)
+    for group, lr in zip(scheduler.optimizer.param_groups, scheduler._get_closed_form_lr()):
+        group['lr'] = lr
+    scheduler._last_lr = [group['lr'] for group in scheduler.optimizer.param_groups]
+    return True
+
+
 def fit(run, args, stateful, run_epoch, loaders=(), device=None):
     """The epoch loop.  `stateful` maps names to objects with state_dict/load_state_dict (model,
     optimizers, scheduler, architect optimizer); `run_epoch(ctx)` trains and evaluates one epoch
@@ -178,12 +197,19 @@ def fit(run, args, stateful, run_epoch, loaders=(), device=None):
     if args.deterministic:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
+    run.start()
     start, resume_point, checkpoint, stopped = 0, None, run.checkpoint, None
     if run.resume and checkpoint is None:
         logger.info('no checkpoint in %s yet (killed in the first epoch): starting from epoch 0', run.dir)
     elif run.resume:
+        schedules = {name: obj.state_dict() for name, obj in stateful.items()
+                     if isinstance(obj, torch.optim.lr_scheduler.LRScheduler)}
         for name, obj in stateful.items():
             obj.load_state_dict(checkpoint['state'][name])
+        for name, schedule in schedules.items():
+            if _reschedule(stateful[name], schedule):
+                logger.info('%s: the learning rate follows the new schedule from epoch %d on: %s', name,
+                            checkpoint['epoch'] + 1, ' '.join(f'{lr:.6g}' for lr in stateful[name].get_last_lr()))
         start, stopped = checkpoint['epoch'], checkpoint.get('early_stop')
         if stopped:
             logger.info('the run stopped early after epoch %d (%s): nothing to resume', start, stopped)
@@ -191,7 +217,7 @@ def fit(run, args, stateful, run_epoch, loaders=(), device=None):
             resume_point = checkpoint
         else:
             utils.set_rng_state(checkpoint['rng'])
-        logger.info('resumed %s at epoch %d step %d', run.dir, start, checkpoint.get('step', 0))
+        logger.info('resumed %s: %d epochs done, %d steps of the next', run.dir, start, checkpoint.get('step', 0))
     if run.resume:
         for name in ('metrics.jsonl', 'alphas.jsonl'):
             run.truncate_jsonl(name, start)
@@ -220,7 +246,7 @@ def fit(run, args, stateful, run_epoch, loaders=(), device=None):
             try:
                 record = {'epoch': epoch, **run_epoch(ctx)}
             except Preempted:
-                logger.info('%s: checkpoint written in epoch %d; continue with --resume', stop.signal, epoch)
+                logger.info('%s: checkpoint written in epoch %d; continue with --resume', stop.signal, epoch + 1)
                 return True, record
             record['epoch_time'] = time.time() - began
             if guard.skipped:
@@ -234,7 +260,7 @@ def fit(run, args, stateful, run_epoch, loaders=(), device=None):
                 logger.info('stopping early after epoch %d: %s', epoch + 1, record['early_stop'])
                 break
             if stop.signal:
-                logger.info('%s: checkpoint written after epoch %d; continue with --resume', stop.signal, epoch)
+                logger.info('%s: checkpoint written after epoch %d; continue with --resume', stop.signal, epoch + 1)
                 return True, record
     return False, record
 

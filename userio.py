@@ -1,5 +1,5 @@
-"""What scripts share with their user without needing torch: the error that names a mistake, and
-atomic file writes.  Apart from utils.py so that the architecture records (genotypes.py,
+"""What scripts share with their user without needing torch: the error that names a mistake, reading
+JSON, and atomic file writes.  Apart from utils.py so that the architecture records (genotypes.py,
 nag_cells.py) load without torch."""
 import json
 import os
@@ -8,6 +8,19 @@ import tempfile
 
 class UserError(Exception):
     """A mistake in the user's input; scripts print `error: <message>` and exit with code 2."""
+
+
+def read_json(path, what='file'):
+    """The JSON in `path`; a missing, unreadable or truncated file is a UserError naming `what` it is."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} does not exist; check the path") from None
+    except IsADirectoryError:
+        raise UserError(f"{what} {path} is a directory; give the file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{what} {path} is not valid JSON ({exc}); it may be truncated") from None
 
 
 def atomic_write(path, write_fn, mode='wb'):

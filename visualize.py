@@ -29,6 +29,8 @@ import argparse
 import os
 import sys
 
+import benchmark_table
+import flags
 import genotypes
 from drawing import FORMATS, dot_available, draw_genotype, render_hint
 from report import write_report
@@ -48,16 +50,18 @@ def build_parser():
                              'RUNDIR/report for a run directory)')
     parser.add_argument('--heatmap', action='store_true',
                         help='insist on a run directory (CNAS spelling); its report holds the heat maps')
+    benchmark_table.add_arguments(parser)
     return parser
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
     try:
+        args = flags.parse_args(build_parser(), argv)
         if args.heatmap and not os.path.isdir(args.target):
             raise UserError(f"--heatmap needs a search run directory (with alphas.jsonl), not {args.target}")
+        benchmark = benchmark_table.from_args(args)
         if os.path.isdir(args.target):
-            path = write_report(args.target, args.out, args.format)
+            path = write_report(args.target, args.out, args.format, benchmark, args.benchmark_metric)
             print(f'wrote {path}')
             if not dot_available():
                 print(f"graphviz's dot was not found: the cells were written as .dot sources only; {render_hint(args.format)}")
@@ -66,6 +70,9 @@ def main(argv=None):
             raise UserError(f"{args.target} does not exist; give a genotype name "
                             f"({', '.join(genotypes.NAMED)}), a genotype .json or a run directory")
         genotype = genotypes.load(args.target)
+        if benchmark is not None:
+            value, why = benchmark_table.derived_value(benchmark, args.benchmark_metric, genotype)
+            print(f'{args.benchmark_metric}: {value:.6g}' if why is None else f'{args.benchmark_metric}: {why}')
         if args.target in genotypes.NAMED:
             name, out_dir = args.target, args.out or '.'
         else:

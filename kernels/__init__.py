@@ -28,6 +28,7 @@ import torch.nn as nn
 import anas
 import attention
 import model_search
+import nb201_search
 import operations
 from kernels import attention_kernels as fast_attention
 from kernels import convolution, mixture
@@ -49,6 +50,7 @@ FAST_FORMS = {
     attention.CBAM: fast_attention.FastCBAM,
     attention.GEThetaPlus: fast_attention.FastGEThetaPlus,
     attention.DoubleAttention: fast_attention.FastDoubleAttention,
+    nb201_search.NB201SearchCell: mixture.FastNB201SearchCell,
     model_search.MixedEdge: mixture.FastMixedEdge,
     model_search.SearchCell: mixture.FastSearchCell,
     anas.MixedAttentionUnit: mixture.FastMixedAttentionUnit,

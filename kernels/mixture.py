@@ -18,6 +18,7 @@ import torch.nn.functional as F
 import anas
 import attention
 import model_search
+import nb201_search
 from kernels.layout import memory_layout, recording, running_variance
 
 
@@ -188,7 +189,7 @@ class FastMixedEdge(model_search.MixedEdge):
 
     def forward(self, x, weights, shared=None):
         """`shared`: the SharedInput of x if the caller has one (x feeds several edges)."""
-        if not self.fused():
+        if not self.fused() or isinstance(weights, model_search.Sampled):
             return super().forward(x, weights)
         shared = SharedInput(x) if shared is None else shared
         out, normalized, gates = None, [], None
@@ -323,6 +324,8 @@ class FastSearchCell(SharedInputs, model_search.SearchCell):
         return self._shared[key]
 
     def node(self, states, edges, weights):
+        if self.second is not None and isinstance(weights['second'], list):  # GDAS: one candidate per edge
+            return super().node(states, edges, weights)
         inputs = [self.shared(h) for h in states]
         outs = [self.first[e](shared.x, weights['first'][e], shared) for e, shared in zip(edges, inputs)]
         if self.second is None:
@@ -337,6 +340,10 @@ class FastSearchCell(SharedInputs, model_search.SearchCell):
         if self.partial_channels == 1:
             return mixed
         return self.merge(mixed, self.edge_sum([self.bypass(e, h) for e, h in zip(edges, states)], edges, weights))
+
+
+class FastNB201SearchCell(FastSearchCell, nb201_search.NB201SearchCell):
+    """The NAS-Bench-201 search cell with FastSearchCell's shared inputs and batched attention layer."""
 
 
 class FastMixedAttentionUnit(SharedInputs, anas.MixedAttentionUnit):

@@ -11,6 +11,8 @@ signal (a class-dependent mean colour or brightness plus noise), so a short trai
   make_tiny_imagenet(root)  root/{wnids.txt, words.txt, train/<wnid>/images/*.JPEG,
                             train/<wnid>/<wnid>_boxes.txt, val/images/*.JPEG,
                             val/val_annotations.txt, test/images/*.JPEG}
+  make_imagenet16(root)     root/{train_data_batch_1..10, val_data}: ImageNet16 pickles (NAS-Bench-201's
+                            ImageNet16-120 keeps labels 1..120 of their 1..1000)
 
 The CIFAR pickles are written the way the Python 2 originals were: keys and strings are pickled as
 Python 2 `str` (BINSTRING opcodes), so `pickle.load(f, encoding='bytes')` gives b'data', b'labels'
@@ -261,4 +263,27 @@ def make_food101(root, classes=3, per_class=4, test_per_class=2, size=40, seed=0
             json.dump(entries, f)
     with open(os.path.join(base, 'meta', 'classes.txt'), 'w') as f:
         f.write(''.join(f'dish_{c:02d}\n' for c in range(classes)))
+    return root
+
+
+def make_imagenet16(root, n_train=60, n_val=24, seed=0):
+    """The downsampled-ImageNet 16x16 pickles: dicts of b'data' (uint8 rows of 768 values, red, green,
+    blue planes) and b'labels' (1..1000), the training images spread over 10 batches.  A sixth of the
+    images carry labels above 120, which ImageNet16-120 drops; the rest are of classes 1..3."""
+    root = os.fspath(root)
+    os.makedirs(root, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    colours = _class_colours(3, rng)
+
+    def split(n):
+        labels = np.where(np.arange(n) % 6 == 5, rng.integers(121, 1001, size=n), np.arange(n) % 3 + 1)
+        images = colours[np.minimum(labels, 3) - 1][:, :, None, None] + rng.normal(0, 25, size=(n, 3, 16, 16))
+        return np.clip(images, 0, 255).astype(np.uint8).reshape(n, 768), labels
+
+    data, labels = split(n_train)
+    for b, idx in enumerate(np.array_split(np.arange(n_train), 10), start=1):
+        _write_py2_pickle(os.path.join(root, f'train_data_batch_{b}'),
+                          {b'data': data[idx], b'labels': [int(v) for v in labels[idx]]})
+    data, labels = split(n_val)
+    _write_py2_pickle(os.path.join(root, 'val_data'), {b'data': data, b'labels': [int(v) for v in labels]})
     return root

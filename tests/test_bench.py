@@ -91,9 +91,9 @@ def test_step_memory_is_the_peak_of_the_tensor_bytes_live_during_the_step():
 
 @pytest.mark.parametrize('flags, message', [
     (['--partial_channels', '3'], '--partial_channels 3 must divide --init_channels 4'),
-    (['--partial_channels', '0'], '--partial_channels must be at least 1'),
+    (['--partial_channels', '0'], 'argument --partial_channels: 0 is out of range; give an integer at least 1'),
     (['--batch_size', '1'], '--batch_size and --train_batch_size must be at least 2'),
-    (['--repeats', '0'], '--repeats must be at least 1'),
+    (['--repeats', '0'], 'argument --repeats: 0 is out of range; give an integer at least 1'),
     (['--out', 'missing/bench.json'], 'does not exist; create it'),
 ])
 def test_bad_input_is_one_line_before_any_measurement(tmp_path, capsys, monkeypatch, flags, message):

@@ -49,7 +49,7 @@ def no_network(monkeypatch):
 
 def test_registry_names():
     assert list(DATASETS) == ['cifar10', 'cifar100', 'fashion-mnist', 'imagefolder', 'tiny-imagenet', 'imagenet',
-                             'food101']
+                             'food101', 'imagenet16-120']
 
 
 # ----------------------------------------------------------------------------- CIFAR

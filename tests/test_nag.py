@@ -500,7 +500,7 @@ def test_train_scripts_build_the_shipped_architecture_in_the_reference_skeleton(
         (['--arch', 'NAG', '--pooled_head'], 'belong to DARTS cell networks, not to NAG cells'),
         (['--arch', 'NAG', '--shuffle_groups', 'auto'], 'belong to DARTS cell networks, not to NAG cells'),
         (['--arch', 'DARTS', '--keep_prob', '0.5'], '--keep_prob is the classifier dropout of NAG networks'),
-        (['--arch', 'NAG', '--keep_prob', '0'], '--keep_prob 0.0: the classifier keeps a share'),
+        (['--arch', 'NAG', '--keep_prob', '0'], 'argument --keep_prob: 0 is out of range'),
     ]
     for argv, message in cases:
         capsys.readouterr()
@@ -573,7 +573,7 @@ def test_user_mistakes_give_one_error_line(tmp_path, capsys):
         (gan.main, ['--nas_dataset', str(tmp_path / 'missing.jsonl')], 'build one with build_nas_dataset.py'),
         (gan.main, ['--nas_dataset', str(not_a_dataset)], 'line 1 is not a NAS-dataset record'),
         (generate_archs.main, ['--generator', str(tmp_path / 'missing.pt')], 'does not exist'),
-        (build_nas_dataset.main, ['--num_archs', '0', '--dry_run'], '--num_archs must be at least 1'),
+        (build_nas_dataset.main, ['--num_archs', '0', '--dry_run'], 'argument --num_archs/--num_sampled_arch: 0 is out of range'),
     ]
     for main, argv, message in cases:
         capsys.readouterr()

@@ -237,7 +237,8 @@ def test_learnable_ranking_and_stopping_rules():
 @pytest.mark.parametrize('flags, message', [
     (['--early_stop_after', '2'], '--early_stop_after delays the DARTS+ rules: add --early_stop_param_free N or '
                                   '--early_stop_stable E, or drop it'),
-    (['--early_stop_after', '-1', '--early_stop_stable', '2'], '--early_stop_after must be at least 0, got -1'),
+    (['--early_stop_after', '-1', '--early_stop_stable', '2'], 'argument --early_stop_after: -1 is out of range; give an '
+                                                             'integer at least 0 (0: from the first epoch)'),
     (['--strategy', 'rsws', '--early_stop_after', '2'], '--early_stop_after works with --strategy darts only '
                                                         '(it acts on the architecture weights); drop it for '
                                                         '--strategy rsws'),
@@ -426,7 +427,8 @@ def test_pruned_supernet_builds_and_weighs_only_the_kept_candidates():
     (['--stage_keep', '3'], '--stage_keep needs --stage_layers (the stages it prunes between)'),
     (['--stage_layers', '3', '4'], '--stage_keep needs one value per transition between stages: 2 stages take 1, '
                                    'got 0'),
-    (['--stage_layers', '3', '0', '4', '--stage_keep', '3', '2'], '--stage_layers must all be at least 1, got 3 0 4'),
+    (['--stage_layers', '3', '0', '4', '--stage_keep', '3', '2'], 'argument --stage_layers: 0 is out of range; give an '
+                                                                   'integer at least 1'),
     (['--stage_layers', '3', '4', '--stage_keep', '9'], '--stage_keep 9: each value must be at least 3 and at most the '
                                                         'candidates of the stage before (8); P-DARTS keeps 5, then 3, '
                                                         'of 8'),

@@ -78,8 +78,8 @@ def test_a_preset_of_another_step_names_its_script():
         parse('search', '--preset', 'anas')
     with pytest.raises(UserError, match=r'retrain_slnas.py --preset slnas'):
         parse('train', '--preset', 'slnas')
-    with pytest.raises(SystemExit):
-        parse('search', '--preset', 'darts')  # not a choice: argparse's own message
+    with pytest.raises(UserError, match="argument --preset: invalid choice: 'darts'"):  # argparse's own message
+        parse('search', '--preset', 'darts')
 
 
 def test_an_abbreviated_preset_or_dataset_is_refused():
@@ -90,12 +90,13 @@ def test_an_abbreviated_preset_or_dataset_is_refused():
     assert parse('search', '--datase', 'cifar100').dataset == 'cifar100'  # no preset: nothing to miss
 
 
-def test_train_presets_choose_the_papers_architecture_unless_one_is_given():
+def test_train_presets_choose_the_papers_architecture_unless_one_is_given(tmp_path):
     for name, arch in (('attdarts', 'Att_DARTS'), ('cnas', 'DARTS_MORE_V1'), ('nag', 'NAG')):
         args = parse('train', '--preset', name)
         evaluation.resolve_genotype(args)
         assert args.arch == arch
-    args = parse('train', '--preset', 'cnas', '--arch_path', 'genotype.json')
+    (tmp_path / 'genotype.json').write_text('{}')
+    args = parse('train', '--preset', 'cnas', '--arch_path', str(tmp_path / 'genotype.json'))
     assert args.arch is None and args.preset_arch == 'DARTS_MORE_V1'
 
 

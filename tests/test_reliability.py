@@ -68,7 +68,7 @@ CASES = {
                                'larger than the search split'),
     'checkpoint of another architecture': (lambda ws: ['train_search.py', *TINY_SEARCH, '--data', ws['fashion'],
                                                        '--location', 'end', '--save', ws['search'], '--resume'],
-                                           'another architecture'),
+                                           "--resume may not change --location end (the run's: after_every)"),
     'truncated checkpoint': (lambda ws: ['train_CIFAR10.py', *TINY_TRAIN, '--data', ws['cifar'], '--arch', 'DARTS_V2',
                                          '--epochs', '2', '--save', _truncated_run(ws), '--resume'],
                              'truncated or corrupt'),
