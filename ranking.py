@@ -197,7 +197,6 @@ def markdown(rows, names, correlations=None, metric=None):
 
 def plot_scores_vs_accuracy(rows, name, metric, correlation, path):
     """One point per architecture: its `name` score against its accuracy."""
-    import visualize
     points = [(row['scores'][name], row['accuracy']) for row in rows
               if row.get('accuracy') is not None and math.isfinite(row['scores'][name])]
     fig = plots._figure(4.8, 3.8)
@@ -215,7 +214,6 @@ def plot_scores_vs_accuracy(rows, name, metric, correlation, path):
 
 def write_report(result, out_dir):
     """report.html of a ranking: the correlations, a scatter plot per proxy and the scores."""
-    import visualize
     names, rows = result['protocol']['proxies'], result['architectures']
     page = report._Page(f'Training-free ranking: {os.path.basename(os.path.normpath(os.path.abspath(out_dir)))}')
     page.para(f"{len(rows)} architectures scored at initialisation on {result['protocol']['batch_size']} "

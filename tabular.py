@@ -400,7 +400,7 @@ def best_so_far_curves(experiment):
 
 
 def plot_best_so_far(experiment, best_value, path):
-    from visualize import _figure, _save_figure
+    from plots import _figure, _save_figure
     s = experiment.settings
     fig = _figure(6.4, 4.4)
     ax = fig.add_subplot(1, 1, 1)
@@ -422,7 +422,7 @@ def plot_best_so_far(experiment, best_value, path):
 def write_report(directory, out_dir=None):
     """best_so_far.png and report.html of a tabular-search directory (from its results.json and run
     files) in `out_dir` (default: the directory itself); returns the report's path."""
-    from visualize import _Page
+    from report import _Page
     experiment, out_dir = read(directory), out_dir or directory
     try:
         with open(experiment.path('results.json')) as f:
