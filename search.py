@@ -116,7 +116,7 @@ def strategy_help():
 def build_parser(description='Att-DARTS / DARTS cell search.'):
     parser = cli.default_parser(description)
     cli.add_common_arguments(parser, compile_help=COMPILE_HELP, batch_size=64, learning_rate=0.025,
-                                  learning_rate_min=0.001, epochs=50, init_channels=16, layers=8, seed=2)
+                             learning_rate_min=0.001, epochs=50, init_channels=16, layers=8, seed=2)
     g = parser.add_argument_group('search')
     g.add_argument('--space', default='darts', choices=search_space.SPACES,
                    help='the cell space: DARTS cells (normal and reduction), or NAS-Bench-201 cells in its network '
