@@ -6,7 +6,8 @@
 Writes into the run directory (--save): genotype.json every epoch, alphas.jsonl (softmaxed
 architecture weights per epoch), metrics.jsonl (with the diagnostics of search_diagnostics.py),
 log.txt, checkpoint.pt (resume with --resume).  --strategy rsws: random search with weight sharing
-on the same supernet (rsws.py).  --partial_channels and --edge_normalization: PC-DARTS (see
+on the same supernet (rsws.py); --strategy proxy: a training-free search by a zero-cost proxy
+(proxy_search.py).  --partial_channels and --edge_normalization: PC-DARTS (see
 model_search.py); the collapse guards of DARTS-, P-DARTS and DARTS+: collapse_guards.py;
 --stage_layers and --stage_keep: P-DARTS's progressive search (`progressive_search`).
 
@@ -28,6 +29,7 @@ import collapse_guards
 import datasets
 import genotypes
 import presets
+import proxy_search
 import rsws
 import search_diagnostics
 import search_space
@@ -67,9 +69,10 @@ def build_parser():
     g.add_argument('--shuffle_groups', choices=SHUFFLE_GROUP_CHOICES, default='1',
                    help="shuffle_conv_3x3: 1, the CNAS code's dense unit; auto, ShuffleNet's grouped unit")
     g.add_argument('--drop_path_prob', type=float, default=0.3, help='unused in search; kept for the seeds\' CLI')
-    g.add_argument('--strategy', choices=('darts', 'rsws'), default='darts',
+    g.add_argument('--strategy', choices=('darts', 'rsws', 'proxy'), default='darts',
                    help='darts: architecture weights by gradient (DARTS); rsws: random search with weight sharing '
-                        '(Li and Talwalkar 2019) on the same supernet')
+                        '(Li and Talwalkar 2019) on the same supernet; proxy: training-free (NASWOT, Mellor et al. '
+                        '2021), the best of --samples drawn architectures by a zero-cost --proxy (proxy_search.py)')
     g = parser.add_argument_group('partial channels (PC-DARTS)')
     g.add_argument('--partial_channels', type=int, default=1, metavar='K',
                    help='each edge mixes 1/K of its channels (K=4 in PC-DARTS) and passes the rest around; '
@@ -92,6 +95,7 @@ def build_parser():
                         '(P-DARTS: 5 3, of 8 with none)')
     collapse_guards.add_arguments(parser)
     rsws.add_arguments(parser)
+    proxy_search.add_arguments(parser)
     add_search_arguments(parser)
     return presets.add_argument(parser, 'search')
 
@@ -214,6 +218,10 @@ def main(argv=None):
     model = training.place_model(build_supernet(args, info, args.layers), args, device, compiled=False)
     if args.strategy == 'rsws' and not args.dry_run:
         return rsws.random_search(args, model, info, device, search_signature(args, info), search_loaders)
+    if args.strategy == 'proxy' and not args.dry_run:
+        proxy_search.check_arguments(args, model)
+        proxy_search.proxy_search(args, info, device, search_signature(args, info))
+        return 0
     search(args, model, info, device, search_signature(args, info), compiled=False, guards=guards)
     return 0
 
