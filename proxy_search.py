@@ -1,4 +1,5 @@
-"""Training-free search: `train_search.py --strategy proxy --proxy NAME --samples N`.
+"""Training-free search: `train_search.py --strategy proxy --proxy NAME --samples N` (registered in
+registry.STRATEGIES as 'proxy').
 
 Mellor, Turner, Storkey and Crowley, "Neural Architecture Search without Training", ICML 2021
 (BayesWatch/nas-without-training `search.py`): draw N architectures from the space, score each
@@ -22,22 +23,35 @@ import proxies
 import ranking
 import search_space
 import utils
-from training import Run, logger
+from cli import logger
+from registry import STRATEGIES
+from runs import Run
+from search import Strategy
 
 
-def add_arguments(parser):
-    g = parser.add_argument_group('training-free search (--strategy proxy)')
-    g.add_argument('--proxy', default='naswot', choices=list(proxies.PROXIES),
-                   help='the zero-cost proxy that ranks the drawn architectures (proxies.py)')
-    g.add_argument('--samples', type=int, default=100, help='architectures drawn and scored (NASWOT reports 10 and 100)')
+@STRATEGIES.register('proxy')
+class ProxyStrategy(Strategy):
+    help = ('training-free (NASWOT, Mellor et al. 2021): the best of --samples architectures drawn from the space '
+            'by the zero-cost --proxy of its untrained network (proxy_search.py)')
 
+    def add_arguments(self, parser):
+        g = parser.add_argument_group('training-free search (--strategy proxy)')
+        g.add_argument('--proxy', default='naswot', choices=list(proxies.PROXIES),
+                       help='the zero-cost proxy that ranks the drawn architectures (proxies.py)')
+        g.add_argument('--samples', type=int, default=100,
+                       help='architectures drawn and scored (NASWOT reports 10 and 100)')
 
-def check_arguments(args, model):
-    if args.samples < 1:
-        raise utils.UserError(f"--samples must be at least 1, got {args.samples}")
-    size = search_space.space_size(model.lists, model.steps)
-    if args.samples > size:
-        raise utils.UserError(f"--samples {args.samples} is more than the {size} architectures of the space; lower it")
+    def check(self, args, model):
+        if args.samples < 1:
+            raise utils.UserError(f"--samples must be at least 1, got {args.samples}")
+        size = search_space.space_size(model.lists, model.steps)
+        if args.samples > size:
+            raise utils.UserError(f"--samples {args.samples} is more than the {size} architectures of the space; "
+                                  f"lower it")
+
+    def search(self, args, model, info, device, signature, guards):
+        proxy_search(args, info, device, signature)
+        return False
 
 
 def proxy_search(args, info, device, signature):

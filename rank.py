@@ -26,15 +26,17 @@ import time
 from tqdm import tqdm
 
 import architectures
+import cli
 import datasets
+import devices
 import genotypes
 import nag_cells
 import nb201
 import proxies
 import ranking
-import training
+import runs
 import utils
-from training import logger
+from cli import logger
 from utils import UserError
 
 KINDS = (genotypes.Genotype, nag_cells.DagArch, genotypes.AttGenotype, nb201.NB201Genotype)
@@ -42,7 +44,7 @@ REFUSAL = "is an SLNAS architecture; rank.py scores DARTS, Att-DARTS, CNAS, NAG 
 
 
 def build_parser():
-    parser = training.default_parser(__doc__.splitlines()[0])
+    parser = cli.default_parser(__doc__.splitlines()[0])
     parser.add_argument('archs', nargs='*', metavar='ARCH',
                         help='a named genotype, a genotype .json, a search run directory, a NAS-Bench-201 cell '
                              'string, or random:N')
@@ -95,14 +97,14 @@ def make_plan(args):
 
 
 def open_directory(save, resume, protocol):
-    directory = training.run_directory(save, resume, 'rank', marker='rank.json')
+    directory = runs.run_directory(save, resume, 'rank', marker='rank.json')
     record = os.path.join(directory, 'rank.json')
     if resume:
         with open(record) as f:
             stored = json.load(f)
         if stored != protocol:
             raise UserError(f"{directory} holds a ranking with other flags or architectures (differs in: "
-                            f"{training._differences(json.dumps(stored), json.dumps(protocol))}); resume with "
+                            f"{runs.signature_differences(json.dumps(stored), json.dumps(protocol))}); resume with "
                             f"the command of that ranking")
         return directory
     try:
@@ -114,14 +116,14 @@ def open_directory(save, resume, protocol):
     return directory
 
 
-@training.cli
+@cli.cli
 def main(argv=None):
     args = build_parser().parse_args(argv)
     protocol, archs, build, benchmark = make_plan(args)
-    device = training.select_device(args.device)
+    device = devices.select_device(args.device)
     batch = ranking.proxy_batch(args.dataset, args.data, args.batch_size, args.seed, args.image_size)
     directory = open_directory(args.save, args.resume, protocol)
-    training.configure_logging(os.path.join(directory, 'log.txt'))
+    cli.configure_logging(os.path.join(directory, 'log.txt'))
     lines = os.path.join(directory, 'scores.jsonl')
     done = {record['label']: record for record in ranking.read_records(lines)}
     if done:

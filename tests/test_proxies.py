@@ -10,7 +10,9 @@ import torch.nn as nn
 import genotypes
 import nb201
 import proxies
-from model import NAGNetworkCIFAR, NetworkCIFAR, ResNetCIFAR
+from anas import ResNetCIFAR
+from model import NetworkCIFAR
+from nag_networks import NAGNetworkCIFAR
 from nb201_model import NB201Network
 from registry import ATTENTIONS
 from utils import UserError
