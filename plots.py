@@ -338,3 +338,17 @@ def plot_accuracy_vs_params(rows, path):
         ax.legend(fontsize=8)
     fig.tight_layout()
     return _save_figure(fig, path)
+
+
+def plot_scores_vs_accuracy(points, name, metric, title, path):
+    """One point per architecture, (its `name` proxy score, its `metric`): rank.py's scatter plots."""
+    fig = _figure(4.8, 3.8)
+    ax = fig.add_subplot(1, 1, 1)
+    if points:
+        ax.scatter(*zip(*points), s=14, color='C0')
+    ax.set_xlabel(f'{name} score')
+    ax.set_ylabel(metric)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save_figure(fig, path)

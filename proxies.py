@@ -16,7 +16,7 @@
   |theta * dL/dtheta| (Lee et al., ICLR 2019); GraSP's -theta * Hg (Wang et al., ICLR 2020); and
   the score of the input Jacobians' correlation matrix of Mellor et al.'s first version
   (arXiv:2006.04647v1): -sum(log(lambda + k) + 1 / (lambda + k)), k = 1e-5.
-- flops (one image's forward, `training.count_flops`) and params (parameters without the
+- flops (one image's forward, `complexity.count_flops`) and params (parameters without the
   auxiliary head), the baselines of both papers.
 
 As in those references, the weights are those of every convolution and linear layer, the
@@ -38,7 +38,6 @@ from torch.overrides import TorchFunctionMode
 
 import complexity
 import kernels
-import training
 import utils
 from utils import UserError
 

@@ -18,12 +18,10 @@ import datasets
 import evaluation
 import genotypes
 import nb201
-import plots
 import proxies
-import report
 from anas import ResNetCIFAR
 from nb201_model import CELLS_PER_STAGE_DEFAULT, NB201Network
-from userio import atomic_write_text, make_readable
+from userio import atomic_write_text
 from utils import UserError
 
 DEFAULT_BATCH = 64
@@ -169,7 +167,7 @@ class Benchmark:
         return float(self._table.value(genotype, self.metric))
 
 
-def _number(value, digits=4):
+def format_number(value, digits=4):
     if value is None:
         return '–'
     if isinstance(value, float) and not math.isfinite(value):
@@ -183,58 +181,31 @@ def markdown(rows, names, correlations=None, metric=None):
     header = ['architecture', 'source', *names] + ([metric] if truth else [])
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for row in rows:
-        cells = [row['label'], row['source'], *(_number(row['scores'][name], 6) for name in names)]
+        cells = [row['label'], row['source'], *(format_number(row['scores'][name], 6) for name in names)]
         if truth:
-            cells.append(_number(row.get('accuracy'), 6))
+            cells.append(format_number(row.get('accuracy'), 6))
         lines.append('| ' + ' | '.join(cells) + ' |')
     text = '\n'.join(lines) + '\n'
     if truth:
-        text += ('\n| proxy | Spearman | Kendall | architectures |\n|---|---|---|---|\n' +
-                 ''.join(f"| {name} | {_number(c['spearman'], 3)} | {_number(c['kendall'], 3)} | {c['n']} |\n"
-                         for name, c in correlations.items()))
+        text += '\n| proxy | Spearman | Kendall | architectures |\n|---|---|---|---|\n' + ''.join(
+            f"| {name} | {format_number(c['spearman'], 3)} | {format_number(c['kendall'], 3)} | {c['n']} |\n"
+            for name, c in correlations.items())
     return text
 
 
-def plot_scores_vs_accuracy(rows, name, metric, correlation, path):
-    """One point per architecture: its `name` score against its accuracy."""
-    points = [(row['scores'][name], row['accuracy']) for row in rows
-              if row.get('accuracy') is not None and math.isfinite(row['scores'][name])]
-    fig = plots._figure(4.8, 3.8)
-    ax = fig.add_subplot(1, 1, 1)
-    if points:
-        ax.scatter(*zip(*points), s=14, color='C0')
-    ax.set_xlabel(f'{name} score')
-    ax.set_ylabel(metric)
-    ax.set_title(f"{name}: Spearman {_number(correlation['spearman'], 3)}, "
-                 f"Kendall {_number(correlation['kendall'], 3)} (n={correlation['n']})", fontsize=9)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return plots._save_figure(fig, path)
-
-
 def write_report(result, out_dir):
-    """report.html of a ranking: the correlations, a scatter plot per proxy and the scores."""
-    names, rows = result['protocol']['proxies'], result['architectures']
-    page = report._Page(f'Training-free ranking: {os.path.basename(os.path.normpath(os.path.abspath(out_dir)))}')
-    page.para(f"{len(rows)} architectures scored at initialisation on {result['protocol']['batch_size']} "
-              f"training images of {result['protocol']['dataset']} (seed {result['protocol']['seed']}).")
-    if result.get('correlations'):
+    """report.html of a ranking and, with a benchmark, a scatter plot per proxy (PROXY_vs_accuracy.png)."""
+    import plots
+    import report
+    drawn = {}
+    if 'correlations' in result:
         metric = result['benchmark']['metric']
-        page.heading(f"Rank correlation with {metric} ({result['benchmark']['path']})")
-        page.table(('proxy', 'Spearman', 'Kendall', 'architectures'),
-                   [(name, _number(c['spearman'], 3), _number(c['kendall'], 3), c['n'])
-                    for name, c in result['correlations'].items()])
-        for name in names:
-            plot = plot_scores_vs_accuracy(rows, name, metric, result['correlations'][name],
-                                           os.path.join(out_dir, f'{name}_vs_accuracy.png'))
-            page.image(plot, f'{name} score against {metric}, one point per architecture')
-    page.heading('Scores')
-    truth = bool(result.get('correlations'))
-    page.table(('architecture', 'source', *names) + (('accuracy',) if truth else ()),
-               [(row['label'], row['source'], *(row['scores'][name] for name in names))
-                + ((_number(row.get('accuracy'), 6),) if truth else ()) for row in rows])
-    page.heading('Protocol')
-    page.table(('setting', 'value'), sorted((k, v) for k, v in result['protocol'].items() if k != 'architectures'))
-    path = os.path.join(out_dir, 'report.html')
-    atomic_write_text(path, page.html())
-    return make_readable(path)
+        for name in result['protocol']['proxies']:
+            points = [(row['scores'][name], row['accuracy']) for row in result['architectures']
+                      if row['accuracy'] is not None and math.isfinite(row['scores'][name])]
+            c = result['correlations'][name]
+            title = (f"{name}: Spearman {format_number(c['spearman'], 3)}, Kendall {format_number(c['kendall'], 3)} "
+                     f"(n={c['n']})")
+            drawn[name] = plots.plot_scores_vs_accuracy(points, name, metric, title,
+                                                        os.path.join(out_dir, f'{name}_vs_accuracy.png'))
+    return report.write_ranking_report(result, out_dir, drawn)

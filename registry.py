@@ -72,6 +72,6 @@ class Registry:
 OPS = Registry('op', 'operations')
 ATTENTIONS = Registry('attention', 'attention')
 DATASETS = Registry('data set', 'datasets')
-STRATEGIES = Registry('search strategy', 'search', 'rsws')
+STRATEGIES = Registry('search strategy', 'search', 'rsws', 'proxy_search')
 # Keyed by the plain module class; the entry is its fast subclass.
 FAST_KERNELS = Registry('fast kernel', 'kernels')

@@ -374,3 +374,30 @@ def write_comparison_report(results, out_dir):
     path = os.path.join(out_dir, 'report.html')
     atomic_write_text(path, page.html())
     return make_readable(path)
+
+
+def write_ranking_report(result, out_dir, plots):
+    """report.html of a training-free ranking (rank.py's scores.json): each proxy's rank correlation
+    with the benchmark and its scatter plot (`plots`: {proxy: path}), then every score."""
+    names, rows, protocol = result['protocol']['proxies'], result['architectures'], result['protocol']
+    page = _Page(f'Training-free ranking: {os.path.basename(os.path.normpath(os.path.abspath(out_dir)))}')
+    page.para(f"{len(rows)} architectures scored at initialisation on {protocol['batch_size']} training images "
+              f"of {protocol['dataset']} (seed {protocol['seed']}); a higher score predicts a better architecture.")
+    truth = 'correlations' in result
+    if truth:
+        page.heading(f"Rank correlation with {result['benchmark']['metric']} ({result['benchmark']['path']})")
+        page.table(('proxy', 'Spearman', 'Kendall', 'architectures'),
+                   [(name, '–' if c['spearman'] is None else c['spearman'],
+                     '–' if c['kendall'] is None else c['kendall'], c['n'])
+                    for name, c in result['correlations'].items()])
+        for name in names:
+            page.image(plots[name], f"{name} score against {result['benchmark']['metric']}, one point per architecture")
+    page.heading('Scores')
+    page.table(('architecture', 'source', *names) + (('accuracy',) if truth else ()),
+               [(row['label'], row['source'], *(row['scores'][name] for name in names))
+                + ((('–' if row['accuracy'] is None else row['accuracy']),) if truth else ()) for row in rows])
+    page.heading('Protocol')
+    page.table(('setting', 'value'), sorted((k, v) for k, v in protocol.items() if k != 'architectures'))
+    path = os.path.join(out_dir, 'report.html')
+    atomic_write_text(path, page.html())
+    return make_readable(path)

@@ -6,7 +6,8 @@
 Writes into the run directory (--save): genotype.json every epoch, alphas.jsonl (softmaxed
 architecture weights per epoch), metrics.jsonl (with the diagnostics of search_diagnostics.py),
 log.txt, checkpoint.pt (resume with --resume).  --strategy rsws: random search with weight sharing
-on the same supernet (rsws.py); --plugins adds a user's ops, attentions or strategies.
+on the same supernet (rsws.py); --strategy proxy: a training-free search by a zero-cost proxy
+(proxy_search.py); --plugins adds a user's ops, attentions or strategies.
 --partial_channels and --edge_normalization: PC-DARTS (see model_search.py); the collapse guards
 of DARTS-, P-DARTS and DARTS+: collapse_guards.py; --stage_layers and --stage_keep: P-DARTS's
 progressive search.  The search itself is search.py.

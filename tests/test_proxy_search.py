@@ -42,6 +42,15 @@ def test_strategy_proxy_writes_the_arg_max_of_the_drawn_architectures(tmp_path, 
     assert ranked[0]['score'] == max(entry['score'] for entry in ranked)
     assert genotypes.to_dict(genotypes.load(str(naswot / 'genotype.json'))) == ranked[0]['genotype']
 
+    # a kill after two scores (the third line cut): --resume scores the rest and chooses the same
+    lines = (naswot / 'proxy_scores.jsonl').read_text().splitlines(keepends=True)
+    (naswot / 'proxy_scores.jsonl').write_text(''.join(lines[:2]) + lines[2][:10])
+    run('train_search.py', '--strategy', 'proxy', '--proxy', 'naswot', '--samples', '4', '--batch_size', '8',
+        '--no_progress', *TINY, '--data', fashion, '--save', naswot, '--resume')
+    assert json.loads((naswot / 'proxy_ranking.json').read_text())['architectures'] == ranked
+    assert [json.loads(line)['sample'] for line in (naswot / 'proxy_scores.jsonl').read_text().splitlines()] == \
+        [0, 1, 2, 3]
+
 
 def test_strategy_proxy_refuses_architecture_weight_options_in_one_line(tmp_path, fashion):
     result = run('train_search.py', '--strategy', 'proxy', '--edge_normalization', *TINY, '--data', fashion,

@@ -54,7 +54,8 @@ def kendall_tau_b(xs, ys):
             concordant += 1
         else:
             discordant += 1
-    return (concordant - discordant) / math.sqrt((concordant + discordant + ties_x) * (concordant + discordant + ties_y))
+    pairs = concordant + discordant
+    return (concordant - discordant) / math.sqrt((pairs + ties_x) * (pairs + ties_y))
 
 
 def test_rank_correlations_of_a_table_with_ties_and_gaps_are_spearman_and_kendall_tau_b():

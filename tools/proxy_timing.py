@@ -64,10 +64,12 @@ def main():
              torch.randint(0, info.num_classes, (args.batch_size,), generator=generator))
     commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True,
                             cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
-    result = {'date': time.strftime('%Y-%m-%d'), 'commit': commit, 'machine': platform.processor() or platform.machine(),
-              'cpus': os.cpu_count(), 'threads': torch.get_num_threads(), 'torch': torch.__version__,
+    result = {'date': time.strftime('%Y-%m-%d'), 'commit': commit,
+              'machine': platform.processor() or platform.machine(), 'cpus': os.cpu_count(),
+              'threads': torch.get_num_threads(), 'torch': torch.__version__,
               'command': ' '.join([os.path.basename(sys.executable), *sys.argv]), 'batch_size': args.batch_size,
-              'note': 'the CPU was shared with other processes (see the load averages): the times are upper bounds', 'spaces': {}}
+              'note': 'the CPU was shared with other processes (see the load averages): the times are upper bounds',
+              'spaces': {}}
     for space in args.spaces:
         flags = argparse.Namespace(random_seed=0, num_meta_node=4, **SPACES[space])
         drawn = architectures.sample(args.samples, flags)
