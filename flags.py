@@ -83,13 +83,14 @@ def device(text):
     return text
 
 
-def existing_file(what):
-    """A path that must name a file: a directory or a missing path is refused, saying which."""
+def existing_file(what, names):
+    """A path that must name a file, `what` (e.g. written by a search as one of `names`): a directory
+    or a missing path is refused, saying which."""
     def check(text):
         if os.path.isdir(text):
-            raise argparse.ArgumentTypeError(f"{text} is a directory; give the {what} file (e.g. {what} inside it)")
+            raise argparse.ArgumentTypeError(f"{text} is a directory; give the {what} (e.g. {names} inside it)")
         if not os.path.isfile(text):
-            raise argparse.ArgumentTypeError(f"{text} does not exist; give the path of a {what} file")
+            raise argparse.ArgumentTypeError(f"{text} does not exist; give the path of the {what}")
         return text
     return check
 
@@ -120,7 +121,8 @@ CHECKS = {
     'auxiliary_weight': NON_NEGATIVE, 'label_smooth': RATE_BELOW_1, 'adabelief_eps': POSITIVE,
     'decay_period': COUNT, 'gamma': POSITIVE, 'milestones': COUNT, 'schedule_epochs': COUNT,
     'keep_prob': Range(0, 1, low_open=True), 'se_reduction': COUNT,
-    'arch_path': existing_file('genotype .json'), 'model_path': existing_file('trained.pt'),
+    'arch_path': existing_file('genotype .json file', 'genotype.json or best_arch.json'),
+    'model_path': existing_file('model file', 'trained.pt'),
     # SLNAS (train_search_slnas.py, retrain_slnas.py)
     'aux_weight': NON_NEGATIVE, 'droppath': RATE_BELOW_1, 'drop_path_ramp': Range(0, 1, low_open=True),
     'child_out_filters': COUNT, 'controller_lr': POSITIVE, 'controller_steps': COUNT, 'entropy_weight': NON_NEGATIVE,
