@@ -170,9 +170,6 @@ def main(argv=None):
                             'auxiliary': args.auxiliary, 'dead_ends': args.dead_ends,
                             'score_epochs': args.score_epochs})
     run = runs.Run(args.save, args, args.resume, kind='nasdata', signature=signature)
-    run.start()
-    run.truncate_jsonl(SCORES, run.checkpoint['epoch'] if run.checkpoint else 0)
-    archs = architecture_pool(run, args)
     train_data = training.load_split(args, train=True)
     weight_idx, arch_idx = datasets.search_split(train_data, args.train_portion, args.subset)
     weight_loader = training.make_loader(torch.utils.data.Subset(train_data, weight_idx), args.batch_size, True,

@@ -169,12 +169,10 @@ def trainer_of(dataset):
 
 def parse_run_flags(preset, flags):
     """The trainer's arguments for `flags`, or one line naming what it refused."""
-    parser = evaluation.train_parser(preset)
-
-    def refuse(message):
-        raise UserError(f"a training flag was refused: {message}")
-    parser.error = refuse
-    return cli.parse(parser, flags)
+    try:
+        return cli.parse(evaluation.train_parser(preset), flags)
+    except UserError as refusal:
+        raise UserError(f"a training flag was refused: {refusal}") from None
 
 
 def network_for(run_args, info, genotype, channels):

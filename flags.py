@@ -14,7 +14,7 @@ Two tables, both keyed by a flag's destination (``--init_ch`` and ``--init_chann
 - `ON_RESUME`: the flags a ``--resume`` may change (see `resume_changes`); every other flag defines
   the run and must be given as the run was started.
 
-A script parses with ``flags.parse_args(parser, argv)`` (the common flags' ``parse`` does it): the
+A script parses with ``flags.parse_args(parser, argv)`` (``cli.parse`` does it): the
 tables are applied to its parser, and argparse's own two-line usage-and-error becomes a `UserError`,
 that is one line and exit status 2 under the scripts' ``cli`` wrapper.
 """
@@ -83,13 +83,14 @@ def device(text):
     return text
 
 
-def existing_file(what):
-    """A path that must name a file: a directory or a missing path is refused, saying which."""
+def existing_file(what, names):
+    """A path that must name a file, `what` (e.g. written by a search as one of `names`): a directory
+    or a missing path is refused, saying which."""
     def check(text):
         if os.path.isdir(text):
-            raise argparse.ArgumentTypeError(f"{text} is a directory; give the {what} file (e.g. {what} inside it)")
+            raise argparse.ArgumentTypeError(f"{text} is a directory; give the {what} (e.g. {names} inside it)")
         if not os.path.isfile(text):
-            raise argparse.ArgumentTypeError(f"{text} does not exist; give the path of a {what} file")
+            raise argparse.ArgumentTypeError(f"{text} does not exist; give the path of the {what}")
         return text
     return check
 
@@ -106,7 +107,7 @@ CHECKS = {
     'checkpoint_steps': Range(0, note='0: only at epoch ends'),
     'image_size': Range(8), 'subset': Range(2),
     'device': device,
-    # searches (train_search.py, search_net.py, collapse_guards.py, rsws.py)
+    # searches (search.py, collapse_guards.py, rsws.py)
     'arch_learning_rate': Range(0, note='0: the architecture weights stay as initialised'), 'arch_weight_decay': NON_NEGATIVE, 'arch_grad_clip': CLIP_NORM,
     'train_portion': Range(0, 1, low_open=True, high_open=True),
     'num_meta_node': Range(1, 8), 'partial_channels': Range(1, note='1: all channels'),
@@ -120,13 +121,14 @@ CHECKS = {
     'auxiliary_weight': NON_NEGATIVE, 'label_smooth': RATE_BELOW_1, 'adabelief_eps': POSITIVE,
     'decay_period': COUNT, 'gamma': POSITIVE, 'milestones': COUNT, 'schedule_epochs': COUNT,
     'keep_prob': Range(0, 1, low_open=True), 'se_reduction': COUNT,
-    'arch_path': existing_file('genotype .json'), 'model_path': existing_file('trained.pt'),
+    'arch_path': existing_file('genotype .json file', 'genotype.json or best_arch.json'),
+    'model_path': existing_file('model file', 'trained.pt'),
     # SLNAS (train_search_slnas.py, retrain_slnas.py)
     'aux_weight': NON_NEGATIVE, 'droppath': RATE_BELOW_1, 'drop_path_ramp': Range(0, 1, low_open=True),
     'child_out_filters': COUNT, 'controller_lr': POSITIVE, 'controller_steps': COUNT, 'entropy_weight': NON_NEGATIVE,
     'bl_dec': PROBABILITY, 'candidates': COUNT, 'candidate_batches': COUNT,
     'population': Range(2), 'generations': COUNT, 'cross_rate': PROBABILITY, 'mutation_rate': PROBABILITY,
-    # NAG (gan.py, generate_archs.py, build_nas_dataset.py)
+    # NAG (nag_generator.py, build_nas_dataset.py)
     'b1': RATE_BELOW_1, 'b2': RATE_BELOW_1, 'clip_value': Range(0, infinite=True, note='0: off'),
     'latent_dim': COUNT, 'label_embedding_size': COUNT, 'n_critic': COUNT,
     'n_perf_classes': COUNT, 'n_params_classes': COUNT, 'max_vertices': Range(4, note='two inputs, an op, the output'),
@@ -140,7 +142,7 @@ CHECKS = {
     # compare.py
     'seeds': COUNT, 'random_seed': SEED, 'jobs': COUNT, 'param_budget': POSITIVE,
     'latency_batch': COUNT, 'latency_repeats': COUNT,
-    # bench.py
+    # bench.py (step_measurements.py)
     'threads': Range(0, note="0: torch's default"), 'warmup': Range(0), 'repeats': COUNT, 'nodes': COUNT,
     'train_channels': COUNT, 'train_layers': COUNT,
 }

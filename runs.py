@@ -1,5 +1,6 @@
 """A run directory: its checks (--save, --resume), its files (args.json, log.txt, metrics.jsonl,
-checkpoint.pt) and the signature check that refuses to resume another architecture or setting."""
+checkpoint.pt), the comparison of a resume's flags with the run's (flags.py) and the signature check
+that refuses to resume another architecture or setting."""
 import json
 import logging
 import logging.handlers

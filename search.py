@@ -321,8 +321,6 @@ def build_supernet(args, info, layers, kept_ops=None):
 
 def run(args):
     """The cell search of parsed flags (`parse`); returns the exit status."""
-    if not 1 <= args.num_meta_node <= 8:
-        raise utils.UserError(f"--num_meta_node must be between 1 and 8, got {args.num_meta_node}")
     if args.batch_size < 2:
         # The supernet's BatchNorms (and BAM's and GE's on pooled vectors) normalise over the batch.
         raise utils.UserError(f"--batch_size must be at least 2 in a search (batch statistics), got {args.batch_size}")

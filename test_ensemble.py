@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 
 import cli
-import flags
 import datasets
 import devices
+import flags
 import training
 import utils
 from evaluation import load_trained, test_split
