@@ -22,7 +22,7 @@ scored architecture:
     {"index", "normal": {"matrix", "ops"}, "reduce": {...}, "accuracy", "params_MB", "flops"}
 appended as it is written, so `--resume` after a kill skips what is already there.  params_MB and
 flops are those of the evaluation network (`--eval_init_channels`, `--eval_layers` = 3N+2 cells)
-that train_CIFAR10.py builds from the architecture (model.NAGNetworkCIFAR), in one unit (the
+that train_CIFAR10.py builds from the architecture (nag_networks.NAGNetworkCIFAR), in one unit (the
 reference mixed units).
 The GAN scripts turn accuracy and params_MB into quantile classes.
 """
@@ -35,14 +35,18 @@ import sys
 import torch
 import torch.nn as nn
 
+import cli
+import complexity
 import datasets
+import devices
 import nag
 import nag_cells
 import presets
+import runs
 import training
 import utils
-from model import NAGNetworkCIFAR, nag_stage_cells
-from training import logger
+from cli import logger
+from nag_networks import NAGNetworkCIFAR, nag_stage_cells
 from utils import UserError
 
 ARCHS = 'archs.jsonl'
@@ -51,8 +55,8 @@ SCORES = 'scores.jsonl'
 
 
 def build_parser():
-    parser = training.default_parser(__doc__.splitlines()[0])
-    training.add_common_arguments(parser, batch_size=128, learning_rate=0.025, learning_rate_min=0.001,
+    parser = cli.default_parser(__doc__.splitlines()[0])
+    cli.add_common_arguments(parser, batch_size=128, learning_rate=0.025, learning_rate_min=0.001,
                                   epochs=150, init_channels=20, layers=11, seed=0)
     g = parser.add_argument_group('NAS dataset')
     g.add_argument('--num_archs', '--num_sampled_arch', type=int, default=4000,
@@ -144,9 +148,9 @@ def mean_scores(run, count):
     return [sum(record['scores'][i] for record in epochs) / len(epochs) for i in range(count)]
 
 
-@training.cli
+@cli.cli
 def main(argv=None):
-    args = training.parse(build_parser(), argv)
+    args = cli.parse(build_parser(), argv)
     for name, least in (('num_archs', 1), ('eval_batches', 1), ('eval_batch_size', 1), ('max_vertices', 4),
                         ('score_epochs', 0)):
         if getattr(args, name) < least:
@@ -154,12 +158,12 @@ def main(argv=None):
     if not 0 <= args.drop_path_prob < 1:
         raise UserError(f'--drop_path_prob must lie in [0, 1), got {args.drop_path_prob}')
     nag_stage_cells(args.eval_layers, '--eval_layers')
-    device = training.select_device(args.device)
-    training.single_process()
+    device = devices.select_device(args.device)
+    devices.single_process()
     info = training.dataset_info(args, need_data=not args.dry_run)
     utils.seed_everything(args.seed)
     nag_stage_cells(args.layers)
-    supernet = training.place_model(nag.OneShotNetwork(args.init_channels, info.num_classes, args.layers,
+    supernet = devices.place_model(nag.OneShotNetwork(args.init_channels, info.num_classes, args.layers,
                                                        args.max_vertices, info.in_channels, args.auxiliary,
                                                        info.image_size), args, device)
     input_shape = (info.in_channels, info.image_size, info.image_size)
@@ -171,7 +175,7 @@ def main(argv=None):
                             'max_vertices': args.max_vertices, 'num_archs': args.num_archs, 'seed': args.seed,
                             'auxiliary': args.auxiliary, 'dead_ends': args.dead_ends,
                             'score_epochs': args.score_epochs})
-    run = training.Run(args.save, args, args.resume, kind='nasdata', signature=signature)
+    run = runs.Run(args.save, args, args.resume, kind='nasdata', signature=signature)
     run.truncate_jsonl(SCORES, run.checkpoint['epoch'] if run.checkpoint else 0)
     archs = architecture_pool(run, args)
     train_data = training.load_split(args, train=True)
@@ -189,7 +193,7 @@ def main(argv=None):
                                 weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs, eta_min=args.learning_rate_min)
 
-    scaler = training.grad_scaler(args, device)
+    scaler = devices.grad_scaler(args, device)
 
     def run_epoch(ctx):
         lr = scheduler.get_last_lr()[0]
@@ -200,7 +204,7 @@ def main(argv=None):
             x, y = (t.to(device, non_blocking=True) for t in batch)
             arch = archs[random.randrange(len(archs))]
             optimizer.zero_grad(set_to_none=True)
-            with training.autocast(args, device):
+            with devices.autocast(args, device):
                 logits, logits_aux = supernet(x, arch)
                 loss = criterion(logits, y)
                 if logits_aux is not None:
@@ -236,7 +240,7 @@ def main(argv=None):
             continue
         network = NAGNetworkCIFAR(args.eval_init_channels, info.num_classes, args.eval_layers, False, arch,
                                   in_channels=info.in_channels, image_size=info.image_size)
-        params, flops, _ = training.describe(network, input_shape)
+        params, flops, _ = complexity.describe(network, input_shape)
         accuracy = accuracies[index] if args.score_epochs else one_shot_accuracy(supernet, arch, batches, device)
         record = {'index': index, **nag_cells.arch_to_dict(arch), 'accuracy': accuracy, 'params_MB': params, 'flops': flops}
         run.append_jsonl(ARCHS, record)

@@ -49,16 +49,21 @@ import time
 
 import torch
 
+import cli
+import complexity
 import datasets
 import evaluation
 import genotypes
 import latency
 import nag_cells
+import plots
+import report
+import runs
 import search_space
 import training
 import utils
-import visualize
-from training import logger
+from cli import logger
+from devices import place_model, select_device
 from utils import UserError
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -71,7 +76,7 @@ PRESET_FLAGS = ('epochs', 'batch_size', 'learning_rate', 'init_channels', 'layer
 
 
 def build_parser():
-    parser = training.default_parser(__doc__.splitlines()[0])
+    parser = cli.default_parser(__doc__.splitlines()[0])
     parser.add_argument('archs', nargs='+', metavar='ARCH',
                         help='a named genotype, a genotype .json, a search run directory, or random:N')
     g = parser.add_argument_group('protocol (the same for every run)')
@@ -187,7 +192,7 @@ def parse_run_flags(preset, flags):
     def refuse(message):
         raise UserError(f"a training flag was refused: {message}")
     parser.error = refuse
-    return training.parse(parser, flags)
+    return cli.parse(parser, flags)
 
 
 def network_for(run_args, info, genotype, channels):
@@ -285,7 +290,7 @@ class Comparison:
             with open(record) as f:
                 stored = json.load(f)
             if stored != protocol:
-                differs = training._differences(json.dumps(stored), json.dumps(protocol))
+                differs = runs.signature_differences(json.dumps(stored), json.dumps(protocol))
                 raise UserError(f"{self.dir} holds a comparison with another protocol or architectures "
                                 f"(differs in: {differs}); resume with the command of that comparison")
             return
@@ -394,9 +399,9 @@ def measure(trained_path, run_args_path, device, batch, repeats):
         run_args = json.load(f)
     layout = argparse.Namespace(kernels=run_args.get('kernels', 'auto'), compile=False,
                                 channels_last=run_args.get('channels_last', True))
-    training.place_model(model, layout, device)
+    place_model(model, layout, device)
     shape = (config['in_channels'], config['image_size'], config['image_size'])
-    params, flops, _ = training.describe(model, shape)
+    params, flops, _ = complexity.describe(model, shape)
     model.eval()
     x = torch.randn(batch, *shape, device=device)
     if layout.channels_last:
@@ -424,7 +429,7 @@ def collect(comparison, device):
                 continue
             run_dir = comparison.run_dir(label, seed)
             trained = utils.load_checkpoint_file(os.path.join(run_dir, 'trained.pt'), 'model file')
-            epochs = visualize.read_jsonl(os.path.join(run_dir, 'metrics.jsonl'))
+            epochs = report.read_jsonl(os.path.join(run_dir, 'metrics.jsonl'))
             runs.append({'seed': seed, 'top1': trained['metrics']['top1'], 'top5': trained['metrics']['top5'],
                          'train_time_s': sum(m.get('epoch_time', 0.0) for m in epochs),
                          'run_dir': os.path.relpath(run_dir, comparison.dir)})
@@ -477,26 +482,26 @@ def write_results(comparison, rows):
             f"Test accuracy: mean ± sample standard deviation over the seeds.\n\n"
             f"{markdown_table(rows, protocol['seeds'])}\nCommand: `{command}`\n")
     utils.atomic_write_text(comparison.path('results.md'), text)
-    visualize.plot_accuracy_vs_params(rows, comparison.path('accuracy_vs_params.png'))
-    return visualize.write_comparison_report(results, comparison.dir)
+    plots.plot_accuracy_vs_params(rows, comparison.path('accuracy_vs_params.png'))
+    return report.write_comparison_report(results, comparison.dir)
 
 
-@training.cli
+@cli.cli
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index('--') + 1:] if '--' in argv else []
     args = build_parser().parse_args(argv[:argv.index('--')] if '--' in argv else argv)
     protocol, devices = make_plan(args, extra)
     comparison = Comparison(args.save, protocol, args.resume)
-    training.configure_logging(comparison.path('log.txt'))
+    cli.configure_logging(comparison.path('log.txt'))
     logger.info('comparison %s: %d architectures x %d seeds', comparison.dir, len(protocol['architectures']),
                 len(protocol['seeds']))
-    with training._StopRequest() as stop:
+    with training.StopRequest() as stop:
         failed = execute(comparison, devices, args.jobs, stop)
     if stop.signal:
         logger.info('%s: the runs stopped at checkpoints; continue with --resume', stop.signal)
         return 0
-    measure_device = torch.device(devices[0]) if devices[0] else training.select_device('auto')
+    measure_device = torch.device(devices[0]) if devices[0] else select_device('auto')
     rows = collect(comparison, measure_device)
     report = write_results(comparison, rows)
     logger.info('results: %s, %s, %s', comparison.path('results.md'), comparison.path('results.json'), report)

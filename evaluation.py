@@ -1,10 +1,10 @@
 """Train a derived architecture from scratch and test it: the evaluation protocol of DARTS
 (Liu et al., ICLR 2019, https://arxiv.org/abs/1806.09055) as used by Att-DARTS (Nakai et al.,
 IJCNN 2020).  `train_CIFAR10.py` ... `test_ImageNet.py` are thin wrappers choosing a preset.
-`train_net.py` (ANAS, Dang 2019) uses the 'anas' preset: a CIFAR ResNet (`model.ResNetCIFAR`) with
+`train_net.py` (ANAS, Dang 2019) uses the 'anas' preset: a CIFAR ResNet (`anas.ResNetCIFAR`) with
 no, SE or a searched attention unit, whose trained.pt the test scripts read like any other.
 A NAG architecture (Jing, Xu and Zhang, Neurocomputing 2021: `--arch NAG` or a DAG JSON) is built
-in the reference's NAO skeleton (`model.NAGNetworkCIFAR` / `NAGNetworkImageNet`), whose classifier
+in the reference's NAO skeleton (`nag_networks.NAGNetworkCIFAR` / `NAGNetworkImageNet`), whose classifier
 dropout `--keep_prob` defaults to the reference's (0.6 on CIFAR, 1.0 on ImageNet).
 
 Fixed with respect to the Att-DARTS code: ImageNet uses StepLR(decay_period, gamma)
@@ -18,16 +18,21 @@ import json
 import torch
 import torch.nn as nn
 
+import cli
+import complexity
 import datasets
+import devices
 import genotypes
 import nag_cells
 import presets
+import runs
 import training
 import utils
-from model import (REDUCE_LEVELS, RESNET_ATTENTIONS, RESNET_BLOCKS, SE_REDUCTION, NAGNetworkCIFAR, NAGNetworkImageNet,
-                   NetworkCIFAR, NetworkImageNet, ResNetCIFAR, check_net_type, nag_stage_cells)
+from anas import RESNET_ATTENTIONS, RESNET_BLOCKS, SE_REDUCTION, ResNetCIFAR, check_net_type
+from cli import logger
+from model import REDUCE_LEVELS, NetworkCIFAR, NetworkImageNet
+from nag_networks import NAGNetworkCIFAR, NAGNetworkImageNet, nag_stage_cells
 from operations import SHUFFLE_GROUP_CHOICES
-from training import logger
 from utils import UserError
 
 # DARTS / Att-DARTS defaults per task; nag_keep_prob is the NAG classifier's (train_cifar.py --keep_prob).
@@ -158,8 +163,8 @@ def genotype_record(genotype):
 
 def train_parser(preset):
     p = PRESETS[preset]
-    parser = training.default_parser(f'Train a searched cell on {p["dataset"]} from scratch')
-    training.add_common_arguments(parser, **{k: p[k] for k in ('dataset', 'batch_size', 'learning_rate',
+    parser = cli.default_parser(f'Train a searched cell on {p["dataset"]} from scratch')
+    cli.add_common_arguments(parser, **{k: p[k] for k in ('dataset', 'batch_size', 'learning_rate',
                                                                'weight_decay', 'epochs', 'init_channels',
                                                                'layers', 'seed')})
     g = parser.add_argument_group('architecture')
@@ -236,8 +241,8 @@ def train_and_test(args, run, model, device, loaders, optimizer, scheduler, loss
     `drop_path_prob(epoch)` is the drop-path rate of an epoch.  Returns the test metrics, or None
     when the run was stopped by a signal (its checkpoint is written)."""
     train_loader, test_loader = loaders
-    scaler = training.grad_scaler(args, device)
-    train_model = training.wrap_distributed(model, device)
+    scaler = devices.grad_scaler(args, device)
+    train_model = devices.wrap_distributed(model, device)
     test_criterion = nn.CrossEntropyLoss()
 
     def run_epoch(ctx):
@@ -248,7 +253,7 @@ def train_and_test(args, run, model, device, loaders, optimizer, scheduler, loss
         def step(batch, where, guard):
             x, y = (t.to(device, non_blocking=True) for t in batch)
             optimizer.zero_grad(set_to_none=True)
-            with training.autocast(args, device):
+            with devices.autocast(args, device):
                 outputs = train_model(x)
                 loss = loss_of(outputs, y)
             if not training.optimize(loss, optimizer, model.parameters(), args.grad_clip, guard, where, scaler):
@@ -312,22 +317,22 @@ def make_scheduler(args, optimizer):
 
 
 def train_main(argv, preset):
-    args = training.parse(train_parser(preset), argv)
+    args = cli.parse(train_parser(preset), argv)
     genotype = resolve_genotype(args)
-    device = training.select_device(args.device)
+    device = devices.select_device(args.device)
     info = training.dataset_info(args, need_data=not args.dry_run)
     config = network_config(args, info, genotype)
     utils.seed_everything(args.seed)
-    model = training.place_model(build_network(config, genotype), args, device)
+    model = devices.place_model(build_network(config, genotype), args, device)
     input_shape = (info.in_channels, info.image_size, info.image_size)
     if args.dry_run:
-        print(training.describe(model, input_shape)[2])
+        print(complexity.describe(model, input_shape)[2])
         return 0
 
     signature = json.dumps({'kind': 'train', 'network': config, 'genotype': genotype_record(genotype)})
-    run = training.Run(args.save, args, args.resume, kind='train', signature=signature)
+    run = runs.Run(args.save, args, args.resume, kind='train', signature=signature)
     loaders = build_loaders(args, device)
-    params, _, description = training.describe(model, input_shape)
+    params, _, description = complexity.describe(model, input_shape)
     logger.info('train %s on %s: %s', args.arch or args.arch_path, args.dataset, description.replace('\n', ', '))
     label_smooth = args.label_smooth
     if label_smooth is None:  # CNAS: smoothing for many classes only
@@ -345,7 +350,7 @@ def train_main(argv, preset):
                             lambda epoch: args.drop_path_prob * epoch / schedule_epochs(args), params)
     if result is None:
         return 0
-    if training.is_main():
+    if devices.is_main():
         utils.atomic_torch_save({'state_dict': model.state_dict(), 'network': config,
                                  'genotype': genotype_record(genotype), 'args': vars(args), 'metrics': result},
                                 run.path('trained.pt'))
@@ -361,7 +366,7 @@ def report_test(result):
 
 def test_parser(preset):
     p = PRESETS[preset]
-    parser = training.default_parser(f'Test a trained model on the {p["dataset"]} test split')
+    parser = cli.default_parser(f'Test a trained model on the {p["dataset"]} test split')
     parser.add_argument('--model_path', required=True, help='trained.pt written by a train script')
     parser.add_argument('--arch', default=None, help='optional: the genotype the model must have')
     parser.add_argument('--arch_path', default=None, help='optional: genotype.json the model must have')
@@ -407,11 +412,11 @@ def test_split(args, config, trained_args):
 def test_main(argv, preset):
     args = test_parser(preset).parse_args(argv)
     expected = genotypes.resolve(args.arch, args.arch_path) if (args.arch or args.arch_path) else None
-    device = training.select_device(args.device)
+    device = devices.select_device(args.device)
     model, config, genotype, trained_args = load_trained(args.model_path, expected)
     model.to(device)
     if args.dry_run:
-        print(training.describe(model, (config['in_channels'], config['image_size'], config['image_size']))[2])
+        print(complexity.describe(model, (config['in_channels'], config['image_size'], config['image_size']))[2])
         return 0
     info = datasets.dataset_info(args.dataset, args.data)
     if info.num_classes != config['num_classes']:
@@ -420,7 +425,7 @@ def test_main(argv, preset):
     utils.seed_everything(args.seed)
     loader = training.make_loader(test_split(args, config, trained_args), args.batch_size, False, args.workers,
                                   device)
-    training.configure_logging()
+    cli.configure_logging()
     result = training.evaluate(model, loader, nn.CrossEntropyLoss(), device, desc='test', no_progress=args.no_progress)
     report_test(result)
     print(json.dumps({'top1': result['top1'], 'top5': result['top5'], 'error': 100 - result['top1']}))

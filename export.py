@@ -16,8 +16,8 @@ import sys
 
 import torch
 
+import cli
 import deploy
-import training
 import utils
 from utils import UserError
 
@@ -25,7 +25,7 @@ EXAMPLE_BATCH = 2
 
 
 def build_parser():
-    parser = training.default_parser(__doc__.splitlines()[0])
+    parser = cli.default_parser(__doc__.splitlines()[0])
     parser.add_argument('model_path', help='trained.pt written by a train script')
     parser.add_argument('--out', default=None, help='the ONNX file (default: model.onnx beside the trained.pt)')
     parser.add_argument('--check_batch', type=int, default=3,
@@ -35,7 +35,7 @@ def build_parser():
     return parser
 
 
-@training.cli
+@cli.cli
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.check_batch < 1 or args.atol <= 0:
@@ -51,8 +51,8 @@ def main(argv=None):
         raise UserError(f"ONNX Runtime's logits differ from PyTorch's by {difference:.3g} > --atol {args.atol} on a "
                         f"batch of {args.check_batch}; nothing was written")
     utils.atomic_write(out, lambda f: f.write(model_bytes))
-    print(f"{out}: input '{deploy.INPUT_NAME}' (N, {', '.join(map(str, shape))}), output '{deploy.OUTPUT_NAME}'; ONNX Runtime "
-          f"matches PyTorch to {difference:.2g} on a batch of {args.check_batch}")
+    print(f"{out}: input '{deploy.INPUT_NAME}' (N, {', '.join(map(str, shape))}), output '{deploy.OUTPUT_NAME}'; "
+          f"ONNX Runtime matches PyTorch to {difference:.2g} on a batch of {args.check_batch}")
     return 0
 
 

@@ -8,10 +8,10 @@ quantile class of params_MB) and, as in the reference, no gradient clipping (--c
 """
 import sys
 
-import training
-from gan import train
+import cli
+import nag_generator
 
-main = training.cli(lambda argv=None: train(argv, ['accuracy', 'params_MB'], clip_norm=0.0))
+main = cli.cli(lambda argv=None: nag_generator.train_gan(argv, ['accuracy', 'params_MB'], clip_norm=0.0))
 
 if __name__ == '__main__':
     sys.exit(main())

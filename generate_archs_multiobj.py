@@ -8,10 +8,10 @@ output folders are class_<acc>_<params>.
 """
 import sys
 
-import training
-from generate_archs import main_for
+import cli
+import nag_generator
 
-main = training.cli(lambda argv=None: main_for(argv, ['accuracy', 'params_MB']))
+main = cli.cli(lambda argv=None: nag_generator.generate(argv, ['accuracy', 'params_MB']))
 
 if __name__ == '__main__':
     sys.exit(main())

@@ -206,7 +206,7 @@ NAMED.update(CNAS_NAMED)
 
 # NAG (Jing, Xu and Zhang, "A Neural Architecture Generator for Efficient Search Space",
 # Neurocomputing 2021; its `train_cifar.py`): the reference's shipped pair of DAG cells, a nag_cells.DagArch
-# that the train scripts build as model.NAGNetworkCIFAR / NAGNetworkImageNet.
+# that the train scripts build as nag_networks.NAGNetworkCIFAR / NAGNetworkImageNet.
 NAMED['NAG'] = nag_cells.REFERENCE_ARCH
 
 # ANAS (Dang, "Exploring Attention Convolutional Neural Network via Neural Architecture Search",

@@ -20,16 +20,17 @@ import sys
 
 from tqdm import tqdm
 
+import cli
 import datasets
+import devices
 import genotypes
 import latency
-import training
-from model_search import LOCATIONS
+from search_space import LOCATIONS
 from utils import UserError
 
 
 def build_parser():
-    parser = training.default_parser(__doc__.splitlines()[0])
+    parser = cli.default_parser(__doc__.splitlines()[0])
     parser.add_argument('--out', required=True, help='the JSON table to write')
     g = parser.add_argument_group('search space (the search\'s flags)')
     g.add_argument('--space', choices=latency.SPACES, default='darts',
@@ -65,7 +66,7 @@ def space_settings(args):
                                   args.num_meta_node, image_size, args.reduce_level)
 
 
-@training.cli
+@cli.cli
 def main(argv=None):
     args = build_parser().parse_args(argv)
     for name, least in (('threads', 1), ('batch', 1), ('warmup', 0), ('repeats', 1), ('init_channels', 1),
@@ -75,9 +76,10 @@ def main(argv=None):
     if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
         raise UserError(f"--out {args.out}: its folder does not exist; create it or pick another path")
     settings = space_settings(args)
-    device = training.select_device(args.device)
+    device = devices.select_device(args.device)
     table = latency.measure_table(settings, args.backend, device, args.batch, args.warmup, args.repeats, args.threads,
-                                  progress=lambda items: tqdm(items, desc='candidates', disable=args.no_progress or None))
+                                  progress=lambda items: tqdm(items, desc='candidates',
+                                                              disable=args.no_progress or None))
     latency.save_table(table, args.out)
     uniform = latency.Objective(table, settings, 0.0, 1.0).uniform()
     print(f"{args.out}: {len(table['latency_ms'])} candidates on {table['measurement']['device_name']}; the "

@@ -52,8 +52,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from genotypes import ATT_PRIMITIVES, AttGenotype, Genotype, entry_attention, entry_input, entry_op
-from model import ResNetBody, build_cell_stack, cifar_stem
+from genotypes import Genotype, entry_attention, entry_input, entry_op
+from model import build_cell_stack, cifar_stem
 from operations import (ChannelShuffle, FactorizedReduce, ReLUConvBN, make_candidate, regroup_shuffle_convs,
                         skip_connect)
 from search_space import LOCATIONS, candidate_lists, resolve_primitives  # noqa: F401 (LOCATIONS re-exported)
@@ -454,72 +454,3 @@ class SearchNetwork(nn.Module):
         with torch.no_grad():
             return {name.split('_')[-1]: table.cpu().tolist() for name, table in self.softmaxed().items()
                     if name.startswith(TABLE_PREFIX['edges'])}
-
-
-# --------------------------------------------------------------------------------------------------
-# ANAS (Dang, "Exploring Attention Convolutional Neural Network via Neural Architecture Search",
-# 2019; reference `anas/model_search.py`, `anas/res_att_search_cifar.py`): a CIFAR ResNet whose
-# blocks all hold a mixed attention unit; one architecture table is shared by all units.  The
-# reference's skip-connect dropout (`id_reg`) is never switched on there and is left out.
-# --------------------------------------------------------------------------------------------------
-
-class MixedAttentionUnit(nn.Module):
-    """The searchable unit: both inputs are x; `steps` nodes over 2 + 3 + ... mixed edges of
-    ATT_PRIMITIVES (non-affine, pools without BN); output x * sigmoid(sum of the nodes)."""
-
-    def __init__(self, C, steps=3):
-        super().__init__()
-        self.steps = steps
-        self.edges = nn.ModuleList(MixedEdge(ATT_PRIMITIVES, C, 1, None, None, affine=False, pool_bn=False)
-                                   for i in range(steps) for _ in range(2 + i))
-
-    def forward(self, x, weights):
-        states, offset = [x, x], 0
-        for _ in range(self.steps):
-            edges = range(offset, offset + len(states))
-            states.append(self.node(states, edges, weights))
-            offset += len(edges)
-        return x * torch.sigmoid(sum(states[2:]))
-
-    def node(self, states, edges, weights):
-        return sum(self.edges[e](h, weights[e]) for e, h in zip(edges, states))
-
-
-class AttentionSearchResNet(ResNetBody):
-    """ResNet (`net_type`, ResNet-20 in the paper) with a MixedAttentionUnit after bn2 of every
-    block.  `alphas` (edges x 9, init 1e-3 * randn) is the one architecture table, softmaxed once
-    per forward and handed to every unit, so its gradient sums the contributions of all blocks."""
-
-    def __init__(self, net_type='resnet20', num_classes=10, steps=3, in_channels=3):
-        super().__init__(net_type, num_classes, lambda C: MixedAttentionUnit(C, steps), in_channels)
-        self.steps = steps
-        self.alphas = nn.Parameter(1e-3 * torch.randn(len(self.edges()), len(ATT_PRIMITIVES)))
-
-    def arch_parameters(self):
-        return [self.alphas]
-
-    def named_weight_parameters(self):
-        return [(n, p) for n, p in self.named_parameters() if n != 'alphas']
-
-    def weight_parameters(self):
-        return [p for _, p in self.named_weight_parameters()]
-
-    def forward(self, x):
-        return self._logits(x, (F.softmax(self.alphas, dim=-1),))
-
-    def edges(self):
-        """(node, input) of every edge, in the row order of `alphas`."""
-        return [(i, j) for i in range(self.steps) for j in range(2 + i)]
-
-    def genotype(self):
-        """As DARTS: per node the two strongest inputs, each with its best op other than 'none'."""
-        with torch.no_grad():
-            weights = F.softmax(self.alphas, dim=-1).cpu()
-        return AttGenotype(att=[(ATT_PRIMITIVES[k], j)
-                                for _, j, k in strongest_edges(weights, ATT_PRIMITIVES, self.steps)])
-
-    def weight_tables(self):
-        """The softmaxed table with its candidate names, as logged to alphas.jsonl."""
-        with torch.no_grad():
-            values = F.softmax(self.alphas, dim=-1).cpu().tolist()
-        return {'alphas_att': {'candidates': list(ATT_PRIMITIVES), 'values': values}}

@@ -8,7 +8,7 @@ Jing, Xu and Zhang, "A Neural Architecture Generator for Efficient Search Space"
 (Mao et al., ICCV 2017).
 
 The cells and architectures themselves (`nag_cells.CellSpec`, `nag_cells.DagArch`) are data, in
-nag_cells.py.  The evaluation networks are model.NAGNetworkCIFAR / NAGNetworkImageNet (the
+nag_cells.py.  The evaluation networks are nag_networks.NAGNetworkCIFAR / NAGNetworkImageNet (the
 reference's NAO skeleton): inside a reduction cell a vertex whose predecessors are all cell inputs
 runs its op at stride 2 on their sum; everywhere else cell inputs are first halved by a
 FactorizedReduce.  The one-shot supernet follows the same rule, so the one-shot scores, the
@@ -16,7 +16,7 @@ parameter counts and the final training all see the same function.
 
 Fixed with respect to the reference: the NAS-dataset builder trains and scores the
 sampled reduction cell (the reference used the normal cell twice); parameter counts are of the
-evaluation network in one unit (M); identity vertices get no drop path (model.NAGVertex).
+evaluation network in one unit (M); identity vertices get no drop path (nag_networks.NAGVertex).
 Deliberate deviation: LSGAN targets are the usual real = 1, fake = 0 (the reference swaps them,
 which is the same game).
 """
@@ -24,8 +24,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from model import AuxiliaryHeadCIFAR, build_cell_stack
 from nag_cells import INPUT0, INPUT1, MAX_VERTICES, NAG_OPS, OUTPUT, VOCAB, DagArch, make_cell, predecessors, repair
-from model import AuxiliaryHeadCIFAR, NAOFactorizedReduce, build_cell_stack
+from nag_networks import NAOFactorizedReduce
 from operations import OPS, FactorizedReduce, ReLUConvBN
 from utils import drop_path
 
@@ -105,7 +106,7 @@ class OneShotVertex(nn.Module):
 
 
 class OneShotCell(nn.Module):
-    """The weight-sharing cell: the inputs calibrated as NAO's `MaybeCalibrateSize` (model.NAGCell),
+    """The weight-sharing cell: the inputs calibrated as NAO's `MaybeCalibrateSize` (nag_networks.NAGCell),
     one OneShotVertex per op slot, and the output a ReLU-1x1 conv-BN over the concatenated
     predecessors of the output vertex, whose weight holds one C x C block per possible predecessor
     (`WSReLUConvBN`), so the cell always outputs C channels.  In a reduction cell, a vertex whose
@@ -155,7 +156,7 @@ class OneShotNetwork(nn.Module):
     the DARTS CIFAR auxiliary head after the second reduction (`auxiliary`), global pool, Linear;
     Kaiming-normal initialisation of every parameter of two or more dimensions.  forward(x, arch)
     runs the (normal, reduce) pair `arch` and returns (logits, auxiliary logits or None); drop path
-    (`drop_path_prob`) grows with depth, as in model.NAGNetworkCIFAR."""
+    (`drop_path_prob`) grows with depth, as in nag_networks.NAGNetworkCIFAR."""
 
     def __init__(self, C, num_classes, layers, max_vertices=MAX_VERTICES, in_channels=3, auxiliary=True,
                  image_size=32):

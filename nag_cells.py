@@ -11,7 +11,7 @@ An architecture (`DagArch`) is a (normal, reduce) pair of cells; its JSON form i
 {"normal": {"matrix": [[0/1, ...], ...], "ops": [...]}, "reduce": {...}}, which genotypes.load
 reads like any genotype.  This module holds the vocabulary, validation, repair, random sampling
 and the JSON form; it imports no torch, so architectures load without building anything.  The
-networks are model.NAGNetworkCIFAR / NAGNetworkImageNet; the one-shot supernet and the graph GAN
+networks are nag_networks.NAGNetworkCIFAR / NAGNetworkImageNet; the one-shot supernet and the graph GAN
 that generates cells are in nag.py.
 """
 import random

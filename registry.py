@@ -19,9 +19,9 @@ import importlib
 
 class Registry:
     """An ordered name -> constructor table whose built-in entries are registered by `defined_in`
-    (a module name) the first time the table is read."""
+    (the modules defining them, by name) the first time the table is read."""
 
-    def __init__(self, kind, defined_in):
+    def __init__(self, kind, *defined_in):
         self.kind, self._defined_in, self._entries = kind, defined_in, {}
 
     def register(self, name, constructor=None):
@@ -37,7 +37,8 @@ class Registry:
         del self._entries[name]
 
     def _table(self):
-        importlib.import_module(self._defined_in)
+        for module in self._defined_in:
+            importlib.import_module(module)
         return self._entries
 
     def __getitem__(self, name):
@@ -61,3 +62,4 @@ class Registry:
 
 OPS = Registry('op', 'operations')
 ATTENTIONS = Registry('attention', 'attention')
+STRATEGIES = Registry('search strategy', 'search', 'rsws')

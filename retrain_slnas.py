@@ -21,15 +21,18 @@ import sys
 import torch
 import torch.nn as nn
 
+import cli
+import complexity
 import datasets
+import devices
 import evaluation
 import genotypes
 import presets
+import runs
 import slnas
 import training
 import utils
-from train_search_slnas import add_slnas_arguments, parse_blocks
-from training import logger
+from cli import logger
 from utils import UserError
 
 # The default architecture and stage layout of the reference's retrainer_cifar.py.
@@ -38,11 +41,11 @@ DEFAULT_BLOCKS = [4, 4]
 
 
 def build_parser():
-    parser = training.default_parser(__doc__.splitlines()[0])
-    training.add_common_arguments(parser, dataset='cifar10', batch_size=32, learning_rate=0.025,
+    parser = cli.default_parser(__doc__.splitlines()[0])
+    cli.add_common_arguments(parser, dataset='cifar10', batch_size=32, learning_rate=0.025,
                                   learning_rate_min=0.0, epochs=600, seed=2, weight_decay=3e-4, grad_clip=5.0,
                                   cifar_normalization='slnas')
-    add_slnas_arguments(parser, out_filters=32, blocks=None, drop_path=0.35, initialize=False)
+    slnas.add_slnas_arguments(parser, out_filters=32, blocks=None, drop_path=0.35, initialize=False)
     parser.set_defaults(cutout=True)
     g = parser.add_argument_group('retraining')
     g.add_argument('--no_cutout', dest='cutout', action='store_false', help='no Cutout (on by default)')
@@ -65,26 +68,26 @@ def resolve_arch(args):
         if not isinstance(arch, genotypes.SeqArch):
             raise UserError(f"{args.arch_path} is not an SLNAS architecture (no 'blocks' key); "
                             f"pass the best_arch.json of train_search_slnas.py")
-        return arch._replace(blocks=parse_blocks(args.blocks)) if args.blocks else arch
+        return arch._replace(blocks=slnas.parse_blocks(args.blocks)) if args.blocks else arch
     text = args.arch or DEFAULT_ARCH
     try:
         cells = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UserError("--arch is not JSON; write two lists of 20 ints: \"[[0,1,...],[...]]\"") from exc
-    blocks = parse_blocks(args.blocks) if args.blocks else DEFAULT_BLOCKS
+    blocks = slnas.parse_blocks(args.blocks) if args.blocks else DEFAULT_BLOCKS
     return genotypes.seq_from_lists(cells, blocks, '--arch')
 
 
-@training.cli
+@cli.cli
 def main(argv=None):
-    args = training.parse(build_parser(), argv)
+    args = cli.parse(build_parser(), argv)
     if args.child_out_filters < 2 or args.child_out_filters % 2:
         raise UserError(f"--child_out_filters must be even and at least 2, got {args.child_out_filters}")
     if not 0 <= args.droppath < 1 or not 0 < args.drop_path_ramp <= 1:
         raise UserError("--droppath must lie in [0, 1) and --drop_path_ramp in (0, 1]")
     arch = resolve_arch(args)
     stride4 = bool(args.stride4_stem)
-    device = training.select_device(args.device)
+    device = devices.select_device(args.device)
     info = training.dataset_info(args, need_data=not args.dry_run)
     slnas.check_input(info, arch.blocks, stride4, args.blurpool_stem)
     utils.seed_everything(args.seed)
@@ -92,20 +95,20 @@ def main(argv=None):
                             blurpool_stem=args.blurpool_stem)
     if args.initialize_weights:
         slnas.initialize_weights(network)
-    model = training.place_model(network, args, device)
+    model = devices.place_model(network, args, device)
     input_shape = (info.in_channels, info.image_size, info.image_size)
     if args.dry_run:
-        print(training.describe(model, input_shape)[2])
+        print(complexity.describe(model, input_shape)[2])
         return 0
 
     network = {'C': args.child_out_filters, 'classes': info.num_classes, 'stride4': stride4,
                'blurpool_stem': args.blurpool_stem,
                'arch': genotypes.seq_to_dict(arch)}
-    run = training.Run(args.save, args, args.resume, kind='retrain-slnas',
+    run = runs.Run(args.save, args, args.resume, kind='retrain-slnas',
                        signature=json.dumps({'kind': 'slnas-retrain', **network, 'amp': args.amp}))
     loaders = evaluation.build_loaders(args, device)
 
-    params, _, description = training.describe(model, input_shape)
+    params, _, description = complexity.describe(model, input_shape)
     logger.info('retrain %s on %s: %s', genotypes.seq_to_dict(arch), args.dataset, description.replace('\n', ', '))
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smooth)
     optimizer = torch.optim.SGD(slnas.no_decay_groups(model, args.weight_decay), args.learning_rate,
@@ -118,7 +121,7 @@ def main(argv=None):
         lambda epoch: args.droppath * min(epoch, ramp_epochs) / args.epochs, params)
     if result is None:
         return 0
-    if training.is_main():
+    if devices.is_main():
         utils.atomic_torch_save({'state_dict': model.state_dict(), 'network': network, 'args': vars(args),
                                  'metrics': result}, run.path('trained.pt'))
     logger.info('test top1 %.2f%% (error %.2f%%); model written to %s', result['top1'], 100 - result['top1'],

@@ -1,4 +1,5 @@
-"""Random search with weight sharing (RS-WS) on the DARTS / Att-DARTS supernet: `train_search.py --strategy rsws`.
+"""Random search with weight sharing (RS-WS) on the DARTS / Att-DARTS supernet: `train_search.py --strategy rsws`
+(registered in registry.STRATEGIES as 'rsws').
 
 Li and Talwalkar, "Random Search and Reproducibility for Neural Architecture Search", UAI 2019
 (reference code liamcli/randomNAS_release, `searchers/random_weight_share.py` and
@@ -27,19 +28,35 @@ import torch
 import torch.nn as nn
 
 import datasets
+import devices
 import genotypes
 import search_space
 import training
 import utils
-from training import logger
+from cli import logger
+from complexity import describe
+from registry import STRATEGIES
+from runs import Run
+from search import Strategy, search_loaders
 
 
-def add_arguments(parser):
-    g = parser.add_argument_group('random search with weight sharing (--strategy rsws)')
-    g.add_argument('--rsws_samples', type=int, default=1000, help='architectures ranked at the end')
-    g.add_argument('--rsws_eval_batches', type=int, default=10,
-                   help='batches of the architecture half that score each of them')
-    g.add_argument('--rsws_top', type=int, default=10, help='best of them scored again on the whole architecture half')
+@STRATEGIES.register('rsws')
+class RandomSearchStrategy(Strategy):
+    help = 'random search with weight sharing (Li and Talwalkar 2019) on the same supernet'
+
+    def add_arguments(self, parser):
+        g = parser.add_argument_group('random search with weight sharing (--strategy rsws)')
+        g.add_argument('--rsws_samples', type=int, default=1000, help='architectures ranked at the end')
+        g.add_argument('--rsws_eval_batches', type=int, default=10,
+                       help='batches of the architecture half that score each of them')
+        g.add_argument('--rsws_top', type=int, default=10,
+                       help='best of them scored again on the whole architecture half')
+
+    def check(self, args, model):
+        check_arguments(args, model)
+
+    def search(self, args, model, info, device, signature, guards):
+        return random_search(args, model, info, device, signature)
 
 
 def check_arguments(args, model):
@@ -51,7 +68,7 @@ def check_arguments(args, model):
         raise utils.UserError(f"--rsws_samples {args.rsws_samples} is more than the {size} architectures of the "
                               f"space; lower it")
     # One architecture per step leaves most weights without a gradient, which DDP cannot average.
-    training.single_process()
+    devices.single_process()
 
 
 def scoring_loader(args, device):
@@ -102,21 +119,20 @@ def rank(args, model, loader, criterion, device, steps):
     return scored, finalists
 
 
-def random_search(args, model, info, device, signature, search_loaders):
-    """RS-WS on `model` (a SearchNetwork); the run directory as train_search.search's, whose
-    `search_loaders(args, device)` gives the loaders of the split (the weights train on the first)."""
-    check_arguments(args, model)
-    run = training.Run(args.save, args, args.resume, kind='search', signature=signature)
+def random_search(args, model, info, device, signature):
+    """RS-WS on `model` (a SearchNetwork); the run directory and the split as search.search's (the
+    weights train on the first half).  Returns whether a signal stopped it."""
+    run = Run(args.save, args, args.resume, kind='search', signature=signature)
     train_loader, _ = search_loaders(args, device)
     valid_loader = scoring_loader(args, device)
     shape = (info.in_channels, info.image_size, info.image_size)
-    params, _, description = training.describe(model, shape)
+    params, _, description = describe(model, shape)
     logger.info('RS-WS on %s: %s', args.dataset, description.replace('\n', ', '))
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.weight_parameters(), args.learning_rate, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs, eta_min=args.learning_rate_min)
-    scaler = training.grad_scaler(args, device)
+    scaler = devices.grad_scaler(args, device)
     lists, steps = model.lists, model.steps
 
     def run_epoch(ctx):
@@ -128,7 +144,7 @@ def random_search(args, model, info, device, signature, search_loaders):
             # The global Python RNG is in every checkpoint, so a resume draws the same architectures.
             genotype = search_space.sample_genotype(random, lists, steps)
             optimizer.zero_grad(set_to_none=True)
-            with training.autocast(args, device):
+            with devices.autocast(args, device):
                 logits = model(x, genotype)
                 loss = criterion(logits, y)
             if not training.optimize(loss, optimizer, model.weight_parameters(), args.grad_clip, guard, where, scaler):
@@ -146,7 +162,7 @@ def random_search(args, model, info, device, signature, search_loaders):
     stateful = {'model': model, 'optimizer': optimizer, 'scheduler': scheduler, 'scaler': scaler}
     preempted, _ = training.fit(run, args, stateful, run_epoch, loaders=(train_loader,), device=device)
     if preempted:
-        return 0
+        return True
     logger.info('ranking %d architectures on %d batches, the best %d on all %d', args.rsws_samples,
                 args.rsws_eval_batches, args.rsws_top, len(valid_loader))
     scored, finalists = rank(args, model, valid_loader, criterion, device, steps)
@@ -156,5 +172,5 @@ def random_search(args, model, info, device, signature, search_loaders):
     logger.info('genotype = %s (one-shot valid_acc %.2f%%)', best, finalists[0]['full_valid_acc'])
     logger.info('search done; genotype written to %s', run.path('genotype.json'))
     print(run.path('genotype.json'))
-    return 0
+    return False
 

@@ -14,7 +14,9 @@ blocks, and the stage layout `blocks` (normal blocks per stage; a reduction bloc
 `Network(arch=...)` holds only that architecture's ops, under the same parameter names, so
 `inherit(child, supernet)` is a plain state-dict copy (the reference's `parameters_selection`).
 """
+import argparse
 import functools
+import json
 
 import numpy as np
 import torch
@@ -22,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from attention import SE
-from genotypes import SEQ_NODES, SEQ_OPS, SeqArch
+from genotypes import SEQ_NODES, SEQ_OPS, SeqArch, validate_blocks
 from operations import ChannelShuffle
 from utils import UserError, drop_path
 
@@ -575,3 +577,31 @@ def check_input(info, blocks, stride4_stem, blurpool_stem=False):
     if size < 2 ** len(blocks):
         raise UserError(f"{info.image_size}px images are {size}px after the stem, too small for {len(blocks)} "
                         f"reductions; use fewer stages in --blocks")
+
+
+def parse_blocks(text):
+    try:
+        blocks = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--blocks {text!r} is not JSON; write it like \"[2,2]\"") from exc
+    return validate_blocks(blocks)
+
+
+def add_slnas_arguments(parser, out_filters, blocks, drop_path, initialize):
+    """Flags the search and the retraining share."""
+    g = parser.add_argument_group('SLNAS network')
+    g.add_argument('--child_out_filters', type=int, default=out_filters, help='channels of the first stage')
+    g.add_argument('--blocks', default=blocks,
+                   help='normal blocks per stage as JSON; a reduction block ends every stage')
+    g.add_argument('--stride4_stem', action=argparse.BooleanOptionalAction, default=None,
+                   help='stems reducing 4x (default: on for search, off for retraining)')
+    g.add_argument('--blurpool_stem', action='store_true',
+                   help='with the stride-4 stems: the second is conv 3x3 s2 + BN + Mish + BlurPool (the SLNAS '
+                        'image-folder retrainer)')
+    g.add_argument('--initialize_weights', action=argparse.BooleanOptionalAction, default=initialize,
+                   help="SLNAS's initialisation (Kaiming fan-out convs, Linear N(0, 0.01)); the reference applies it "
+                        "in both searches and the image-folder retrainer, not in the CIFAR retrainer")
+    g.add_argument('--droppath', '--drop_prob', dest='droppath', type=float, default=drop_path,
+                   help='drop-path rate, ramped up linearly')
+    g.add_argument('--aux_weight', type=float, default=0.4, help='weight of the auxiliary losses')
+    return parser

@@ -4,10 +4,10 @@
 """
 import sys
 
-import training
+import cli
 from evaluation import test_main
 
-main = training.cli(lambda argv=None: test_main(argv, 'cifar10'))
+main = cli.cli(lambda argv=None: test_main(argv, 'cifar10'))
 
 if __name__ == '__main__':
     sys.exit(main())

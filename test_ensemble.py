@@ -16,7 +16,9 @@ import sys
 import torch
 import torch.nn.functional as F
 
+import cli
 import datasets
+import devices
 import training
 import utils
 from evaluation import load_trained, test_split
@@ -49,7 +51,7 @@ def member_logits(model, loader, device):
 
 
 def build_parser():
-    parser = training.default_parser(__doc__.splitlines()[0])
+    parser = cli.default_parser(__doc__.splitlines()[0])
     parser.add_argument('--model_paths', nargs='+', required=True, help='trained.pt files written by train_*.py')
     parser.add_argument('--voting', choices=VOTINGS, default='hard')
     parser.add_argument('--dataset', default='cifar10')
@@ -61,13 +63,13 @@ def build_parser():
     return parser
 
 
-@training.cli
+@cli.cli
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    device = training.select_device(args.device)
+    device = devices.select_device(args.device)
     info = datasets.dataset_info(args.dataset, args.data)
     utils.seed_everything(args.seed)
-    training.configure_logging()
+    cli.configure_logging()
     logits, target = [], None
     for path in args.model_paths:
         model, config, _, trained_args = load_trained(path)
@@ -82,7 +84,7 @@ def main(argv=None):
         logits.append(member)
         target = labels
     top1, top5 = ensemble_accuracy(logits, target, args.voting)
-    training.logger.info('%s voting over %d models: top1 %.2f%% top5 %.2f%%', args.voting, len(logits), top1, top5)
+    cli.logger.info('%s voting over %d models: top1 %.2f%% top5 %.2f%%', args.voting, len(logits), top1, top5)
     print(json.dumps({'voting': args.voting, 'members': len(logits), 'top1': top1, 'top5': top5, 'error': 100 - top1}))
     return 0
 

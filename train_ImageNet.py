@@ -6,10 +6,10 @@
 """
 import sys
 
-import training
+import cli
 from evaluation import train_main
 
-main = training.cli(lambda argv=None: train_main(argv, 'imagenet'))
+main = cli.cli(lambda argv=None: train_main(argv, 'imagenet'))
 
 if __name__ == '__main__':
     sys.exit(main())

@@ -15,11 +15,11 @@ a trained.pt is tested with `test_CIFAR10.py --model_path` (or test_CIFAR100.py)
 """
 import sys
 
+import cli
 import evaluation
-import training
 
 
-@training.cli
+@cli.cli
 def main(argv=None):
     return evaluation.train_main(argv, 'anas')
 

@@ -19,57 +19,32 @@ Fixed with respect to the reference: --blocks is a flag of the CIFAR search too,
 --droppath is a float, SGD gets the no-weight-decay groups for 1-D parameters, and the final
 architecture is chosen by the script instead of by hand from the logs.
 """
-import argparse
 import json
 import sys
 
 import torch
 import torch.nn as nn
 
+import cli
+import complexity
 import datasets
+import devices
 import genotypes
 import presets
+import runs
 import slnas
 import training
 import utils
-from training import logger
+from cli import logger
 from utils import UserError
 
 
-def parse_blocks(text):
-    try:
-        blocks = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"--blocks {text!r} is not JSON; write it like \"[2,2]\"") from exc
-    return genotypes.validate_blocks(blocks)
-
-
-def add_slnas_arguments(parser, out_filters, blocks, drop_path, initialize):
-    """Flags the search and the retraining share."""
-    g = parser.add_argument_group('SLNAS network')
-    g.add_argument('--child_out_filters', type=int, default=out_filters, help='channels of the first stage')
-    g.add_argument('--blocks', default=blocks,
-                   help='normal blocks per stage as JSON; a reduction block ends every stage')
-    g.add_argument('--stride4_stem', action=argparse.BooleanOptionalAction, default=None,
-                   help='stems reducing 4x (default: on for search, off for retraining)')
-    g.add_argument('--blurpool_stem', action='store_true',
-                   help='with the stride-4 stems: the second is conv 3x3 s2 + BN + Mish + BlurPool (the SLNAS '
-                        'image-folder retrainer)')
-    g.add_argument('--initialize_weights', action=argparse.BooleanOptionalAction, default=initialize,
-                   help="SLNAS's initialisation (Kaiming fan-out convs, Linear N(0, 0.01)); the reference applies it "
-                        "in both searches and the image-folder retrainer, not in the CIFAR retrainer")
-    g.add_argument('--droppath', '--drop_prob', dest='droppath', type=float, default=drop_path,
-                   help='drop-path rate, ramped up linearly')
-    g.add_argument('--aux_weight', type=float, default=0.4, help='weight of the auxiliary losses')
-    return parser
-
-
 def build_parser():
-    parser = training.default_parser(__doc__.splitlines()[0])
-    training.add_common_arguments(parser, dataset='cifar10', batch_size=96, learning_rate=0.025,
+    parser = cli.default_parser(__doc__.splitlines()[0])
+    cli.add_common_arguments(parser, dataset='cifar10', batch_size=96, learning_rate=0.025,
                                   learning_rate_min=0.0, epochs=150, seed=2, weight_decay=3e-4,
                                   cifar_normalization='slnas')
-    add_slnas_arguments(parser, out_filters=48, blocks='[4,4]', drop_path=0.35, initialize=True)
+    slnas.add_slnas_arguments(parser, out_filters=48, blocks='[4,4]', drop_path=0.35, initialize=True)
     g = parser.add_argument_group('sampler')
     g.add_argument('--controller', choices=['lstm', 'random', 'ga'], default='lstm')
     g.add_argument('--controller_steps', type=int, default=150,
@@ -114,14 +89,14 @@ def check_counts(args):
         raise UserError(f"--droppath must lie in [0, 1), got {args.droppath}")
 
 
-@training.cli
+@cli.cli
 def main(argv=None):
-    args = training.parse(build_parser(), argv)
+    args = cli.parse(build_parser(), argv)
     check_counts(args)
-    blocks = parse_blocks(args.blocks)
+    blocks = slnas.parse_blocks(args.blocks)
     stride4 = True if args.stride4_stem is None else args.stride4_stem
-    device = training.select_device(args.device)
-    training.single_process()
+    device = devices.select_device(args.device)
+    devices.single_process()
     info = training.dataset_info(args, need_data=not args.dry_run)
     slnas.check_input(info, blocks, stride4, args.blurpool_stem)
     utils.seed_everything(args.seed)
@@ -129,20 +104,20 @@ def main(argv=None):
                             blurpool_stem=args.blurpool_stem)
     if args.initialize_weights:
         slnas.initialize_weights(network)
-    model = training.place_model(network, args, device)
+    model = devices.place_model(network, args, device)
     sampler = make_sampler(args, blocks, device)
     input_shape = (info.in_channels, info.image_size, info.image_size)
     if args.dry_run:
         # The supernet's FLOPs depend on the path; report the first sampled one.  Its BatchNorms
         # normalise over the batch even in eval mode, which one image cannot give.
         model.arch = sampler.sample()
-        print(training.describe(model, input_shape, batch=2)[2])
+        print(complexity.describe(model, input_shape, batch=2)[2])
         return 0
 
     signature = json.dumps({'kind': 'slnas-search', 'C': args.child_out_filters, 'blocks': blocks,
                             'stride4': stride4, 'blurpool_stem': args.blurpool_stem, 'controller': args.controller,
                             'classes': info.num_classes})
-    run = training.Run(args.save, args, args.resume, kind='search-slnas', signature=signature)
+    run = runs.Run(args.save, args, args.resume, kind='search-slnas', signature=signature)
     # Records of an epoch cut short by a kill are written again when it is replayed.
     run.truncate_jsonl('archs.jsonl', run.checkpoint['epoch'] if run.checkpoint else 0)
     train_data = training.load_split(args, train=True)
@@ -164,7 +139,7 @@ def main(argv=None):
     logger.info('SLNAS search (%s) on %s: supernet %.3f M parameters', args.controller, args.dataset,
                 utils.count_parameters_in_MB(model))
 
-    scaler = training.grad_scaler(args, device)
+    scaler = devices.grad_scaler(args, device)
 
     def run_epoch(ctx):
         lr = scheduler.get_last_lr()[0]
@@ -175,7 +150,7 @@ def main(argv=None):
             x, y = (t.to(device, non_blocking=True) for t in batch)
             arch = sampler.sample()
             optimizer.zero_grad(set_to_none=True)
-            with training.autocast(args, device):
+            with devices.autocast(args, device):
                 logits, aux = model(x, arch)
                 loss = criterion(logits, y) + args.aux_weight * slnas.aux_loss(criterion, aux, y)
             if not training.optimize(loss, optimizer, model.parameters(), args.grad_clip, guard, where, scaler):

@@ -1,387 +1,24 @@
 """The one training loop behind every search and train script.
 
-A script parses its flags, builds a model and a per-batch `step`, and hands them to `fit`, which
-owns the run directory, the epoch loop, progress bars, metrics logs, atomic checkpoints and exact
-resume, and the non-finite-loss guard.
-
-Run directory (`--save`): args.json, log.txt, metrics.jsonl (one JSON object per epoch) and
-checkpoint.pt; search scripts add alphas.jsonl and genotype.json, train scripts trained.pt.
+A script parses its flags (cli.py), places a model (devices.py), opens a run directory (runs.py),
+builds a per-batch `step`, and hands them to `fit`, which owns the epoch loop, progress bars,
+metrics logs, atomic checkpoints and exact resume, and the non-finite-loss guard.  The data
+loaders of a run come from here too.
 """
-import argparse
-import functools
-import json
-import logging
-import os
 import signal
-import sys
 import threading
 import time
 
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 import datasets
-import kernels
-import presets
 import utils
-import visualize
+from cli import logger
+from devices import all_sum, distributed, is_main
+from runs import CHECKPOINT
 from utils import UserError
-
-logger = logging.getLogger('attnas')
-CHECKPOINT = 'checkpoint.pt'
-
-
-def cli(main):
-    """Turn a script's `main(argv)` into an entry point: user errors become one line and exit 2."""
-    @functools.wraps(main)
-    def entry(argv=None):
-        try:
-            return main(argv) or 0
-        except UserError as exc:
-            print(f'error: {exc}', file=sys.stderr)
-            return 2
-        finally:
-            if distributed():
-                dist.destroy_process_group()
-    return entry
-
-
-AMP_DTYPES = ('auto', 'float16', 'bfloat16')
-COMPILE_HELP = 'torch.compile the network (the first steps are slow while it compiles)'
-
-
-def add_common_arguments(parser, compile_help=COMPILE_HELP, **defaults):
-    """Flags every script shares; `defaults` overrides the per-script values (seed names kept,
-    with the Att-DARTS spellings as aliases)."""
-    d = dict(dataset='cifar10', data='data', batch_size=64, learning_rate=0.025, learning_rate_min=0.0,
-             momentum=0.9, weight_decay=3e-4, epochs=50, init_channels=16, layers=8, grad_clip=5.0,
-             seed=2, save=None, workers=2, report_freq=50, cutout_length=16, cifar_normalization='darts')
-    d.update(defaults)
-    g = parser.add_argument_group('common')
-    g.add_argument('--dataset', default=d['dataset'],
-                   help='cifar10, cifar100, fashion-mnist, imagefolder, tiny-imagenet, imagenet or food101')
-    g.add_argument('--data', default=d['data'], help='dataset root directory')
-    g.add_argument('--subset', type=int, default=None, help='use only the first N training images')
-    g.add_argument('--batch_size', '--batchsz', type=int, default=d['batch_size'], help='batch size (per process)')
-    g.add_argument('--learning_rate', '--lr', type=float, default=d['learning_rate'])
-    g.add_argument('--learning_rate_min', '--lr_min', type=float, default=d['learning_rate_min'])
-    g.add_argument('--momentum', type=float, default=d['momentum'])
-    g.add_argument('--weight_decay', '--wd', type=float, default=d['weight_decay'])
-    g.add_argument('--epochs', type=int, default=d['epochs'])
-    g.add_argument('--init_channels', '--init_ch', type=int, default=d['init_channels'])
-    g.add_argument('--layers', type=int, default=d['layers'])
-    g.add_argument('--grad_clip', type=float, default=d['grad_clip'])
-    g.add_argument('--cutout', action='store_true', help='use cutout augmentation')
-    g.add_argument('--cutout_length', '--cutout_len', type=int, default=d['cutout_length'])
-    g.add_argument('--seed', type=int, default=d['seed'])
-    g.add_argument('--save', default=d['save'], help='run directory (default: runs/<kind>-<time>)')
-    g.add_argument('--resume', action='store_true', help='continue the run in --save from its last checkpoint')
-    g.add_argument('--dry_run', action='store_true', help='build the model, print parameters and FLOPs, exit')
-    g.add_argument('--workers', type=int, default=d['workers'], help='data loader processes')
-    g.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda' or 'cuda:N'")
-    g.add_argument('--report_freq', type=int, default=d['report_freq'], help='log every N steps')
-    g.add_argument('--skip_nonfinite', action='store_true',
-                   help='skip a batch whose loss is NaN/inf (counted in the log) instead of stopping')
-    g.add_argument('--no_progress', action='store_true', help='no progress bars')
-    g.add_argument('--checkpoint_steps', type=int, default=0,
-                   help='also checkpoint every N steps inside an epoch (0: only at epoch ends)')
-    g.add_argument('--amp', action='store_true',
-                   help='mixed precision (torch.amp): float16 with loss scaling on a GPU, bfloat16 on the CPU')
-    g.add_argument('--amp_dtype', default='auto', choices=AMP_DTYPES,
-                   help="with --amp: 'auto' is float16 on a GPU and bfloat16 on the CPU; float16 always comes "
-                        "with loss scaling (bfloat16 needs none)")
-    g.add_argument('--deterministic', action='store_true',
-                   help='deterministic kernels (bit-identical reruns on CPU; slower on GPU)')
-    g.add_argument('--channels_last', action=argparse.BooleanOptionalAction, default=True,
-                   help='channels-last layout of weights and feature maps (the faster convolution layout on the '
-                        'CPU, tensor-core friendly on a GPU); --no-channels_last keeps NCHW')
-    g.add_argument('--image_size', type=int, default=d.get('image_size'),
-                   help="side of the square images the network sees (default: the data set's own: 32 CIFAR, "
-                        "28 Fashion-MNIST, 32 imagefolder, 64 Tiny-ImageNet, 224 ImageNet)")
-    g.add_argument('--pipeline', choices=datasets.PIPELINES, default=d.get('pipeline', 'auto'),
-                   help="image folders' preparation: crop (resize, pad-4 random crop, flip), imagenet (DARTS: "
-                        "RandomResizedCrop, flip, colour jitter), cnas-imagenet, cnas-food101 or slnas (those "
-                        "references' own); auto: imagenet for ImageNet and Food-101, crop for the others")
-    g.add_argument('--cifar_normalization', choices=list(datasets.CIFAR_NORMALIZATIONS),
-                   default=d['cifar_normalization'],
-                   help="CIFAR mean and std: darts (DARTS's CIFAR-10 and Att-DARTS's CIFAR-100 constants), or the "
-                        "one pair CNAS or SLNAS uses for both")
-    g.add_argument('--data_on_device', action='store_true',
-                   help='CIFAR / Fashion-MNIST: keep the training data on the device and crop, flip and cut out '
-                        'there (for GPUs: no loader processes to wait for)')
-    g.add_argument('--kernels', choices=kernels.CHOICES, default='auto',
-                   help="the networks' implementation: 'plain' modules, 'fast' hand-written kernels (same "
-                        "parameters and results, less memory), or 'auto': fast on the device types where they "
-                        "were measured faster (today the CPU), plain elsewhere")
-    g.add_argument('--compile', action='store_true', help=compile_help)
-    return parser
-
-
-def parse(parser, argv):
-    """Parse `argv` after --preset (presets.py) has replaced the parser's defaults, then check the
-    common flags."""
-    early = presets.apply(parser, argv)
-    args = parser.parse_args(argv)
-    presets.check(args, early)
-    for name in ('batch_size', 'epochs', 'init_channels', 'layers'):
-        if getattr(args, name, 1) < 1:
-            raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if args.subset is not None and args.subset < 2:
-        raise UserError(f"--subset must be at least 2, got {args.subset}")
-    if args.data_on_device and args.dataset not in datasets.DEVICE_CROP_PADDING:
-        raise UserError(f"--data_on_device holds only {', '.join(datasets.DEVICE_CROP_PADDING)} on the device, "
-                        f"not {args.dataset}; drop --data_on_device")
-    if args.data_on_device and args.image_size not in (None, datasets.dataset_info(args.dataset).image_size):
-        raise UserError("--data_on_device augments the images at their own size; drop --image_size or "
-                        "--data_on_device")
-    return args
-
-
-def configure_logging(log_file=None, level=logging.INFO):
-    """The 'attnas' logger to stdout and, for a run, to its log.txt."""
-    logger.setLevel(level)
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
-    fmt = logging.Formatter('%(asctime)s %(message)s', datefmt='%m/%d %H:%M:%S')
-    handlers = [logging.StreamHandler(sys.stdout)] + ([logging.FileHandler(log_file, delay=True)] if log_file else [])
-    for handler in handlers:
-        handler.setFormatter(fmt)
-        logger.addHandler(handler)
-    logger.propagate = False
-
-
-def distributed():
-    return dist.is_available() and dist.is_initialized()
-
-
-def is_main():
-    """Rank 0 of a torchrun job, or a single process: the one that writes the run directory."""
-    return not distributed() or dist.get_rank() == 0
-
-
-def init_distributed():
-    """Join the process group when started by torchrun (WORLD_SIZE > 1): NCCL on GPUs, gloo on CPU."""
-    if int(os.environ.get('WORLD_SIZE', '1')) > 1 and not distributed():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', '0')))
-        dist.init_process_group('nccl' if torch.cuda.is_available() else 'gloo')
-
-
-def all_sum(values, device):
-    """Sum a list of numbers over all processes (identity in a single process)."""
-    if not distributed():
-        return list(values)
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(tensor)
-    return tensor.tolist()
-
-
-def single_process():
-    """For scripts whose steps differ per process (sampled sub-networks, GAN), which DDP cannot average."""
-    if distributed():
-        script = os.path.basename(sys.argv[0])
-        raise UserError(f"{script} runs in one process; start it with python, not torchrun")
-
-
-def wrap_distributed(model, device):
-    """DistributedDataParallel around `model` under torchrun (it averages the weight gradients)."""
-    if not distributed():
-        return model
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None)
-
-
-def select_device(name):
-    """`--device`: 'auto' takes the visible GPU with the most free memory (as CNAS does, so that
-    runs started one after another on a shared machine spread out), or the CPU without one.
-    Under torchrun each process takes the GPU of its LOCAL_RANK.  On a GPU, cuDNN times its
-    algorithms for each convolution shape (cudnn.benchmark, as the DARTS reference code sets it;
-    `fit` turns it off again for --deterministic)."""
-    device = _device(name)
-    if device.type == 'cuda':
-        if device.index is not None:
-            torch.cuda.set_device(device)  # so that anything created on plain 'cuda' lands there too
-        torch.backends.cudnn.benchmark = True
-    return device
-
-
-def _device(name):
-    init_distributed()
-    if distributed() and name == 'auto' and torch.cuda.is_available():
-        return torch.device('cuda', torch.cuda.current_device())
-    if name == 'auto':
-        if not torch.cuda.is_available():
-            return torch.device('cpu')
-        count = torch.cuda.device_count()
-        if count == 1:
-            return torch.device('cuda', 0)
-        # mem_get_info opens a context on each GPU it asks; with one GPU there is nothing to choose.
-        return torch.device('cuda', max(range(count), key=lambda i: torch.cuda.mem_get_info(i)[0]))
-    device = torch.device(name)
-    if device.type == 'cuda' and not torch.cuda.is_available():
-        raise UserError(f"--device {name} asked for CUDA but no GPU is visible; use --device cpu")
-    return device
-
-
-def place_model(model, args, device, compiled=True):
-    """`model` in the implementation of --kernels, on `device` in the layout of --channels_last,
-    compiled with --compile where `compiled`.  Only the weights are converted: a convolution gives
-    its output the layout of its weight, so the feature maps are channels-last from the stem on,
-    whatever layout the loader delivers."""
-    kernels.apply(model, args.kernels, device)
-    layout = torch.channels_last if args.channels_last else torch.contiguous_format
-    model.to(device, memory_format=layout)
-    if args.compile and compiled:
-        model.compile()
-    return model
-
-
-def amp_dtype(args, device):
-    """--amp_dtype; 'auto': float16 (with loss scaling) on a GPU, bfloat16 on the CPU, where float16
-    kernels are slow or missing."""
-    if args.amp_dtype != 'auto':
-        return getattr(torch, args.amp_dtype)
-    return torch.float16 if device.type == 'cuda' else torch.bfloat16
-
-
-def autocast(args, device):
-    return torch.autocast(device.type, dtype=amp_dtype(args, device), enabled=args.amp)
-
-
-def grad_scaler(args, device):
-    """Loss scaling for float16; a pass-through otherwise.  Checkpointed with the optimizer."""
-    return torch.amp.GradScaler(device.type, enabled=args.amp and amp_dtype(args, device) == torch.float16)
-
-
-def count_flops(model, input_shape, batch=1):
-    """Forward FLOPs of one image (torch.utils.flop_counter), in eval mode, counted on a batch of
-    `batch` images: a network whose BatchNorms use batch statistics even in eval mode (SLNAS's
-    supernet) needs two, and the counted convolutions and products scale exactly with the batch."""
-    was_training = model.training
-    model.eval()
-    try:
-        param = next(model.parameters())
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(batch, *input_shape, device=param.device, dtype=param.dtype))
-        return counter.get_total_flops() // batch
-    finally:
-        model.train(was_training)
-
-
-def describe(model, input_shape, batch=1):
-    """(parameters in M, FLOPs per image, a description).  The FLOPs are the plain network's: a fast
-    kernel may compute the same function with other operations."""
-    params = utils.count_parameters_in_MB(model)
-    accelerated = kernels.is_accelerated(model)
-    flops = count_flops(kernels.plain_copy(model) if accelerated else model, input_shape, batch)
-    implementation = 'fast' if accelerated else 'plain'
-    return params, flops, (f'params: {params:.6f} M\nflops: {flops / 1e6:.2f} MFLOPs per image\n'
-                           f'kernels: {implementation}')
-
-
-def _differences(stored, wanted):
-    """The names of the settings in which two run signatures (JSON objects) differ."""
-    try:
-        a, b = json.loads(stored), json.loads(wanted)
-    except (TypeError, json.JSONDecodeError):
-        return 'its format'
-
-    def walk(x, y, prefix):
-        if isinstance(x, dict) and isinstance(y, dict):
-            return [name for key in sorted(set(x) | set(y))
-                    for name in walk(x.get(key), y.get(key), f'{prefix}{key}.')]
-        return [] if x == y else [prefix.rstrip('.')]
-    return ', '.join(walk(a, b, '')) or 'nothing'
-
-
-def run_directory(save, resume, kind, marker='args.json'):
-    """The directory of a run: `save`, or a new one named by `kind` and the time.  A `resume` needs
-    `save` to hold `marker` (what a started run has written); a new run needs it new or empty, so
-    that nothing already there is overwritten."""
-    directory = save or os.path.join('runs', f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if resume:
-        if not save:
-            raise UserError('--resume needs --save RUN_DIR, the run directory to continue')
-        if not os.path.isfile(os.path.join(directory, marker)):
-            raise UserError(f"nothing to resume: {directory} is not a run directory (no {marker}); "
-                            f"start the run without --resume")
-    elif os.path.isdir(directory) and os.listdir(directory):
-        raise UserError(f"run directory {directory} already exists; pass --resume to continue it "
-                        f"or choose a new --save")
-    return directory
-
-
-class Run:
-    """A run directory, created fresh or reopened with `resume`.  `signature` identifies the
-    architecture and setting; resuming a checkpoint with another signature is refused before
-    anything in the directory is touched."""
-
-    def __init__(self, save, args, resume=False, kind='run', signature=None):
-        self.dir = run_directory(save, resume, kind)
-        self.resume, self.signature, self.checkpoint = resume, signature, None
-        if resume:
-            if os.path.exists(self.path(CHECKPOINT)):
-                self.checkpoint = utils.load_checkpoint_file(self.path(CHECKPOINT))
-                if self.checkpoint.get('signature') != signature:
-                    raise UserError(f"{self.path(CHECKPOINT)} belongs to another architecture or setting "
-                                    f"(differs in: {_differences(self.checkpoint.get('signature'), signature)}); "
-                                    f"resume with the flags of that run")
-        if distributed():
-            # Every rank has checked the directory before rank 0 creates it.
-            dist.barrier()
-        if not is_main():
-            configure_logging(level=logging.WARNING)
-            self.tensorboard = visualize.TensorBoardLogger(None)
-            return
-        try:
-            os.makedirs(self.dir, exist_ok=True)
-            probe = self.path('.write-test')
-            with open(probe, 'w'):
-                pass
-            os.unlink(probe)
-        except OSError as exc:
-            raise UserError(f"cannot write the run directory {self.dir} ({exc.strerror}); "
-                            f"choose a writable --save") from exc
-        configure_logging(self.path('log.txt'))
-        self.tensorboard = visualize.TensorBoardLogger(self.dir)
-        if not resume:
-            utils.atomic_write_json(self.path('args.json'), vars(args))
-
-    def path(self, name):
-        return os.path.join(self.dir, name)
-
-    def append_jsonl(self, name, record):
-        if not is_main():
-            return
-        with open(self.path(name), 'a') as f:
-            f.write(json.dumps(record) + '\n')
-            f.flush()
-            os.fsync(f.fileno())
-
-    def read_jsonl(self, name):
-        if not os.path.exists(self.path(name)):
-            return []
-        with open(self.path(name)) as f:
-            return [json.loads(line) for line in f if line.strip()]
-
-    def truncate_jsonl(self, name, epochs_done):
-        """Drop records of epochs past the checkpoint (written after it, before a kill)."""
-        if not is_main() or not os.path.exists(self.path(name)):
-            return
-        with open(self.path(name)) as f:
-            lines = [line for line in f if line.strip()]
-        kept = []
-        for line in lines:
-            try:
-                if json.loads(line)['epoch'] < epochs_done:
-                    kept.append(line)
-            except (json.JSONDecodeError, KeyError):
-                break  # a line cut by the kill, and anything after it
-        if len(kept) != len(lines):
-            utils.atomic_write_text(self.path(name), ''.join(kept))
 
 
 class NonFiniteGuard:
@@ -413,7 +50,7 @@ class Preempted(Exception):
     """SIGTERM/SIGINT arrived; a checkpoint at the current step has been written."""
 
 
-class _StopRequest:
+class StopRequest:
     """Turns SIGTERM and SIGINT (what schedulers send before preemption) into a flag that the
     loop checks between steps, so the checkpoint it writes is consistent."""
 
@@ -569,7 +206,7 @@ def fit(run, args, stateful, run_epoch, loaders=(), device=None):
                                 run.path(CHECKPOINT))
 
     record = None
-    with _StopRequest() as stop:
+    with StopRequest() as stop:
         for epoch in range(start, start if stopped else args.epochs):
             for index, loader in enumerate(loaders):
                 loader.generator.manual_seed(args.seed * 1_000_003 + epoch * 101 + index)
@@ -639,8 +276,3 @@ def make_loader(dataset, batch_size, shuffle, workers, device, drop_last=False, 
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
         num_workers=workers, drop_last=drop_last, pin_memory=device.type == 'cuda', generator=torch.Generator())
-
-
-def default_parser(description):
-    return argparse.ArgumentParser(description=description,
-                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)

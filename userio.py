@@ -42,3 +42,9 @@ def atomic_write_text(path, text):
 
 def atomic_write_json(path, obj):
     atomic_write_text(path, json.dumps(obj, indent=2) + '\n')
+
+
+def make_readable(path):
+    """Make a written output (a figure, a drawing, a report) world-readable whatever the umask; returns `path`."""
+    os.chmod(path, 0o644)
+    return path

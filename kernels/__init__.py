@@ -1,7 +1,7 @@
 """Fast kernels: the same networks computed with hand-written backward passes, shared inputs and
 edge batching, for speed and memory.
 
-The plain modules (`operations.py`, `attention.py`, `model_search.py`, `model.py`) define the
+The plain modules (`operations.py`, `attention.py`, `model_search.py`, `anas.py`, `model.py`) define the
 networks and never import this package.  `accelerate(model)` turns a plain network into the fast
 one in place, before its first forward: every module whose type has a fast form here gets that
 form's class, a subclass with the same parameters and buffers (so checkpoints, parameter counts
@@ -25,6 +25,7 @@ from copy import deepcopy
 
 import torch.nn as nn
 
+import anas
 import attention
 import model_search
 import operations
@@ -50,7 +51,7 @@ FAST_FORMS = {
     attention.DoubleAttention: fast_attention.FastDoubleAttention,
     model_search.MixedEdge: mixture.FastMixedEdge,
     model_search.SearchCell: mixture.FastSearchCell,
-    model_search.MixedAttentionUnit: mixture.FastMixedAttentionUnit,
+    anas.MixedAttentionUnit: mixture.FastMixedAttentionUnit,
 }
 
 

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import anas
 import attention
 import model_search
 from kernels.layout import memory_layout, recording, running_variance
@@ -338,6 +339,6 @@ class FastSearchCell(SharedInputs, model_search.SearchCell):
         return self.merge(mixed, self.edge_sum([self.bypass(e, h) for e, h in zip(edges, states)], edges, weights))
 
 
-class FastMixedAttentionUnit(SharedInputs, model_search.MixedAttentionUnit):
+class FastMixedAttentionUnit(SharedInputs, anas.MixedAttentionUnit):
     def node(self, states, edges, weights):
         return sum(self.edges[e](h, weights[e], self.shared(h)) for e, h in zip(edges, states))

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+import devices
 import genotypes
 import training
 from architect import Architect
@@ -34,13 +35,13 @@ def train_step(model, amp):
     x, y = batch()
     device = torch.device('cpu')
     optimizer = torch.optim.SGD(model.parameters(), 0.1, momentum=0.9)
-    with training.autocast(Flags(amp), device):
+    with devices.autocast(Flags(amp), device):
         logits, aux = model(x)
         loss = torch.nn.functional.cross_entropy(logits, y) + 0.4 * torch.nn.functional.cross_entropy(aux, y)
     assert (logits.dtype == torch.bfloat16) == amp
     guard = training.NonFiniteGuard(skip=False)
     assert training.optimize(loss, optimizer, model.parameters(), 5.0, guard, 'test',
-                             training.grad_scaler(Flags(amp), device))
+                             devices.grad_scaler(Flags(amp), device))
     return loss.float(), [p.detach().clone() for p in model.parameters()]
 
 
@@ -68,9 +69,9 @@ def test_amp_search_weight_step_matches_float32(amp_dtype):
         flags = Flags(amp, amp_dtype)
         model = copy.deepcopy(net)
         optimizer = torch.optim.SGD(model.weight_parameters(), 0.1, momentum=0.9)
-        scaler = training.grad_scaler(flags, device)
+        scaler = devices.grad_scaler(flags, device)
         assert scaler.is_enabled() == (amp and amp_dtype == 'float16')
-        with training.autocast(flags, device):
+        with devices.autocast(flags, device):
             logits = model(x)
             loss = torch.nn.functional.cross_entropy(logits, y)
         assert logits.dtype == (getattr(torch, amp_dtype) if amp else torch.float32)

@@ -14,10 +14,9 @@ import genotypes
 import search_net
 import train_net
 import visualize
+from anas import AttentionSearchResNet, AttentionUnit, MixedAttentionUnit, ResNetCIFAR
 from architect import Architect
 from genotypes import ANAS, ATT_PRIMITIVES, AttGenotype
-from model import AttentionUnit, ResNetCIFAR
-from model_search import AttentionSearchResNet, MixedAttentionUnit
 from operations import make_candidate
 from tests import data_factory
 from tests.helpers import assert_top1_in, run, start, top1_range

@@ -14,12 +14,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import bench
 import genotypes
+import step_measurements
+from architect import fp32_precision_settings
+from devices import place_model
 from model import NetworkCIFAR
 from model_search import SearchNetwork
-
-from architect import fp32_precision_settings
 from tests.helpers import run
-from training import place_model
 
 RECORD_FIELDS = {'config', 'torch', 'cuda', 'cudnn', 'threads', 'cudnn_benchmark', 'fp32_precision', 'machine',
                  'processor', 'cpus', 'time', 'results'}
@@ -86,7 +86,7 @@ def test_step_memory_is_the_peak_of_the_tensor_bytes_live_during_the_step():
         del first
         third = torch.empty(100_000)  # 2.4 MB live
         return second, third
-    assert bench.step_memory(step, torch.device('cpu')) == 3_000_000
+    assert step_measurements.step_memory(step, torch.device('cpu')) == 3_000_000
 
 
 @pytest.mark.parametrize('flags, message', [

@@ -12,9 +12,9 @@ import torch.nn as nn
 from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
+import devices
 import genotypes
 import operations
-import training
 from architect import Architect
 from genotypes import Genotype
 from model import Cell, NetworkCIFAR
@@ -333,17 +333,17 @@ def test_auto_device_takes_the_gpu_with_most_free_memory(monkeypatch):
     monkeypatch.setattr(torch.cuda, 'mem_get_info', lambda i: (free[i], 16 << 30))
     monkeypatch.setattr(torch.cuda, 'set_device', lambda device: chosen.append(device.index))
     monkeypatch.setattr(torch.backends.cudnn, 'benchmark', False)
-    assert training.select_device('auto') == torch.device('cuda', 1) and chosen == [1]
+    assert devices.select_device('auto') == torch.device('cuda', 1) and chosen == [1]
     assert torch.backends.cudnn.benchmark  # on a GPU cuDNN picks its algorithms per shape
-    assert training.select_device('cuda:2') == torch.device('cuda', 2) and chosen == [1, 2]  # an explicit choice stands
+    assert devices.select_device('cuda:2') == torch.device('cuda', 2) and chosen == [1, 2]  # an explicit choice stands
 
     def unexpected(i):
         raise AssertionError('one GPU: nothing to compare')
     monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
     monkeypatch.setattr(torch.cuda, 'mem_get_info', unexpected)
-    assert training.select_device('auto') == torch.device('cuda', 0)
+    assert devices.select_device('auto') == torch.device('cuda', 0)
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
-    assert training.select_device('auto') == torch.device('cpu')
+    assert devices.select_device('auto') == torch.device('cpu')
 
 
 # ------------------------------------------------------------------------------------------- scripts

@@ -12,9 +12,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import attention
+import drawing
 import genotypes
 import kernels
-import visualize
 from architect import Architect
 from kernels import attention_kernels, convolution, mixture
 from kernels.layout import subsample
@@ -239,8 +239,8 @@ def test_a_registered_attention_and_op_search_derive_train_and_draw(toy_candidat
     logits, aux = model(x)
     (F.cross_entropy(logits, y) + F.cross_entropy(aux, y)).backward()
     assert all(p.grad is not None for p in model.parameters())
-    if visualize.dot_available():
-        assert visualize.draw_genotype(genotype, 'toy', str(tmp_path))
+    if drawing.dot_available():
+        assert drawing.draw_genotype(genotype, 'toy', str(tmp_path))
         assert any(tmp_path.iterdir())
 
 

@@ -19,12 +19,13 @@ import genotypes
 import model
 import nag
 import nag_cells
+import nag_networks
 import nasbench101
 import train_CIFAR10
 import train_ImageNet
 import utils
 import visualize
-from model import NAGCell, NAGNetworkCIFAR, NAGNetworkImageNet, NAOFactorizedReduce
+from nag_networks import NAGCell, NAGNetworkCIFAR, NAGNetworkImageNet, NAOFactorizedReduce
 from tests import data_factory
 from tests.helpers import assert_top1_in, run, start, top1_range
 
@@ -150,7 +151,7 @@ def test_shipped_architecture_has_the_reference_parameter_counts():
 
 
 def test_cell_count_must_be_3n_plus_2():
-    assert [model.nag_stage_cells(n) for n in (2, 8, 14, 20)] == [0, 2, 4, 6]
+    assert [nag_networks.nag_stage_cells(n) for n in (2, 8, 14, 20)] == [0, 2, 4, 6]
     for layers in (1, 3, 19):
         with pytest.raises(utils.UserError, match=rf'--layers {layers}: a NAG network has 3N\+2 cells'):
             NAGNetworkCIFAR(4, 10, layers, False, nag_cells.REFERENCE_ARCH)
@@ -627,9 +628,9 @@ def test_adabelief_takes_the_papers_steps(decouple):
 
 def test_nag_preset_trains_with_adabelief_at_a_constant_rate():
     import evaluation
-    import training
+    import cli
     parser = evaluation.train_parser('cifar10')
-    args = training.parse(parser, ['--preset', 'nag'])
+    args = cli.parse(parser, ['--preset', 'nag'])
     assert (args.optimizer, args.learning_rate, args.weight_decay, args.scheduler) == ('adabelief', 1e-3, 5e-4, 'constant')
     optimizer = evaluation.make_optimizer(args, [torch.zeros(2, requires_grad=True)])
     assert type(optimizer).__name__ == 'AdaBelief' and optimizer.defaults['eps'] == 1e-8
@@ -638,7 +639,7 @@ def test_nag_preset_trains_with_adabelief_at_a_constant_rate():
         optimizer.step()
         scheduler.step()
     assert scheduler.get_last_lr() == [1e-3]
-    cifar100 = training.parse(evaluation.train_parser('cifar100'), ['--preset', 'nag'])
+    cifar100 = cli.parse(evaluation.train_parser('cifar100'), ['--preset', 'nag'])
     assert (cifar100.optimizer, cifar100.learning_rate) == ('sgd', 0.025)
 
 

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 import collapse_guards
-import visualize
 from model_search import LOCATIONS, MixedEdge, SearchNetwork, strongest_candidates
+from report import write_report
 from tests import data_factory
 from tests.helpers import kill_and_resume, kill_when, run
 from tests.test_kernels import TOLERANCE, both_implementations, max_difference, search_step_results
@@ -257,7 +257,7 @@ def test_guarded_search_logs_its_schedules_and_resumes_exactly(tmp_path, fashion
     assert all(sum(op == 'skip_connect' for op, _, _ in m['genotype']['normal']) <= 1 for m in metrics)
     alphas = [json.loads(line) for line in open(whole / 'alphas.jsonl')]
     assert all(len(a['edge_weights']['normal']) == 5 for a in alphas)
-    report = visualize.write_report(str(whole))
+    report = write_report(str(whole))
     assert (whole / 'report' / 'guards.png').exists() and 'Collapse guards' in open(report).read()
 
     save = tmp_path / 'killed'
@@ -276,7 +276,7 @@ def test_early_stopping_stops_and_a_resume_trains_nothing_more(tmp_path, fashion
     metrics = [json.loads(line) for line in open(save / 'metrics.jsonl')]
     assert [m['ranking_stable_epochs'] for m in metrics] == [0, 1]
     assert 'stable for 1 epochs' in metrics[-1]['early_stop']
-    assert 'The search stopped early after epoch 1' in open(visualize.write_report(str(save))).read()
+    assert 'The search stopped early after epoch 1' in open(write_report(str(save))).read()
     before = (save / 'metrics.jsonl').read_text(), final_state(save)
     run('train_search.py', *args, '--early_stop_stable', '1', '--save', save, '--resume')
     assert (save / 'metrics.jsonl').read_text() == before[0]

@@ -4,19 +4,18 @@ import pytest
 import torch
 
 import build_nas_dataset
+import cli
 import datasets
 import evaluation
 import presets
 import retrain_slnas
-import search_net
-import train_search
+import search
 import train_search_slnas
-import training
 from utils import UserError
 
 PARSERS = {
-    'search': train_search.build_parser,
-    'anas_search': search_net.build_parser,
+    'search': search.build_parser,
+    'anas_search': search.build_anas_parser,
     'slnas_search': train_search_slnas.build_parser,
     'nasdata': build_nas_dataset.build_parser,
     'train': lambda: evaluation.train_parser('cifar10'),
@@ -26,7 +25,7 @@ PARSERS = {
 
 
 def parse(kind, *argv):
-    return training.parse(PARSERS[kind](), list(argv))
+    return cli.parse(PARSERS[kind](), list(argv))
 
 
 def test_every_script_kind_has_a_parser_and_every_preset_name_a_home():
@@ -68,7 +67,7 @@ def test_an_explicit_flag_beats_the_preset():
 
 
 def test_the_preset_replaces_the_defaults_before_parsing():
-    parser = train_search.build_parser()
+    parser = search.build_parser()
     presets.apply(parser, ['--preset', 'cnas', '--epochs', '2'])
     assert parser.get_default('batch_size') == 32 and parser.get_default('primitives') == 'cnas'
     assert parser.get_default('epochs') == 60  # the default; the explicit 2 is the parse's business

@@ -324,7 +324,7 @@ def test_search_dry_run_describes_the_supernet(capsys):
 
 
 def test_flops_per_image_do_not_depend_on_the_counting_batch():
-    import training
+    import complexity
     torch.manual_seed(0)
     net = slnas.Network(8, [1, 1], 10, arch=genotypes.seq_from_lists(README_ARCH, [1, 1], 'arch'))
-    assert training.count_flops(net, (3, 32, 32), batch=2) == training.count_flops(net, (3, 32, 32)) > 0
+    assert complexity.count_flops(net, (3, 32, 32), batch=2) == complexity.count_flops(net, (3, 32, 32)) > 0

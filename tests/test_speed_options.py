@@ -83,11 +83,11 @@ def test_factorized_reduce_survives_channels_last():
 @pytest.mark.skipif(not (shutil.which('g++') or shutil.which('c++')),
                     reason='torch.compile on the CPU needs a C++ compiler (make test installs g++ where it can)')
 def test_compiled_training_step_matches_eager():
-    """--compile (torch.compile via training.place_model) on a tiny evaluation network: same loss
+    """--compile (torch.compile via devices.place_model) on a tiny evaluation network: same loss
     and gradients as eager, in float64 (inductor reorders reductions)."""
     import torch._dynamo.utils
 
-    import training
+    import devices
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
 
@@ -98,7 +98,7 @@ def test_compiled_training_step_matches_eager():
         torch.manual_seed(0)
         model = NetworkCIFAR(4, 10, 2, False, genotypes.DARTS_V2, image_size=8).double()
         Flags.compile = compiled
-        training.place_model(model, Flags, torch.device('cpu'))
+        devices.place_model(model, Flags, torch.device('cpu'))
         x, y = torch.randn(2, 3, 8, 8, dtype=torch.float64), torch.randint(0, 10, (2,))
         logits, _ = model(x)
         loss = F.cross_entropy(logits, y)

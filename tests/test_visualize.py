@@ -14,9 +14,13 @@ from pathlib import Path
 
 import pytest
 
+import drawing
 import genotypes
+import plots
 import registry
+import tensorboard_logger
 import visualize
+from report import write_report
 from tests.helpers import ROOT, run as run_script
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
@@ -46,7 +50,7 @@ def _has_label(source, label):
 def test_dot_source_has_nodes_and_one_labelled_edge_per_entry(name):
     genotype = genotypes.NAMED[name]
     for cell in ('normal', 'reduce'):
-        g = visualize.genotype_to_dot(genotype, cell)
+        g = drawing.genotype_to_dot(genotype, cell)
         source = g.source
         assert 'rankdir=LR' in source
         entries = getattr(genotype, cell)
@@ -69,13 +73,13 @@ def test_dot_source_has_nodes_and_one_labelled_edge_per_entry(name):
 
 
 def test_att_darts_edge_label_has_op_and_attention():
-    source = visualize.genotype_to_dot(genotypes.NAMED['Att_DARTS'], 'normal').source
+    source = drawing.genotype_to_dot(genotypes.NAMED['Att_DARTS'], 'normal').source
     assert '"c_{k-2}" -> 0 [label="sep_conv_3x3\\nDoubleAttention"' in source
 
 
 def test_only_concat_states_feed_the_output():
     # AmoebaNet's reduce cell concatenates states 3, 4, 6 -> nodes 1, 2, 4.
-    source = visualize.genotype_to_dot(genotypes.NAMED['AmoebaNet'], 'reduce').source
+    source = drawing.genotype_to_dot(genotypes.NAMED['AmoebaNet'], 'reduce').source
     sources = sorted(e.split('->')[0].strip() for e in _edge_lines(source) if '"c_{k}"' in e.split('->')[1])
     assert sources == ['1', '2', '4']
 
@@ -83,35 +87,35 @@ def test_only_concat_states_feed_the_output():
 def test_bottleneck_draws_c_prime():
     base = genotypes.NAMED['Att_DARTS']
     genotype = base._replace(normal_bottleneck='CBAM', reduce_bottleneck='')
-    source = visualize.genotype_to_dot(genotype, 'normal').source
+    source = drawing.genotype_to_dot(genotype, 'normal').source
     edges = _edge_lines(source)
     assert '"c\'_{k}" [fillcolor=palegoldenrod]' in source
     assert sum(1 for e in edges if e.split('->')[1].strip().startswith('"c\'_{k}"')) == len(base.normal_concat)
     assert any(e.startswith('"c\'_{k}" -> "c_{k}" [label=CBAM') for e in edges)
     assert len(edges) == len(base.normal) + len(base.normal_concat) + 1
-    assert "c'_{k}" not in visualize.genotype_to_dot(genotype, 'reduce').source
+    assert "c'_{k}" not in drawing.genotype_to_dot(genotype, 'reduce').source
 
 
 def test_none_edges_are_dashed_grey():
     base = genotypes.NAMED['DARTS_V2']
     normal = list(base.normal)
     normal[1] = ('none', 1)
-    source = visualize.genotype_to_dot(base._replace(normal=normal), 'normal').source
+    source = drawing.genotype_to_dot(base._replace(normal=normal), 'normal').source
     none_edges = [e for e in _edge_lines(source) if 'label=none' in e]
     assert len(none_edges) == 1 and 'style=dashed' in none_edges[0] and 'color=gray' in none_edges[0]
 
 
 def test_genotype_dict_is_accepted():
     record = genotypes.to_dict(genotypes.NAMED['DARTS'])
-    assert visualize.genotype_to_dot(record, 'reduce').source == \
-        visualize.genotype_to_dot(genotypes.NAMED['DARTS'], 'reduce').source
+    assert drawing.genotype_to_dot(record, 'reduce').source == \
+        drawing.genotype_to_dot(genotypes.NAMED['DARTS'], 'reduce').source
 
 
 @needs_dot
 @pytest.mark.parametrize('name', list(genotypes.NAMED))
 def test_render_every_named_genotype_png_and_svg(name, tmp_path):
-    png = visualize.draw_genotype(genotypes.NAMED[name], name, str(tmp_path), 'png')
-    svg = visualize.draw_genotype(genotypes.NAMED[name], name, str(tmp_path), 'svg')
+    png = drawing.draw_genotype(genotypes.NAMED[name], name, str(tmp_path), 'png')
+    svg = drawing.draw_genotype(genotypes.NAMED[name], name, str(tmp_path), 'svg')
     for cell in ('normal', 'reduce'):
         png_path = tmp_path / f'{cell}_{name}.png'
         svg_path = tmp_path / f'{cell}_{name}.svg'
@@ -147,8 +151,8 @@ def test_no_dot_writes_sources_and_says_how_to_render(tmp_path, monkeypatch, cap
 
 
 def test_no_dot_via_which(tmp_path, monkeypatch):
-    monkeypatch.setattr(visualize.shutil, 'which', lambda name: None)
-    written = visualize.draw_genotype(genotypes.NAMED['DARTS'], 'DARTS', str(tmp_path), 'svg')
+    monkeypatch.setattr(drawing.shutil, 'which', lambda name: None)
+    written = drawing.draw_genotype(genotypes.NAMED['DARTS'], 'DARTS', str(tmp_path), 'svg')
     assert sorted(os.path.basename(p) for p in written) == ['normal_DARTS.dot', 'reduce_DARTS.dot']
 
 
@@ -266,7 +270,7 @@ def test_run_dir_report(full_report):
 def test_write_report_out_dir_bottleneck_tables(tmp_path):
     run = make_run_dir(str(tmp_path / 'run'), epochs=2, bottleneck=True,
                        tables=('alphas_normal', 'gammas_normal', 'gammas_reduce'))
-    path = visualize.write_report(run, str(tmp_path / 'elsewhere'))
+    path = write_report(run, str(tmp_path / 'elsewhere'))
     assert path == str(tmp_path / 'elsewhere' / 'report.html')
     files = set(os.listdir(tmp_path / 'elsewhere'))
     assert {'heatmap_gammas_normal.png', 'weights_gammas_reduce.png', 'heatmap_alphas_normal.png'} <= files
@@ -277,7 +281,7 @@ def test_write_report_out_dir_bottleneck_tables(tmp_path):
 
 def test_run_dir_without_dot_links_no_missing_images(tmp_path, monkeypatch, capsys):
     run = make_run_dir(str(tmp_path / 'run'), epochs=2, tables=())
-    monkeypatch.setattr(visualize.shutil, 'which', lambda name: None)
+    monkeypatch.setattr(drawing.shutil, 'which', lambda name: None)
     assert visualize.main([run, '--out', str(tmp_path / 'out')]) == 0
     files = set(os.listdir(tmp_path / 'out'))
     assert {'normal_genotype.dot', 'reduce_genotype.dot'} <= files and 'normal_genotype.png' not in files
@@ -297,12 +301,12 @@ def test_nan_weights_and_metrics_do_not_crash(tmp_path):
         f.writelines(json.dumps(r) + '\n' for r in records)
     with open(os.path.join(run, 'metrics.jsonl'), 'a') as f:
         f.write(json.dumps({'epoch': 2, 'train_loss': float('nan'), 'valid_acc': 10.0}) + '\n')
-    report = visualize.write_report(run)
+    report = write_report(run)
     assert os.path.isfile(os.path.join(os.path.dirname(report), 'heatmap_alphas_normal.png'))
 
 
 def test_edge_labels():
-    labels = visualize.edge_labels(EDGES)
+    labels = plots.edge_labels(EDGES)
     assert len(labels) == 14
     assert labels[:3] == ['node 0 <- c_{k-2}', 'node 0 <- c_{k-1}', 'node 1 <- c_{k-2}']
     assert labels[4] == 'node 1 <- node 0' and labels[-1] == 'node 3 <- node 2'
@@ -314,7 +318,7 @@ def test_train_run_without_alphas_or_genotype(tmp_path):
     with open(run / 'metrics.jsonl', 'w') as f:
         f.write(json.dumps({'epoch': 0, 'train_loss': 1.0}) + '\n')
         f.write(json.dumps({'epoch': 1}) + '\n')
-    path = visualize.write_report(str(run))
+    path = write_report(str(run))
     assert set(os.listdir(run / 'report')) == {'report.html', 'curves.png'}
     for src in _img_srcs(path):
         assert (run / 'report' / src).is_file()
@@ -324,13 +328,13 @@ def test_train_run_without_alphas_or_genotype(tmp_path):
 def test_latest_genotype_is_drawn_when_genotype_json_is_missing(tmp_path):
     run = make_run_dir(str(tmp_path / 'run'), epochs=2, tables=())
     os.remove(os.path.join(run, 'genotype.json'))
-    text = open(visualize.write_report(run)).read()
+    text = open(write_report(run)).read()
     assert 'metrics.jsonl epoch 1' in text
 
 
 def test_skip_counts():
-    assert visualize.skip_counts(genotypes.to_dict(genotypes.NAMED['Att_DARTS'])) == (4, 3)
-    assert visualize.skip_counts({}) == (0, 0)
+    assert plots.skip_counts(genotypes.to_dict(genotypes.NAMED['Att_DARTS'])) == (4, 3)
+    assert plots.skip_counts({}) == (0, 0)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -347,7 +351,7 @@ def test_tensorboard_logger_is_a_noop_without_tensorboard(tmp_path, monkeypatch)
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, '__import__', no_tensorboard)
-    with visualize.TensorBoardLogger(str(tmp_path)) as logger:
+    with tensorboard_logger.TensorBoardLogger(str(tmp_path)) as logger:
         assert not logger.enabled
         logger.log_scalars({'train_loss': 1.0, 'note': 'x'}, 0)
         logger.log_weights({'alphas_normal': [[0.5, 0.5]]}, 0)
@@ -369,7 +373,7 @@ def test_tensorboard_logger_writes_through_summary_writer(tmp_path, monkeypatch)
     module = types.ModuleType('torch.utils.tensorboard')
     module.SummaryWriter = FakeWriter
     monkeypatch.setitem(sys.modules, 'torch.utils.tensorboard', module)
-    logger = visualize.TensorBoardLogger(str(tmp_path))
+    logger = tensorboard_logger.TensorBoardLogger(str(tmp_path))
     assert logger.enabled
     logger.log_scalars({'train_loss': 1.0, 'valid_acc': 50, 'note': 'x', 'bad': float('nan')}, 3)
     logger.log_weights({'alphas_normal': {'candidates': ['a', 'b'], 'values': [[0.4, 0.6]]},

@@ -44,13 +44,14 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
 import architect as architect_module  # noqa: E402
-import bench  # noqa: E402
+import cli  # noqa: E402
+import data_factory  # noqa: E402
 import kernels  # noqa: E402
-import train_search  # noqa: E402
+import search  # noqa: E402
+import step_measurements  # noqa: E402
 import training  # noqa: E402
 from architect import Architect  # noqa: E402
 from model_search import SearchNetwork  # noqa: E402
-import data_factory  # noqa: E402
 from utils import atomic_write_json  # noqa: E402
 
 # The implementations to compare (kernels.apply, bench.py --kernels).
@@ -260,7 +261,7 @@ def run_search(device, sizes, data, save, *flags):
             '--num_meta_node', size['nodes'], '--workers', '0', '--no_progress', '--report_freq', '0',
             '--device', str(device), '--save', save, *flags]
     began = time.time()
-    code = train_search.main([str(a) for a in argv])
+    code = cli.cli(lambda args: search.run(search.parse(args)))([str(a) for a in argv])
     result = {'flags': list(flags), 'exit_code': code, 'run_seconds': round(time.time() - began, 1), 'ok': code == 0}
     if code == 0:
         metrics = [json.loads(line) for line in open(os.path.join(save, 'metrics.jsonl'))]
@@ -305,7 +306,8 @@ def check_bench(device, sizes, choices, work):
                 '--init_channels', size['C'], '--layers', size['layers'], '--nodes', size['nodes'],
                 f'--{layout}', '--out', out, *size['flags'], '--kernels', implementation, *variant_flags]
         log(f'bench {name}')
-        bench.main([str(a) for a in argv])
+        argv = [str(a) for a in argv]
+        step_measurements.run(step_measurements.build_parser().parse_args(argv), argv)
         with open(out) as f:
             record['runs'][name] = json.load(f)
 
@@ -343,7 +345,7 @@ def main(argv=None):
     sizes = SIZES[device.type]
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, 'gpu_check.json')
-    record = {'device': str(device), 'environment': bench.environment(device),
+    record = {'device': str(device), 'environment': step_measurements.environment(device),
               'started': time.strftime('%Y-%m-%dT%H:%M:%S'), 'sections': {}}
     with tempfile.TemporaryDirectory(prefix='gpu-check-') as tmp:
         work = {'data': data_factory.make_cifar10(os.path.join(tmp, 'cifar'), n_train=sizes['search']['images'],

@@ -1,0 +1,119 @@
+"""A run directory: its checks (--save, --resume), its files (args.json, log.txt, metrics.jsonl,
+checkpoint.pt) and the signature check that refuses to resume another architecture or setting."""
+import json
+import logging
+import os
+import time
+
+import torch.distributed as dist
+
+import utils
+from cli import configure_logging
+from devices import distributed, is_main
+from tensorboard_logger import TensorBoardLogger
+from utils import UserError
+
+CHECKPOINT = 'checkpoint.pt'
+
+
+
+def signature_differences(stored, wanted):
+    """The names of the settings in which two run signatures (JSON objects) differ."""
+    try:
+        a, b = json.loads(stored), json.loads(wanted)
+    except (TypeError, json.JSONDecodeError):
+        return 'its format'
+
+    def walk(x, y, prefix):
+        if isinstance(x, dict) and isinstance(y, dict):
+            return [name for key in sorted(set(x) | set(y))
+                    for name in walk(x.get(key), y.get(key), f'{prefix}{key}.')]
+        return [] if x == y else [prefix.rstrip('.')]
+    return ', '.join(walk(a, b, '')) or 'nothing'
+
+
+def run_directory(save, resume, kind, marker='args.json'):
+    """The directory of a run: `save`, or a new one named by `kind` and the time.  A `resume` needs
+    `save` to hold `marker` (what a started run has written); a new run needs it new or empty, so
+    that nothing already there is overwritten."""
+    directory = save or os.path.join('runs', f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if resume:
+        if not save:
+            raise UserError('--resume needs --save RUN_DIR, the run directory to continue')
+        if not os.path.isfile(os.path.join(directory, marker)):
+            raise UserError(f"nothing to resume: {directory} is not a run directory (no {marker}); "
+                            f"start the run without --resume")
+    elif os.path.isdir(directory) and os.listdir(directory):
+        raise UserError(f"run directory {directory} already exists; pass --resume to continue it "
+                        f"or choose a new --save")
+    return directory
+
+
+class Run:
+    """A run directory, created fresh or reopened with `resume`.  `signature` identifies the
+    architecture and setting; resuming a checkpoint with another signature is refused before
+    anything in the directory is touched."""
+
+    def __init__(self, save, args, resume=False, kind='run', signature=None):
+        self.dir = run_directory(save, resume, kind)
+        self.resume, self.signature, self.checkpoint = resume, signature, None
+        if resume:
+            if os.path.exists(self.path(CHECKPOINT)):
+                self.checkpoint = utils.load_checkpoint_file(self.path(CHECKPOINT))
+                if self.checkpoint.get('signature') != signature:
+                    raise UserError(f"{self.path(CHECKPOINT)} belongs to another architecture or setting "
+                                    f"(differs in: {signature_differences(self.checkpoint.get('signature'), signature)}); "
+                                    f"resume with the flags of that run")
+        if distributed():
+            # Every rank has checked the directory before rank 0 creates it.
+            dist.barrier()
+        if not is_main():
+            configure_logging(level=logging.WARNING)
+            self.tensorboard = TensorBoardLogger(None)
+            return
+        try:
+            os.makedirs(self.dir, exist_ok=True)
+            probe = self.path('.write-test')
+            with open(probe, 'w'):
+                pass
+            os.unlink(probe)
+        except OSError as exc:
+            raise UserError(f"cannot write the run directory {self.dir} ({exc.strerror}); "
+                            f"choose a writable --save") from exc
+        configure_logging(self.path('log.txt'))
+        self.tensorboard = TensorBoardLogger(self.dir)
+        if not resume:
+            utils.atomic_write_json(self.path('args.json'), vars(args))
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def append_jsonl(self, name, record):
+        if not is_main():
+            return
+        with open(self.path(name), 'a') as f:
+            f.write(json.dumps(record) + '\n')
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read_jsonl(self, name):
+        if not os.path.exists(self.path(name)):
+            return []
+        with open(self.path(name)) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def truncate_jsonl(self, name, epochs_done):
+        """Drop records of epochs past the checkpoint (written after it, before a kill)."""
+        if not is_main() or not os.path.exists(self.path(name)):
+            return
+        with open(self.path(name)) as f:
+            lines = [line for line in f if line.strip()]
+        kept = []
+        for line in lines:
+            try:
+                if json.loads(line)['epoch'] < epochs_done:
+                    kept.append(line)
+            except (json.JSONDecodeError, KeyError):
+                break  # a line cut by the kill, and anything after it
+        if len(kept) != len(lines):
+            utils.atomic_write_text(self.path(name), ''.join(kept))
