@@ -9,6 +9,7 @@ import torch
 
 import genotypes
 import latency
+import report
 import search_space
 from anas import AttentionSearchResNet
 from model_search import SearchNetwork
@@ -254,6 +255,9 @@ def test_latency_weight_lowers_the_derived_cell_latency(tmp_path, fashion):
     assert 'expected_latency_ms' not in plain[-1]
     assert weighted[-1]['derived_latency_ms'] < logged[-1]['derived_latency_ms']
     assert weighted[-1]['expected_latency_ms'] < logged[-1]['expected_latency_ms']
+    page = report.write_report(str(tmp_path / 'weighted'))
+    assert (tmp_path / 'weighted' / 'report' / 'latency.png').stat().st_size > 0
+    assert 'src="latency.png"' in open(page).read()
     # The logged latencies are those of the logged architecture weights and genotype.
     objective = latency.Objective(latency.load_table(str(table)), settings, 0.0, 1.0)
     for save, records in (('logged', logged), ('weighted', weighted)):
