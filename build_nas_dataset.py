@@ -57,7 +57,7 @@ SCORES = 'scores.jsonl'
 def build_parser():
     parser = cli.default_parser(__doc__.splitlines()[0])
     cli.add_common_arguments(parser, batch_size=128, learning_rate=0.025, learning_rate_min=0.001,
-                                  epochs=150, init_channels=20, layers=11, seed=0)
+                             epochs=150, init_channels=20, layers=11, seed=0)
     g = parser.add_argument_group('NAS dataset')
     g.add_argument('--num_archs', '--num_sampled_arch', type=int, default=4000,
                    help='architectures to sample and score')

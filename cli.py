@@ -1,24 +1,30 @@
-"""The command line every script shares: the common flags, parsing with presets, the `cli` entry
-wrapper (a user error is one line and exit status 2) and the 'attnas' logger."""
+"""The command line every script shares: the common flags, parsing with presets, `--plugins`, the
+`cli` entry wrapper (a user error is one line and exit status 2) and the 'attnas' logger."""
 import argparse
 import functools
+import importlib
+import importlib.util
 import logging
+import os
 import sys
 
 import datasets
 import devices
 import kernels
 import presets
+from registry import DATASETS
 from utils import UserError
 
 logger = logging.getLogger('attnas')
 
 
 def cli(main):
-    """Turn a script's `main(argv)` into an entry point: user errors become one line and exit 2."""
+    """Turn a script's `main(argv)` into an entry point: the modules of --plugins are imported first,
+    and user errors become one line and exit status 2."""
     @functools.wraps(main)
     def entry(argv=None):
         try:
+            load_plugins(sys.argv[1:] if argv is None else argv)
             return main(argv) or 0
         except UserError as exc:
             print(f'error: {exc}', file=sys.stderr)
@@ -39,8 +45,7 @@ def add_common_arguments(parser, compile_help=COMPILE_HELP, **defaults):
              seed=2, save=None, workers=2, report_freq=50, cutout_length=16, cifar_normalization='darts')
     d.update(defaults)
     g = parser.add_argument_group('common')
-    g.add_argument('--dataset', default=d['dataset'],
-                   help='cifar10, cifar100, fashion-mnist, imagefolder, tiny-imagenet, imagenet or food101')
+    g.add_argument('--dataset', default=d['dataset'], help=f"{', '.join(DATASETS)} (registry.DATASETS)")
     g.add_argument('--data', default=d['data'], help='dataset root directory')
     g.add_argument('--subset', type=int, default=None, help='use only the first N training images')
     g.add_argument('--batch_size', '--batchsz', type=int, default=d['batch_size'], help='batch size (per process)')
@@ -93,7 +98,7 @@ def add_common_arguments(parser, compile_help=COMPILE_HELP, **defaults):
     g.add_argument('--kernels', choices=kernels.CHOICES, default='auto',
                    help="the networks' implementation: 'plain' modules, 'fast' hand-written kernels (same "
                         "parameters and results, less memory), or 'auto': fast on the device types where they "
-                        "were measured faster (today the CPU), plain elsewhere")
+                        f"were measured faster ({', '.join(kernels.MEASURED_FASTER)}), plain elsewhere")
     g.add_argument('--compile', action='store_true', help=compile_help)
     return parser
 
@@ -132,6 +137,53 @@ def configure_logging(log_file=None, level=logging.INFO):
     logger.propagate = False
 
 
+def add_plugins_argument(parser):
+    parser.add_argument('--plugins', nargs='+', default=[], metavar='MODULE',
+                        help='import these modules first (a .py file or a dotted module name), so that the ops, '
+                             'attentions, data sets or search strategies they register can be named on the '
+                             'command line (docs/extending.md)')
+    return parser
+
+
 def default_parser(description):
-    return argparse.ArgumentParser(description=description,
-                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    """A script's parser: the defaults shown in --help, and --plugins."""
+    return add_plugins_argument(argparse.ArgumentParser(description=description,
+                                                        formatter_class=argparse.ArgumentDefaultsHelpFormatter))
+
+
+def load_plugins(argv):
+    """Import the modules of `--plugins` in `argv`, before any parser reads a registry for its choices."""
+    early = add_plugins_argument(argparse.ArgumentParser(add_help=False, allow_abbrev=False))
+    for plugin in early.parse_known_args(argv)[0].plugins:
+        import_plugin(plugin)
+
+
+def import_plugin(plugin):
+    """Import a plug-in: a path to a .py file (imported under its file name) or a dotted module name."""
+    if plugin.endswith('.py') or os.sep in plugin:
+        path = os.path.abspath(plugin)
+        if not os.path.isfile(path):
+            raise UserError(f"--plugins {plugin}: no such file; give a .py file or an importable module name")
+        name = os.path.splitext(os.path.basename(path))[0]
+        loaded = sys.modules.get(name)
+        if loaded is not None:
+            if os.path.abspath(getattr(loaded, '__file__', '') or '') != path:
+                raise UserError(f"--plugins {plugin}: a module named '{name}' is already loaded from elsewhere; "
+                                f"rename the file")
+            return loaded
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+        return module
+    try:
+        return importlib.import_module(plugin)
+    except ModuleNotFoundError as exc:
+        if not (plugin == exc.name or plugin.startswith(f'{exc.name}.')):
+            raise  # a module the plug-in itself imports is missing: its own traceback says which
+        raise UserError(f"--plugins {plugin}: no module named '{exc.name}'; give a .py file or a module "
+                        f"importable from here") from exc

@@ -178,7 +178,8 @@ def train_flags(args, extra):
     if args.subset is not None:
         flags += ['--subset', args.subset]
     flags += ['--cutout'] * args.cutout + ['--auxiliary'] * args.auxiliary
-    return [str(flag) for flag in flags + extra]
+    # The runs read the plug-ins' data sets and attentions too; --plugins goes last (it takes several).
+    return [str(flag) for flag in flags + extra + (['--plugins', *args.plugins] if args.plugins else [])]
 
 
 def trainer_of(dataset):

@@ -1,4 +1,4 @@
-"""Data sets: the registry, their transforms, Cutout, and the DARTS-style search split.
+"""Data sets: the built-in ones (registry.DATASETS), their transforms, Cutout, and the DARTS-style search split.
 
     info = dataset_info('cifar10')                      # DatasetInfo(num_classes=10, in_channels=3, ...)
     train = build_dataset('cifar10', 'data', train=True, augment=True, cutout_length=16)
@@ -32,6 +32,7 @@ from torchvision import datasets as tv_datasets
 from torchvision import transforms as T
 from torchvision.datasets import folder as tv_folder
 
+from registry import DATASETS
 from utils import UserError, atomic_write
 
 logger = logging.getLogger('attnas')
@@ -63,6 +64,15 @@ OFFLINE_ENV = 'ATTNAS_OFFLINE'
 DatasetInfo = collections.namedtuple('DatasetInfo', 'num_classes in_channels image_size mean std')
 DatasetSpec = collections.namedtuple('DatasetSpec',
                                      'title num_classes in_channels image_size mean std builder')
+
+
+def register_dataset(name, title, num_classes, in_channels, image_size, mean, std):
+    """Register the decorated `builder(spec, root, train, transform)` as the data set `name` of
+    `--dataset` (registry.DATASETS).  num_classes None: counted from the class folders of ROOT/train."""
+    def add(builder):
+        DATASETS.register(name, DatasetSpec(title, num_classes, in_channels, image_size, mean, std, builder))
+        return builder
+    return add
 
 
 # ----------------------------------------------------------------------------- Cutout
@@ -320,10 +330,12 @@ def _build_cifar(cls, spec, root, train, transform):
                         f"replace {cls.base_folder} with an intact copy or pass --data DIR") from exc
 
 
+@register_dataset('cifar10', 'CIFAR-10', 10, 3, 32, CIFAR10_MEAN, CIFAR10_STD)
 def _build_cifar10(spec, root, train, transform):
     return _build_cifar(_CIFAR10, spec, root, train, transform)
 
 
+@register_dataset('cifar100', 'CIFAR-100', 100, 3, 32, CIFAR100_MEAN, CIFAR100_STD)
 def _build_cifar100(spec, root, train, transform):
     return _build_cifar(_CIFAR100, spec, root, train, transform)
 
@@ -361,6 +373,7 @@ def _install_fashion_mnist_from_package(raw_dir, package_dir):
     return True
 
 
+@register_dataset('fashion-mnist', 'Fashion-MNIST', 10, 1, 28, FASHION_MNIST_MEAN, FASHION_MNIST_STD)
 def _build_fashion_mnist(spec, root, train, transform):
     root = os.path.abspath(root)
     cls = tv_datasets.FashionMNIST
@@ -494,10 +507,12 @@ def _folder_split(root, train, transform):
     return _ImageFolder(path, classes, transform)
 
 
+@register_dataset('imagefolder', 'image folder', None, 3, 32, IMAGENET_MEAN, IMAGENET_STD)
 def _build_image_folder(spec, root, train, transform):
     return _folder_split(root, train, transform)
 
 
+@register_dataset('tiny-imagenet', 'Tiny-ImageNet', None, 3, 64, IMAGENET_MEAN, IMAGENET_STD)
 def _build_tiny_imagenet(spec, root, train, transform):
     """Tiny-ImageNet-200: train/<wnid>/images/*.JPEG (ImageFolder finds them recursively and skips the
     *_boxes.txt files), val/images/*.JPEG labelled by val/val_annotations.txt (file, wnid, bbox...).
@@ -536,6 +551,7 @@ def _build_tiny_imagenet(spec, root, train, transform):
     return _ImageList(val, samples, classes, transform)
 
 
+@register_dataset('imagenet', 'ImageNet', None, 3, 224, IMAGENET_MEAN, IMAGENET_STD)
 def _build_imagenet(spec, root, train, transform):
     return _folder_split(root, train, transform)
 
@@ -560,6 +576,7 @@ def _food101_split(base, split):
     return listing
 
 
+@register_dataset('food101', 'Food-101', None, 3, 224, IMAGENET_MEAN, IMAGENET_STD)
 def _build_food101(spec, root, train, transform):
     """Food-101 (Bossard et al., ECCV 2014), read as torchvision's `Food101` does: the classes are
     the keys of meta/train.json, a split's images those its JSON lists."""
@@ -583,19 +600,7 @@ def _build_food101(spec, root, train, transform):
     return _ImageList(os.path.join(base, 'images'), samples, classes, transform)
 
 
-# ----------------------------------------------------------------------------- registry
-
-DATASETS = collections.OrderedDict([
-    ('cifar10', DatasetSpec('CIFAR-10', 10, 3, 32, CIFAR10_MEAN, CIFAR10_STD, _build_cifar10)),
-    ('cifar100', DatasetSpec('CIFAR-100', 100, 3, 32, CIFAR100_MEAN, CIFAR100_STD, _build_cifar100)),
-    ('fashion-mnist', DatasetSpec('Fashion-MNIST', 10, 1, 28, FASHION_MNIST_MEAN, FASHION_MNIST_STD,
-                                  _build_fashion_mnist)),
-    # num_classes None: counted from ROOT/train
-    ('imagefolder', DatasetSpec('image folder', None, 3, 32, IMAGENET_MEAN, IMAGENET_STD, _build_image_folder)),
-    ('tiny-imagenet', DatasetSpec('Tiny-ImageNet', None, 3, 64, IMAGENET_MEAN, IMAGENET_STD, _build_tiny_imagenet)),
-    ('imagenet', DatasetSpec('ImageNet', None, 3, 224, IMAGENET_MEAN, IMAGENET_STD, _build_imagenet)),
-    ('food101', DatasetSpec('Food-101', None, 3, 224, IMAGENET_MEAN, IMAGENET_STD, _build_food101)),
-])
+# ----------------------------------------------------------------------------- names
 
 _ALIASES = {'cifar-10': 'cifar10', 'cifar-100': 'cifar100', 'fashionmnist': 'fashion-mnist',
             'image-folder': 'imagefolder', 'tinyimagenet': 'tiny-imagenet', 'food-101': 'food101'}
@@ -788,7 +793,7 @@ def augment_on_device(images, shift, flip, centre, padding, cutout_length, mean,
     return x
 
 
-__all__ = ['DATASETS', 'DeviceLoader', 'augment_on_device', 'DatasetInfo', 'DatasetSpec', 'Cutout', 'build_dataset', 'build_transform',
+__all__ = ['DATASETS', 'register_dataset', 'DeviceLoader', 'augment_on_device', 'DatasetInfo', 'DatasetSpec', 'Cutout', 'build_dataset', 'build_transform',
            'dataset_info', 'search_split', 'CIFAR10_MEAN', 'CIFAR10_STD', 'CIFAR100_MEAN', 'CIFAR100_STD',
            'CIFAR_NORMALIZATIONS', 'normalization', 'PIPELINES', 'FOLDER_PIPELINES', 'canonical_name', 'FASHION_MNIST_MEAN', 'FASHION_MNIST_STD', 'IMAGENET_MEAN', 'IMAGENET_STD',
            'FASHION_MNIST_DEBIAN_DIR', 'DOWNLOAD_TIMEOUT', 'OFFLINE_ENV']

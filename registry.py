@@ -1,10 +1,16 @@
-"""The registries of the search space: candidate operations and attention modules, by name.
+"""The registries of everything users extend: candidate operations, attention modules, data sets,
+search strategies and fast kernels.
 
 An op is built as `OPS[name](C, stride, affine)`, an attention as `ATTENTIONS[name](C, height,
-width)`; both keep C channels (an op divides the spatial size by `stride`).  The built-in entries
-register themselves where they are defined (`operations.py`, `attention.py`), in the order that
-fixes the columns of the architecture tables.  This module imports neither until a name is looked
-up, so that genotype files can be read without building a network.  Adding an attention:
+width)`; both keep C channels (an op divides the spatial size by `stride`).  A data set is a
+`datasets.DatasetSpec` (`datasets.register_dataset`), a search strategy a `search.Strategy`
+subclass, a fast kernel the fast subclass of a plain module class (`kernels.register`).  The
+built-in entries register themselves where they are defined (`operations.py`, `attention.py`,
+`datasets.py`, `search.py`, `rsws.py`, `kernels/`), in the order that fixes the columns of the
+architecture tables and the order of the command-line choices.  This module imports none of them
+until a table is read, so that genotype files can be read without building a network.  A user's
+module registers its own entries the same way, and `--plugins MODULE` imports it before any
+command-line choice is built (docs/extending.md).  Adding an attention:
 
     @ATTENTIONS.register('MyAttention')
     class MyAttention(nn.Module):
@@ -59,7 +65,13 @@ class Registry:
     def names(self):
         return list(self._table())
 
+    def items(self):
+        return list(self._table().items())
+
 
 OPS = Registry('op', 'operations')
 ATTENTIONS = Registry('attention', 'attention')
+DATASETS = Registry('data set', 'datasets')
 STRATEGIES = Registry('search strategy', 'search', 'rsws')
+# Keyed by the plain module class; the entry is its fast subclass.
+FAST_KERNELS = Registry('fast kernel', 'kernels')

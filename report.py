@@ -4,7 +4,8 @@ image paths and no external assets.
 `write_report(run_dir)` reads what the search and train scripts write (`args.json`,
 `metrics.jsonl`, `alphas.jsonl`, `genotype.json`; any subset) and writes into RUNDIR/report/ the
 cells (drawing.py), the figures (plots.py) and `report.html`: the derived cells first, then the
-curves and the search figures, the per-epoch table, and the arguments last, folded.
+training curves and the search figures (architecture weights, diagnostics, collapse guards), a
+summary and the per-epoch table, and the arguments last, folded.
 """
 import html
 import json
@@ -158,6 +159,7 @@ img { max-width: 100%; border: 1px solid #eee; margin: .3em 0; display: block; }
 figure { margin: 1em 0; } figcaption { font-size: .9em; color: #555; }
 pre { background: #f7f7f7; padding: .6em; overflow-x: auto; font-size: .85em; }
 .note { color: #8a5a00; }
+summary { font-size: 1.2em; font-weight: bold; cursor: pointer; margin-top: 1em; }
 """
 
 
@@ -206,35 +208,11 @@ def write_report(run_dir, out_dir=None, fmt='png'):
     page = _Page(title)
     page.para(f'Run directory: {os.path.abspath(run_dir)}. Written {time.strftime("%Y-%m-%d %H:%M:%S")}.')
 
-    # Summary: parameters, time per epoch, accuracy.
-    page.heading('Summary')
-    summary = [('epochs logged', len(metrics))]
-    params = [m['params_MB'] for m in metrics if finite_number(m.get('params_MB'))]
-    summary.append(('parameters (params_MB, millions)', params[-1] if params else 'not logged'))
-    times = [m['epoch_time'] for m in metrics if finite_number(m.get('epoch_time'))]
-    if times:
-        summary += [('time per epoch (mean)', _seconds(sum(times) / len(times))),
-                    ('time per epoch (last)', _seconds(times[-1])), ('total time', _seconds(sum(times)))]
-    else:
-        summary.append(('time per epoch', 'not logged'))
-    valid = [(m['valid_acc'], m['epoch']) for m in metrics if finite_number(m.get('valid_acc'))]
-    if valid:
-        summary += [('final valid_acc', valid[-1][0]),
-                    ('best valid_acc', f'{max(valid)[0]:.6g} (epoch {max(valid)[1]})')]
-    page.table(None, summary)
-
-    page.heading('Arguments')
-    if run['args'] is not None:
-        page.table(('argument', 'value'), sorted(run['args'].items()))
-    else:
-        page.para('args.json not found.', 'note')
-
-    # Genotype and cells.
-    page.heading('Genotype')
+    # What a reader came for first: the derived cells, the curves, then the search's figures.
+    page.heading('Derived cells')
     if run['genotype'] is not None:
         genotype = run['genotype']
         page.para(f"From {run['genotype_source']}.")
-        page.add(f'<pre>{html.escape(genotype_json(genotype))}</pre>')
         cells = draw_genotype(genotype, 'genotype', out_dir, 'png')
         if fmt != 'png':
             draw_genotype(genotype, 'genotype', out_dir, fmt)
@@ -244,8 +222,23 @@ def write_report(run_dir, out_dir=None, fmt='png'):
         if not any(p.endswith('.png') for p in cells):
             page.para(f"graphviz's dot was not found, so only the sources "
                       f"{', '.join(os.path.basename(p) for p in cells)} were written; {render_hint()}.", 'note')
+        page.add(f'<pre>{html.escape(genotype_json(genotype))}</pre>')
     else:
         page.para('No genotype.json and no genotype in metrics.jsonl.', 'note')
+
+    # Curves.
+    if metrics:
+        page.heading('Training curves')
+        curves = plot_curves(metrics, os.path.join(out_dir, 'curves.png'))
+        if curves:
+            page.image(curves, 'loss, accuracy and learning rate per epoch')
+        latencies = plot_latency(metrics, os.path.join(out_dir, 'latency.png'))
+        if latencies:
+            page.image(latencies, "validation accuracy, and the latency table's milliseconds of the supernet "
+                                  "(expected under its architecture weights) and of the derived cell, per epoch")
+        skips = plot_skip_counts(metrics, os.path.join(out_dir, 'skip_connect.png'))
+        if skips:
+            page.image(skips, 'skip_connect count per epoch in the normal and reduction cells')
 
     # Architecture weights.
     if alphas:
@@ -278,19 +271,6 @@ def write_report(run_dir, out_dir=None, fmt='png'):
                                                 os.path.join(out_dir, f'weights_{table}.png')),
                        f'{table} over epochs (skip_connect dashed black)')
 
-    # Curves.
-    if metrics:
-        page.heading('Training curves')
-        curves = plot_curves(metrics, os.path.join(out_dir, 'curves.png'))
-        if curves:
-            page.image(curves, 'loss, accuracy and learning rate per epoch')
-        latencies = plot_latency(metrics, os.path.join(out_dir, 'latency.png'))
-        if latencies:
-            page.image(latencies, "validation accuracy, and the latency table's milliseconds of the supernet "
-                                  "(expected under its architecture weights) and of the derived cell, per epoch")
-        skips = plot_skip_counts(metrics, os.path.join(out_dir, 'skip_connect.png'))
-        if skips:
-            page.image(skips, 'skip_connect count per epoch in the normal and reduction cells')
     if alphas or any(isinstance(m.get('genotype'), dict) for m in metrics):
         diagnostics = plot_diagnostics(alphas, metrics, os.path.join(out_dir, 'diagnostics.png'))
         if diagnostics:
@@ -304,6 +284,24 @@ def write_report(run_dir, out_dir=None, fmt='png'):
     stop = next((m for m in metrics if m.get('early_stop')), None)
     if stop:
         page.para(f"The search stopped early after epoch {stop['epoch']}: {html.escape(stop['early_stop'])}.")
+
+    # Summary: parameters, time per epoch, accuracy.
+    page.heading('Summary')
+    summary = [('epochs logged', len(metrics))]
+    params = [m['params_MB'] for m in metrics if finite_number(m.get('params_MB'))]
+    summary.append(('parameters (params_MB, millions)', params[-1] if params else 'not logged'))
+    times = [m['epoch_time'] for m in metrics if finite_number(m.get('epoch_time'))]
+    if times:
+        summary += [('time per epoch (mean)', _seconds(sum(times) / len(times))),
+                    ('time per epoch (last)', _seconds(times[-1])), ('total time', _seconds(sum(times)))]
+    else:
+        summary.append(('time per epoch', 'not logged'))
+    valid = [(m['valid_acc'], m['epoch']) for m in metrics if finite_number(m.get('valid_acc'))]
+    if valid:
+        summary += [('final valid_acc', valid[-1][0]),
+                    ('best valid_acc', f'{max(valid)[0]:.6g} (epoch {max(valid)[1]})')]
+    page.table(None, summary)
+
     if metrics:
         page.heading('Per epoch')
         keys = [k for k in ('epoch', 'lr', 'train_loss', 'train_acc', 'valid_loss', 'valid_acc',
@@ -316,6 +314,15 @@ def write_report(run_dir, out_dir=None, fmt='png'):
             for row, m in zip(rows, metrics):
                 row.append('%d, %d' % skip_counts(m['genotype']) if isinstance(m.get('genotype'), dict) else '')
         page.table(keys, rows)
+
+    # The arguments last, folded: a reader opens them to check a setting.
+    if run['args'] is not None:
+        page.add(f'<details><summary>Arguments ({len(run["args"])})</summary>')
+        page.table(('argument', 'value'), sorted(run['args'].items()))
+        page.add('</details>')
+    else:
+        page.heading('Arguments')
+        page.para('args.json not found.', 'note')
 
     path = os.path.join(out_dir, 'report.html')
     atomic_write_text(path, page.html())

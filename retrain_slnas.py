@@ -43,8 +43,8 @@ DEFAULT_BLOCKS = [4, 4]
 def build_parser():
     parser = cli.default_parser(__doc__.splitlines()[0])
     cli.add_common_arguments(parser, dataset='cifar10', batch_size=32, learning_rate=0.025,
-                                  learning_rate_min=0.0, epochs=600, seed=2, weight_decay=3e-4, grad_clip=5.0,
-                                  cifar_normalization='slnas')
+                             learning_rate_min=0.0, epochs=600, seed=2, weight_decay=3e-4, grad_clip=5.0,
+                             cifar_normalization='slnas')
     slnas.add_slnas_arguments(parser, out_filters=32, blocks=None, drop_path=0.35, initialize=False)
     parser.set_defaults(cutout=True)
     g = parser.add_argument_group('retraining')
@@ -105,7 +105,7 @@ def main(argv=None):
                'blurpool_stem': args.blurpool_stem,
                'arch': genotypes.seq_to_dict(arch)}
     run = runs.Run(args.save, args, args.resume, kind='retrain-slnas',
-                       signature=json.dumps({'kind': 'slnas-retrain', **network, 'amp': args.amp}))
+                   signature=json.dumps({'kind': 'slnas-retrain', **network, 'amp': args.amp}))
     loaders = evaluation.build_loaders(args, device)
 
     params, _, description = complexity.describe(model, input_shape)

@@ -16,9 +16,17 @@ from utils import UserError
 CHECKPOINT = 'checkpoint.pt'
 
 
+def _names_changed(stored, wanted):
+    """' (added X; removed Y)' between two lists of names, e.g. the candidates of a layer."""
+    added = [name for name in wanted if name not in stored]
+    removed = [name for name in stored if name not in wanted]
+    parts = ([f"added {', '.join(added)}"] if added else []) + ([f"removed {', '.join(removed)}"] if removed else [])
+    return f" ({'; '.join(parts or ['reordered'])})"
+
 
 def signature_differences(stored, wanted):
-    """The names of the settings in which two run signatures (JSON objects) differ."""
+    """The settings in which two run signatures (JSON objects) differ; for lists of names (the
+    candidates of a search) also the names added and removed."""
     try:
         a, b = json.loads(stored), json.loads(wanted)
     except (TypeError, json.JSONDecodeError):
@@ -28,7 +36,15 @@ def signature_differences(stored, wanted):
         if isinstance(x, dict) and isinstance(y, dict):
             return [name for key in sorted(set(x) | set(y))
                     for name in walk(x.get(key), y.get(key), f'{prefix}{key}.')]
-        return [] if x == y else [prefix.rstrip('.')]
+        if x == y:
+            return []
+        name = prefix.rstrip('.')
+        if name == 'candidates' and x is None:
+            return ['candidates (earlier versions did not record them: finish that run with the version that '
+                    'wrote it, or start anew)']
+        if all(isinstance(v, list) and all(isinstance(n, str) for n in v) for v in (x, y)):
+            return [name + _names_changed(x, y)]
+        return [name]
     return ', '.join(walk(a, b, '')) or 'nothing'
 
 
@@ -63,7 +79,7 @@ class Run:
                 if self.checkpoint.get('signature') != signature:
                     raise UserError(f"{self.path(CHECKPOINT)} belongs to another architecture or setting "
                                     f"(differs in: {signature_differences(self.checkpoint.get('signature'), signature)}); "
-                                    f"resume with the flags of that run")
+                                    f"resume with the flags and --plugins of that run")
         if distributed():
             # Every rank has checked the directory before rank 0 creates it.
             dist.barrier()

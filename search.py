@@ -95,7 +95,7 @@ def strategy_help():
 def build_parser(description='Att-DARTS / DARTS cell search.'):
     parser = cli.default_parser(description)
     cli.add_common_arguments(parser, compile_help=COMPILE_HELP, batch_size=64, learning_rate=0.025,
-                                  learning_rate_min=0.001, epochs=50, init_channels=16, layers=8, seed=2)
+                             learning_rate_min=0.001, epochs=50, init_channels=16, layers=8, seed=2)
     g = parser.add_argument_group('search')
     g.add_argument('--location', default='after_every', choices=list(LOCATIONS),
                    help='where attention is searched')

@@ -42,8 +42,8 @@ from utils import UserError
 def build_parser():
     parser = cli.default_parser(__doc__.splitlines()[0])
     cli.add_common_arguments(parser, dataset='cifar10', batch_size=96, learning_rate=0.025,
-                                  learning_rate_min=0.0, epochs=150, seed=2, weight_decay=3e-4,
-                                  cifar_normalization='slnas')
+                             learning_rate_min=0.0, epochs=150, seed=2, weight_decay=3e-4,
+                             cifar_normalization='slnas')
     slnas.add_slnas_arguments(parser, out_filters=48, blocks='[4,4]', drop_path=0.35, initialize=True)
     g = parser.add_argument_group('sampler')
     g.add_argument('--controller', choices=['lstm', 'random', 'ga'], default='lstm')

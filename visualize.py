@@ -20,15 +20,15 @@ Run-directory mode reads the files the search and train scripts write (`args.jso
 `alphas.jsonl`, `genotype.json`; any subset) and writes into `--out` (default RUNDIR/report/) the
 cells, one heat map per weight table of the last epoch's deviation from uniform, the weights over
 epochs, loss/accuracy curves, the skip_connect count per epoch, the search diagnostics per epoch
-(search_diagnostics.py) and a static `report.html` (relative image paths, no external assets).  Scripts call `write_report(run_dir)` at the end of a run.
-
-`TensorBoardLogger(run_dir)` writes scalars, weight histograms and cell images when tensorboard is
-installed and does nothing otherwise.
+(search_diagnostics.py) and a static `report.html` (relative image paths, no external assets).
+The cells are drawn by drawing.py, the figures by plots.py and the page by report.py
+(`write_report(run_dir)`).  `--plugins` imports a user's attentions or ops, so that genotypes naming
+them load and draw.
 """
-import argparse
 import os
 import sys
 
+import cli
 import genotypes
 from drawing import FORMATS, dot_available, draw_genotype, render_hint
 from report import write_report
@@ -36,13 +36,12 @@ from userio import UserError
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        description='Draw the cells of a genotype, or everything for a run directory (cells, weight heat '
-                    'maps, weights over epochs, curves, report.html).')
+    parser = cli.default_parser('Draw the cells of a genotype, or everything for a run directory (cells, weight '
+                                'heat maps, weights over epochs, curves, report.html).')
     parser.add_argument('target', metavar='NAME_OR_JSON_OR_RUNDIR',
                         help=f"a named genotype ({', '.join(genotypes.NAMED)}), a genotype .json, "
                              f"or a run directory")
-    parser.add_argument('--format', default='png', choices=FORMATS, help='cell image format (default png)')
+    parser.add_argument('--format', default='png', choices=FORMATS, help='cell image format')
     parser.add_argument('--out', default=None,
                         help='output directory (default: . for a name, the .json file\'s directory, '
                              'RUNDIR/report for a run directory)')
@@ -51,6 +50,7 @@ def build_parser():
     return parser
 
 
+@cli.cli
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:

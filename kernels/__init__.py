@@ -25,41 +25,21 @@ from copy import deepcopy
 
 import torch.nn as nn
 
-import anas
-import attention
-import model_search
-import operations
-from kernels import attention_kernels as fast_attention
-from kernels import convolution, mixture
+# The fast forms register themselves where they are defined (registry.FAST_KERNELS).
+from kernels import attention_kernels, convolution, mixture  # noqa: F401
 from kernels.layout import GlobalAveragePool
+from registry import FAST_KERNELS
 
 CHOICES = ('auto', 'fast', 'plain')
-# Device types on which `bench.py --kernels fast` beat `--kernels plain`.
+# Device types on which `bench.py --kernels fast` beat `--kernels plain` (docs/benchmarks.md).
 MEASURED_FASTER = ('cpu',)
-
-FAST_FORMS = {
-    operations.DilConv: convolution.FastDilConv,
-    operations.SepConv: convolution.FastSepConv,
-    operations.StridedPointwiseConv: convolution.FastStridedPointwiseConv,
-    operations.ReLUConvBN: convolution.FastReLUConvBN,
-    nn.MaxPool2d: convolution.IndexFreeMaxPool,
-    attention.Identity: fast_attention.FastIdentity,
-    attention.SE: fast_attention.FastSE,
-    attention.BAM: fast_attention.FastBAM,
-    attention.CBAM: fast_attention.FastCBAM,
-    attention.GEThetaPlus: fast_attention.FastGEThetaPlus,
-    attention.DoubleAttention: fast_attention.FastDoubleAttention,
-    model_search.MixedEdge: mixture.FastMixedEdge,
-    model_search.SearchCell: mixture.FastSearchCell,
-    anas.MixedAttentionUnit: mixture.FastMixedAttentionUnit,
-}
 
 
 def register(plain_class, fast_class):
-    """Give `plain_class` a fast form: a subclass adding no parameters or buffers."""
+    """Give `plain_class` a fast form (registry.FAST_KERNELS): a subclass adding no parameters or buffers."""
     if not issubclass(fast_class, plain_class):
         raise TypeError(f"{fast_class.__name__} must subclass {plain_class.__name__}")
-    FAST_FORMS[plain_class] = fast_class
+    FAST_KERNELS.register(plain_class, fast_class)
 
 
 def _fast_form(module):
@@ -67,7 +47,7 @@ def _fast_form(module):
         return GlobalAveragePool if module.output_size in (1, (1, 1)) else None
     if isinstance(module, nn.MaxPool2d) and (module.dilation not in (1, (1, 1)) or module.return_indices):
         return None
-    return FAST_FORMS.get(type(module))
+    return FAST_KERNELS[type(module)] if type(module) in FAST_KERNELS else None
 
 
 def accelerate(model):
@@ -83,7 +63,7 @@ def accelerate(model):
 
 def plain_copy(model):
     """A copy of `model` in the plain implementation (same parameters and buffers, copied)."""
-    plain_forms = {fast: plain for plain, fast in FAST_FORMS.items()}
+    plain_forms = {fast: plain for plain, fast in FAST_KERNELS.items()}
     plain_forms.update({GlobalAveragePool: nn.AdaptiveAvgPool2d, convolution.PolyphaseDilatedConv: nn.Conv2d})
     copy = deepcopy(model)
     for module in copy.modules():
@@ -93,7 +73,8 @@ def plain_copy(model):
 
 
 def is_accelerated(model):
-    return any(type(module) in FAST_FORMS.values() for module in model.modules())
+    fast_forms = {fast for _, fast in FAST_KERNELS.items()}
+    return any(type(module) in fast_forms for module in model.modules())
 
 
 def resolve(choice, device):

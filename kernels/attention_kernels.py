@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 import attention
 from kernels.layout import memory_layout, running_variance, spatial_mean
+from registry import FAST_KERNELS
 
 
 def _channel_max_and_mean(x):
@@ -174,6 +175,7 @@ class _SpatialChannelGate(torch.autograd.Function):
         return cast(grad_x, x), cast(grad_mc, mc), cast(grad_ms, ms), cast(grad_weight, weight), None
 
 
+@FAST_KERNELS.register(attention.Identity)
 class FastIdentity(attention.Identity):
     @staticmethod
     def edge_batchable(modules, x):
@@ -185,6 +187,7 @@ class FastIdentity(attention.Identity):
         return None
 
 
+@FAST_KERNELS.register(attention.SE)
 class FastSE(attention.SE):
     def channel_scale(self, x):
         return torch.sigmoid(self.excitation(spatial_mean(x)))[:, :, None, None]
@@ -201,6 +204,7 @@ class FastSE(attention.SE):
         return torch.sigmoid(_edge_linear(hidden, [m.excitation[2] for m in modules]))
 
 
+@FAST_KERNELS.register(attention.BAM)
 class FastBAM(attention.BAM):
     def weighted(self, x, weight):
         """weight * forward(x) (weight a 0-d tensor or None), keeping only x and the gates."""
@@ -234,6 +238,7 @@ class FastBAM(attention.BAM):
         return self.weighted(x, None)
 
 
+@FAST_KERNELS.register(attention.CBAM)
 class FastCBAM(attention.CBAM):
     def weighted(self, x, weight):
         """weight * forward(x) (weight a 0-d tensor or None), keeping only x and the gates."""
@@ -267,6 +272,7 @@ class FastCBAM(attention.CBAM):
         return self.weighted(x, None)
 
 
+@FAST_KERNELS.register(attention.GEThetaPlus)
 class FastGEThetaPlus(attention.GEThetaPlus):
     """The gather conv evaluated as the weighted sum it is (its kernel covers the whole map): the
     same numbers, and much faster than a convolution kernel of that size on the CPU."""
@@ -295,6 +301,7 @@ class FastGEThetaPlus(attention.GEThetaPlus):
         return torch.sigmoid(_edge_linear(hidden, [m.excite[2] for m in modules]))
 
 
+@FAST_KERNELS.register(attention.DoubleAttention)
 class FastDoubleAttention(attention.DoubleAttention):
     def weighted(self, x, weight):
         """weight * forward(x) (weight a 0-d tensor or None).  The weight scales conv_z's (small)

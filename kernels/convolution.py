@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 import operations
 from kernels.layout import memory_layout, recording, subsample, subsample_backward
+from registry import FAST_KERNELS
 
 
 class PolyphaseDilatedConv(nn.Conv2d):
@@ -187,6 +188,7 @@ def _separable_stage_backward(grad, x, h, y, stats, depthwise, depthwise_weight,
                     grad_pointwise.to(pointwise_weight.dtype) if needs_pointwise else None, grad_gamma, grad_beta]
 
 
+@FAST_KERNELS.register(operations.DilConv)
 class FastDilConv(operations.DilConv):
     """DilConv whose depthwise and pointwise convs keep only their input for backward
     (`_SeparableConv`), the depthwise one a `PolyphaseDilatedConv`."""
@@ -214,6 +216,7 @@ class FastDilConv(operations.DilConv):
 RECOMPUTED_MAP_BYTES = 2 ** 20
 
 
+@FAST_KERNELS.register(operations.SepConv)
 class FastSepConv(operations.SepConv):
     """SepConv whose two separable stages run in `_SeparableConv`s that keep only their input."""
 
@@ -243,6 +246,7 @@ class FastSepConv(operations.SepConv):
         return [self[0][0], self.separable, self[1][3]]
 
 
+@FAST_KERNELS.register(operations.StridedPointwiseConv)
 class FastStridedPointwiseConv(operations.StridedPointwiseConv):
     """The subsampled 1x1 conv on a copy in x's layout, with its gradient in that layout."""
 
@@ -269,6 +273,7 @@ class _IndexFreeMaxPool(torch.autograd.Function):
         return grad_x, None, None, None, None
 
 
+@FAST_KERNELS.register(nn.MaxPool2d)
 class IndexFreeMaxPool(nn.MaxPool2d):
     """nn.MaxPool2d (dilation 1) with the index-free backward of `_IndexFreeMaxPool`."""
 
@@ -301,6 +306,7 @@ class _ReLUConv(torch.autograd.Function):
         return grad_x, grad_weight, None
 
 
+@FAST_KERNELS.register(operations.ReLUConvBN)
 class FastReLUConvBN(operations.ReLUConvBN):
     """ReLUConvBN (a cell's preprocessing) whose ReLU and conv keep only their input (`_ReLUConv`)."""
 

@@ -19,6 +19,7 @@ import anas
 import attention
 import model_search
 from kernels.layout import memory_layout, recording, running_variance
+from registry import FAST_KERNELS
 
 
 def leaf_modules(module):
@@ -172,6 +173,7 @@ class SharedInput:
         return y
 
 
+@FAST_KERNELS.register(model_search.MixedEdge)
 class FastMixedEdge(model_search.MixedEdge):
     """MixedEdge with the shared inputs, fused BatchNorms and weighted attentions above."""
 
@@ -306,6 +308,7 @@ class SharedInputs:
         return h
 
 
+@FAST_KERNELS.register(model_search.SearchCell)
 class FastSearchCell(SharedInputs, model_search.SearchCell):
     def edge_input(self, h):
         # A copy of the mixed channels, not a view: what the candidates keep for backward (a max
@@ -339,6 +342,7 @@ class FastSearchCell(SharedInputs, model_search.SearchCell):
         return self.merge(mixed, self.edge_sum([self.bypass(e, h) for e, h in zip(edges, states)], edges, weights))
 
 
+@FAST_KERNELS.register(anas.MixedAttentionUnit)
 class FastMixedAttentionUnit(SharedInputs, anas.MixedAttentionUnit):
     def node(self, states, edges, weights):
         return sum(self.edges[e](h, weights[e], self.shared(h)) for e, h in zip(edges, states))

@@ -2,9 +2,12 @@
 
 Each fenced python block is a self-contained example: it runs in a fresh interpreter (forked from
 the tests' script server, which has imported torch) in the repository root, so that what one
-example registers cannot leak into another or into the rest of the suite."""
+example registers cannot leak into another or into the rest of the suite.  The blocks whose first
+line names a file (`# noise_data.py`) are the page's plug-ins: its `sh` blocks' commands run, in
+page order, in a folder holding them."""
 import os
 import re
+import shlex
 
 import pytest
 
@@ -12,6 +15,8 @@ from helpers import ROOT, run
 
 DOC = os.path.join(ROOT, 'docs', 'extending.md')
 BLOCK = re.compile(r'^```python\n(.*?)^```$', re.S | re.M)
+COMMANDS = re.compile(r'^```sh\n(.*?)^```$', re.S | re.M)
+PLUGIN_FILE = re.compile(r'# (\w+\.py)\n')
 
 
 def python_blocks(path):
@@ -32,3 +37,18 @@ def test_example_runs(index, tmp_path):
     # The script's own directory is sys.path[0]; the examples import the project from the root.
     script.write_text(f'import sys\nsys.path.insert(0, {ROOT!r})\n' + python_blocks(DOC)[index])
     run(script, cwd=ROOT)
+
+
+def test_the_commands_run_with_the_plugin_files(tmp_path):
+    with open(DOC) as f:
+        text = f.read()
+    plugins = [PLUGIN_FILE.match(block) for block in BLOCK.findall(text)]
+    for match, block in zip(plugins, BLOCK.findall(text)):
+        if match:
+            (tmp_path / match.group(1)).write_text(block)
+    commands = [shlex.split(line) for block in COMMANDS.findall(text) for line in block.splitlines() if line.strip()]
+    assert len([m for m in plugins if m]) >= 4 and len(commands) >= 4
+    for argv in commands:
+        assert argv[0] == 'python', argv
+        run(os.path.join(ROOT, argv[1]), *argv[2:], cwd=tmp_path)
+
