@@ -30,8 +30,9 @@ accuracy is the trainer's: the test split after the last epoch.
 The run directory (--save) holds comparison.json (the protocol and the architectures), archs/ (each
 architecture's genotype JSON), runs/LABEL/seedS/ (each training run; its console output beside it
 as seedS.out), and, when all runs are done: results.json, results.md (mean +- sample std of the test
-accuracy, parameters, FLOPs, latency per image, training time), accuracy_vs_params.png (one point
-per run) and report.html.  Parameters exclude the auxiliary head; FLOPs are one image's forward;
+accuracy, parameters, FLOPs, latency per image, training time), accuracy_vs_params.png and
+accuracy_vs_latency.png (one point per run) and report.html.  Parameters exclude the auxiliary
+head; FLOPs are one image's forward;
 latency is the median over --latency_repeats forward passes of a --latency_batch batch after 3
 warm-up passes (latency.median_ms, the timer of measure_latency.py's tables) divided by the batch,
 measured in this process one architecture at a time after all training, on the first of --devices
@@ -527,7 +528,8 @@ def write_results(comparison, rows, benchmark=None):
             f"Test accuracy: mean ± sample standard deviation over the seeds.\n\n"
             f"{markdown_table(rows, protocol['seeds'], benchmark and benchmark['metric'])}\nCommand: `{command}`\n")
     utils.atomic_write_text(comparison.path('results.md'), text)
-    plots.plot_accuracy_vs_params(rows, comparison.path('accuracy_vs_params.png'))
+    for column, (_, _, name) in plots.ACCURACY_AGAINST.items():
+        plots.plot_accuracy_against(rows, column, comparison.path(name))
     return report.write_comparison_report(results, comparison.dir)
 
 

@@ -51,8 +51,8 @@ def main(argv=None):
         raise UserError(f"ONNX Runtime's logits differ from PyTorch's by {difference:.3g} > --atol {args.atol} on a "
                         f"batch of {args.check_batch}; nothing was written")
     utils.atomic_write(out, lambda f: f.write(model_bytes))
-    print(f"{out}: input '{deploy.INPUT_NAME}' (N, {', '.join(map(str, shape))}), output '{deploy.OUTPUT_NAME}'; ONNX Runtime "
-          f"matches PyTorch to {difference:.2g} on a batch of {args.check_batch}")
+    print(f"{out}: input '{deploy.INPUT_NAME}' (N, {', '.join(map(str, shape))}), output '{deploy.OUTPUT_NAME}'; "
+          f"ONNX Runtime matches PyTorch to {difference:.2g} on a batch of {args.check_batch}")
     return 0
 
 

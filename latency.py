@@ -46,9 +46,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from genotypes import ATT_PRIMITIVES, entry_attention, entry_input, entry_op
 from anas import check_net_type
-from model import build_cell_stack, cifar_stem, halve
+from genotypes import ATT_PRIMITIVES, entry_attention, entry_input, entry_op
+from model import build_cell_stack, halve, stem_size
 from operations import make_candidate
 from search_space import candidate_lists, resolve_primitives
 from utils import UserError, atomic_write_json
@@ -93,7 +93,7 @@ def _darts_cells(settings):
         cell = nn.Module()
         cell.multiplier = settings['num_meta_node']
         return cell
-    C, size = settings['init_channels'], cifar_stem(1, 2, settings['reduce_level'])[1](settings['image_size'])
+    C, size = settings['init_channels'], stem_size(settings['image_size'], settings['reduce_level'])
     build_cell_stack(make_cell, settings['layers'], C, 3 * C, 3 * C, size=size)
     inputs = [size] + [out for _, _, out in cells[:-1]]
     return [(reduction, C, size_in, out) for (reduction, C, out), size_in in zip(cells, inputs)]
@@ -121,7 +121,8 @@ def layout(settings):
                     if name != 'none':
                         first[row][k].append(Candidate(name, C, edge_size, edge_size, stride))
                 if lists['second']:
-                    second = tables.setdefault(f'betas_{cell_type}', [[[] for _ in lists['second']] for _ in range(rows)])
+                    second = tables.setdefault(f'betas_{cell_type}',
+                                               [[[] for _ in lists['second']] for _ in range(rows)])
                     for k, name in enumerate(lists['second']):
                         if name != 'none':
                             second[row][k].append(Candidate(name, C, size, size, 1))

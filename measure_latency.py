@@ -25,7 +25,7 @@ import datasets
 import devices
 import genotypes
 import latency
-from model_search import LOCATIONS
+from search_space import LOCATIONS
 from utils import UserError
 
 
@@ -78,7 +78,8 @@ def main(argv=None):
     settings = space_settings(args)
     device = devices.select_device(args.device)
     table = latency.measure_table(settings, args.backend, device, args.batch, args.warmup, args.repeats, args.threads,
-                                  progress=lambda items: tqdm(items, desc='candidates', disable=args.no_progress or None))
+                                  progress=lambda items: tqdm(items, desc='candidates',
+                                                              disable=args.no_progress or None))
     latency.save_table(table, args.out)
     uniform = latency.Objective(table, settings, 0.0, 1.0).uniform()
     print(f"{args.out}: {len(table['latency_ms'])} candidates on {table['measurement']['device_name']}; the "

@@ -275,7 +275,12 @@ def cifar_stem(in_channels, C_stem, reduce_level=0, affine=True):
                   nn.BatchNorm2d(C_stem // 2, affine=affine), nn.ReLU(inplace=True),
                   nn.Conv2d(C_stem // 2, C_stem, 3, stride=2, padding=1, bias=False),
                   nn.BatchNorm2d(C_stem, affine=affine)]
-    return nn.Sequential(*layers), (lambda size: size if reduce_level == 0 else halve(size))
+    return nn.Sequential(*layers), (lambda size: stem_size(size, reduce_level))
+
+
+def stem_size(size, reduce_level=0):
+    """The side of `cifar_stem`'s output for a `size` x `size` image."""
+    return size if reduce_level == 0 else halve(size)
 
 
 class NetworkCIFAR(_Network):

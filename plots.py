@@ -249,6 +249,31 @@ def plot_curves(metrics, path):
     return _save_figure(fig, path)
 
 
+def plot_latency(metrics, path):
+    """A latency-aware search (--latency_table): validation accuracy, and the supernet's expected
+    and the derived cell's table latency, against epoch."""
+    keys = ('expected_latency_ms', 'derived_latency_ms')
+    if not any(finite_number(m.get(k)) for m in metrics for k in keys):
+        return None
+    fig = _figure(9.2, 3.6)
+    accuracy_axes, latency_axes = fig.subplots(1, 2)
+    panels = ((accuracy_axes, ('valid_acc',), 'validation accuracy (%)'),
+              (latency_axes, keys, 'table latency (ms)'))
+    for ax, names, title in panels:
+        for key in names:
+            points = [(m['epoch'], m[key]) for m in metrics if finite_number(m.get(key))]
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker='.' if len(points) < 30 else None,
+                    label={'expected_latency_ms': 'supernet (expected)',
+                           'derived_latency_ms': 'derived cell'}.get(key, key))
+        ax.set_title(title)
+        _integer_epochs(ax)
+        ax.set_xlabel('epoch')
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save_figure(fig, path)
+
+
 def skip_counts(genotype_record):
     """(normal, reduce) number of skip_connect entries of a genotype dict (reduce None for a
     NAS-Bench-201 cell, which is the only cell)."""
@@ -313,16 +338,22 @@ def plot_skip_counts(metrics, path):
     return _save_figure(fig, path)
 
 
-def plot_accuracy_vs_params(rows, path):
-    """Test accuracy against parameters, one point per training run: random architectures grey,
-    the others in colour with their label.  `rows` are compare.py's results per architecture."""
+# compare.py's columns that test accuracy is plotted against: (axis label, what, file name).
+ACCURACY_AGAINST = {'params_M': ('parameters (M)', 'parameters', 'accuracy_vs_params.png'),
+                    'latency_ms': ('latency (ms/image)', 'measured latency', 'accuracy_vs_latency.png')}
+
+
+def plot_accuracy_against(rows, column, path):
+    """Test accuracy against `column` (a key of ACCURACY_AGAINST), one point per training run:
+    random architectures grey, the others in colour with their label.  `rows` are compare.py's
+    results per architecture."""
     fig = _figure(6.4, 4.4)
     ax = fig.add_subplot(1, 1, 1)
     random_shown, colour = False, 0
     for row in rows:
         if not row['runs']:
             continue
-        xs = [row['params_M']] * len(row['runs'])
+        xs = [row[column]] * len(row['runs'])
         ys = [run['top1'] for run in row['runs']]
         if row['random']:
             ax.scatter(xs, ys, color='0.6', marker='o', s=22, label=None if random_shown else 'random cells')
@@ -330,9 +361,10 @@ def plot_accuracy_vs_params(rows, path):
         else:
             ax.scatter(xs, ys, color=f'C{colour % 10}', marker='D', s=34, label=row['label'], zorder=3)
             colour += 1
-    ax.set_xlabel('parameters (M)')
+    label, what, _ = ACCURACY_AGAINST[column]
+    ax.set_xlabel(label)
     ax.set_ylabel('test accuracy (%)')
-    ax.set_title('test accuracy against parameters, one point per run')
+    ax.set_title(f'test accuracy against {what}, one point per run')
     ax.grid(alpha=0.3)
     if random_shown or colour:
         ax.legend(fontsize=8)

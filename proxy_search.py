@@ -49,7 +49,7 @@ class ProxyStrategy(Strategy):
             raise utils.UserError(f"--samples {args.samples} is more than the {size} architectures of the space; "
                                   f"lower it")
 
-    def search(self, args, model, info, device, signature, guards):
+    def search(self, args, model, info, device, signature, guards, benchmark=None):
         proxy_search(args, info, device, signature)
         return False
 

@@ -16,8 +16,9 @@ import time
 import genotypes
 import tabular
 from drawing import as_genotype, draw_genotype, make_out_dir, render_hint
-from plots import (GUARD_SCHEDULES, benchmark_curve, finite_number, plot_benchmark, plot_curves, plot_diagnostics,
-                   plot_guards, plot_heatmap, plot_skip_counts, plot_weights_over_epochs, row_labels, skip_counts)
+from plots import (ACCURACY_AGAINST, GUARD_SCHEDULES, benchmark_curve, finite_number, plot_benchmark, plot_curves,
+                   plot_diagnostics, plot_guards, plot_heatmap, plot_latency, plot_skip_counts, plot_weights_over_epochs,
+                   row_labels, skip_counts)
 from userio import UserError, atomic_write_text, make_readable
 
 RUN_FILES = ('args.json', 'metrics.jsonl', 'alphas.jsonl', 'genotype.json')
@@ -238,6 +239,10 @@ def write_report(run_dir, out_dir=None, fmt='png', benchmark=None, benchmark_met
         curves = plot_curves(metrics, os.path.join(out_dir, 'curves.png'))
         if curves:
             page.image(curves, 'loss, accuracy and learning rate per epoch')
+        latencies = plot_latency(metrics, os.path.join(out_dir, 'latency.png'))
+        if latencies:
+            page.image(latencies, "validation accuracy, and the latency table's milliseconds of the supernet "
+                                  "(expected under its architecture weights) and of the derived cell, per epoch")
         skips = plot_skip_counts(metrics, os.path.join(out_dir, 'skip_connect.png'))
         if skips:
             page.image(skips, 'skip_connect count per epoch in the normal and reduction cells')
@@ -316,7 +321,8 @@ def write_report(run_dir, out_dir=None, fmt='png', benchmark=None, benchmark_met
         page.heading('Per epoch')
         keys = [k for k in ('epoch', 'lr', 'train_loss', 'train_acc', 'valid_loss', 'valid_acc',
                             'epoch_time', 'params_MB', 'genotype_stability', 'param_free_normal',
-                            *GUARD_SCHEDULES, 'ranking_stable_epochs', 'tau')
+                            *GUARD_SCHEDULES, 'ranking_stable_epochs', 'tau', 'expected_latency_ms',
+                            'derived_latency_ms')
                 if any(k in m for m in metrics)]
         rows = [[m.get(k, '') for k in keys] for m in metrics]
         if any(isinstance(m.get('genotype'), dict) for m in metrics):
@@ -364,9 +370,10 @@ def write_comparison_report(results, out_dir):
         table = [entry + ('no entry' if row.get('benchmark') is None else row['benchmark'],)
                  for entry, row in zip(table, rows)]
     page.table(header, table)
-    plot = os.path.join(out_dir, 'accuracy_vs_params.png')
-    if os.path.isfile(plot):
-        page.image(plot, 'test accuracy against parameters, one point per run (random cells grey)')
+    for _, what, name in ACCURACY_AGAINST.values():
+        if os.path.isfile(os.path.join(out_dir, name)):
+            page.image(os.path.join(out_dir, name),
+                       f'test accuracy against {what}, one point per run (random cells grey)')
     page.heading('Runs')
     page.table(('architecture', 'seed', 'test top-1 (%)', 'test top-5 (%)', 'train time (min)', 'run directory'),
                [(row['label'], run['seed'], run['top1'], run['top5'], run['train_time_s'] / 60,

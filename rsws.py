@@ -55,7 +55,7 @@ class RandomSearchStrategy(Strategy):
     def check(self, args, model):
         check_arguments(args, model)
 
-    def search(self, args, model, info, device, signature, guards, benchmark=None, objective=None):
+    def search(self, args, model, info, device, signature, guards, benchmark=None):
         return random_search(args, model, info, device, signature)
 
 

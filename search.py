@@ -81,10 +81,9 @@ class Strategy:
     def check(self, args, model):
         """Refuse bad flags with a UserError before anything is written (model: the built supernet)."""
 
-    def search(self, args, model, info, device, signature, guards, benchmark=None, objective=None):
+    def search(self, args, model, info, device, signature, guards, benchmark=None):
         """Search; returns whether a signal stopped it (the checkpoint is written; --resume continues).
-        `benchmark`: the --benchmark table, whose value of each epoch's derived cell is logged;
-        `objective`: the --latency_table objective (only for `architecture_weights` strategies)."""
+        `benchmark`: the --benchmark table, whose value of each epoch's derived cell is logged."""
         raise NotImplementedError
 
 
@@ -93,9 +92,9 @@ class GradientStrategy(Strategy):
     help = 'architecture weights by gradient (DARTS)'
     architecture_weights = True
 
-    def search(self, args, model, info, device, signature, guards, benchmark=None, objective=None):
+    def search(self, args, model, info, device, signature, guards, benchmark=None):
         return search(args, model, info, device, signature, compiled=False, guards=guards,
-                      sampled=args.strategy == 'gdas', benchmark=benchmark, objective=objective)
+                      sampled=args.strategy == 'gdas', benchmark=benchmark)
 
 
 @STRATEGIES.register('gdas')
@@ -201,8 +200,9 @@ def search_signature(args, info, kept_ops=None):
                        # Only where not the default, so that earlier checkpoints stay resumable.
                        **{name: value for name, value in supernet_options(args).items() if value},
                        **({'strategy': args.strategy} if args.strategy != 'darts' else {}),
-                       **({'kept_ops': kept_ops} if kept_ops else {}), **latency.signature(args),
-                       'candidates': {layer: names for layer, names in candidates.items() if names}})
+                       **({'kept_ops': kept_ops} if kept_ops else {}),
+                       'candidates': {layer: names for layer, names in candidates.items() if names},
+                       **latency.signature(args)})
 
 
 def supernet_options(args):
@@ -293,10 +293,14 @@ def check_stages(args):
                                   f"stage before ({before}); P-DARTS keeps 5, then 3, of 8")
 
 
-def latency_objective(args, info, layers):
-    """latency.objective of the flags for a supernet of `layers` cells (None without --latency_table)."""
-    return latency.objective(args, latency.darts_settings(args.location, args.primitives, args.init_channels, layers,
-                                                          args.num_meta_node, info.image_size, args.reduce_level))
+def latency_objective(args, info):
+    """latency.objective of --latency_table for the supernet of these flags: ANAS's (--net_type) or
+    the cell search's of --layers cells; None without a table."""
+    if getattr(args, 'net_type', None) is not None:
+        return latency.objective(args, latency.anas_settings(args.net_type, info.image_size))
+    return latency.objective(args, latency.darts_settings(args.location, args.primitives, args.init_channels,
+                                                          args.layers, args.num_meta_node, info.image_size,
+                                                          args.reduce_level))
 
 
 def build_supernet(args, info, layers, kept_ops=None):
@@ -328,31 +332,32 @@ def run(args):
     check_partial_channels(args)
     check_strategy_options(args)
     check_stages(args)
-    if args.benchmark and args.strategy == 'rsws':
-        raise utils.UserError('--benchmark looks up the cell a search derives each epoch; RS-WS derives one at its '
-                              'end: look its genotype.json up with compare.py --benchmark')
+    if args.benchmark and not STRATEGIES[args.strategy].architecture_weights:
+        name = {'rsws': 'RS-WS'}.get(args.strategy, f'--strategy {args.strategy}')
+        raise utils.UserError(f'--benchmark looks up the cell a search derives each epoch; {name} derives one at its '
+                              f'end: look its genotype.json up with compare.py --benchmark')
     benchmark = benchmark_table.from_args(args)
     if args.strategy == 'gdas' and not args.dry_run:
         devices.single_process()  # every process would draw its own architecture
     guards = collapse_guards.Guards(args)
     device = devices.select_device(args.device)
     info = training.dataset_info(args, need_data=not args.dry_run)
-    objectives = [latency_objective(args, info, layers) for layers in args.stage_layers or [args.layers]]
+    for layers in args.stage_layers or [args.layers]:  # bad latency flags or tables before anything is written
+        latency_objective(argparse.Namespace(**{**vars(args), 'layers': layers}), info)
     utils.seed_everything(args.seed)
     if args.stage_layers:
-        return progressive_search(args, info, device, guards, objectives, benchmark)
+        return progressive_search(args, info, device, guards, benchmark)
     model = devices.place_model(build_supernet(args, info, args.layers), args, device, compiled=False)
     if args.dry_run:
         search(args, model, info, device, None)
         return 0
     strategy = STRATEGIES[args.strategy]()
     strategy.check(args, model)
-    strategy.search(args, model, info, device, search_signature(args, info), guards, benchmark=benchmark,
-                    objective=objectives[0])
+    strategy.search(args, model, info, device, search_signature(args, info), guards, benchmark=benchmark)
     return 0
 
 
-def progressive_search(args, info, device, guards, objectives, benchmark=None):
+def progressive_search(args, info, device, guards, benchmark=None):
     """P-DARTS (Chen et al., "Progressive Differentiable Architecture Search", ICCV 2019): stage s
     searches a supernet of --stage_layers[s] cells, fresh weights and architecture weights (seed
     --seed + s), for --epochs epochs into SAVE/stage-{s+1}; then every edge keeps its --stage_keep[s]
@@ -372,8 +377,7 @@ def progressive_search(args, info, device, guards, objectives, benchmark=None):
         utils.seed_everything(args.seed + stage)
         model = devices.place_model(build_supernet(args, info, layers, kept_ops), stage_args, device, compiled=False)
         if search(stage_args, model, info, device, search_signature(stage_args, info, kept_ops), compiled=False,
-                  guards=guards, sampled=args.strategy == 'gdas', benchmark=benchmark,
-                  objective=objectives[stage]):
+                  guards=guards, sampled=args.strategy == 'gdas', benchmark=benchmark):
             return 0
         if stage + 1 < len(args.stage_layers):
             tables = model.weight_tables()
@@ -410,17 +414,17 @@ def search_loaders(args, device):
                                  drop_last=True, on_device=on_device) for idx in (weight_idx, arch_idx)]
 
 
-def search(args, model, info, device, signature, compiled=True, guards=None, sampled=False, benchmark=None,
-           objective=None):
+def search(args, model, info, device, signature, compiled=True, guards=None, sampled=False, benchmark=None):
     """The bilevel search loop for any supernet with arch_parameters(), weight_parameters(),
     named_weight_parameters(), genotype(), edges() and weight_tables().  `compiled`: whether
     `model` was placed with --compile honoured; `guards`: the collapse_guards.Guards of a
     SearchNetwork (schedules, derivation, early stopping), or None; `sampled`: GDAS (gdas.py: the
     supernet samples its ops at the epoch's temperature, the weights step first); `benchmark`: a
-    benchmark_table table, whose value of each epoch's derived cell goes into metrics.jsonl;
-    `objective`: the latency.Objective of --latency_table (its term joins the architecture loss;
-    both latencies are logged every epoch), or None.  Returns whether a signal stopped it (the
-    checkpoint is written; --resume continues)."""
+    benchmark_table table, whose value of each epoch's derived cell goes into metrics.jsonl.  With
+    --latency_table the latency term of latency.Objective joins the architecture loss and both
+    latencies are logged every epoch.  Returns whether a signal stopped it (the checkpoint is
+    written; --resume continues)."""
+    objective = latency_objective(args, info)
     input_shape = (info.in_channels, info.image_size, info.image_size)
     if args.dry_run:
         print(describe(model, input_shape)[2])
@@ -548,11 +552,11 @@ def run_anas(args):
     args.save = args.save or os.path.join('runs', f'anas-{args.note}')
     device = devices.select_device(args.device)
     info = training.dataset_info(args, need_data=not args.dry_run)
-    objective = latency.objective(args, latency.anas_settings(args.net_type, info.image_size))
+    latency_objective(args, info)  # bad latency flags or tables before anything is written
     utils.seed_everything(args.seed)
     model = devices.place_model(AttentionSearchResNet(args.net_type, info.num_classes, in_channels=info.in_channels),
                                 args, device)
     signature = json.dumps({'kind': 'anas-search', 'net_type': args.net_type, 'classes': info.num_classes,
                             'in_channels': info.in_channels, **latency.signature(args)})
-    search(args, model, info, device, signature, objective=objective)
+    search(args, model, info, device, signature)
     return 0

@@ -77,8 +77,9 @@ def test_compare_writes_the_table_and_resumes_without_redoing_finished_runs(tmp_
         assert row['flops_M'] > 0 and row['latency_ms'] > 0 and row['init_channels'] == config['C'] == 4
     table = (save / 'results.md').read_text()
     assert '| DARTS_V2 |' in table and '| random_0 |' in table and '±' in table
-    assert (save / 'accuracy_vs_params.png').stat().st_size > 0
-    assert 'src="accuracy_vs_params.png"' in (save / 'report.html').read_text()
+    for plot in ('accuracy_vs_params.png', 'accuracy_vs_latency.png'):
+        assert (save / plot).stat().st_size > 0
+        assert f'src="{plot}"' in (save / 'report.html').read_text()
 
     # Every run is finished: a second resume trains nothing.
     again = run('compare.py', *args, '--save', save, '--resume')

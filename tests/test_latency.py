@@ -9,6 +9,7 @@ import torch
 
 import genotypes
 import latency
+import report
 import search_space
 from anas import AttentionSearchResNet
 from model_search import SearchNetwork
@@ -81,7 +82,7 @@ def test_layout_is_what_the_supernet_runs_and_expected_latency_is_recomputed(loc
     recomputed = sum(float((weights[t][row, k] if row is not None else weights[t][k]))
                      * table['latency_ms'][latency.key(c)] for t, row, k, c in calls)
     expected = latency.Objective(table, settings, 1.0, 1.0).expected(model)
-    assert float(expected) == pytest.approx(recomputed, rel=1e-12)
+    assert float(expected.detach()) == pytest.approx(recomputed, rel=1e-12)
 
 
 def test_anas_layout_is_what_the_supernet_runs():
@@ -156,7 +157,7 @@ def test_measure_latency_script_writes_a_table_a_search_can_check(tmp_path):
 @pytest.mark.parametrize('change, message', [
     (dict(location='end'), 'was measured for location after_every, this search has end (--location)'),
     (dict(init_channels=8), 'was measured for init_channels 4, this search has 8 (--init_channels)'),
-    (dict(layers=5), 'was measured for layers 3, this search has 5 (--layers)'),
+    (dict(reduce_level=1), 'was measured for reduce_level 0, this search has 1 (--reduce_level)'),
     (dict(image_size=16), 'was measured for image_size 8, this search has 16'),
     (dict(primitives='cnas'), 'was measured for primitives none max_pool_3x3'),
 ])
@@ -254,6 +255,9 @@ def test_latency_weight_lowers_the_derived_cell_latency(tmp_path, fashion):
     assert 'expected_latency_ms' not in plain[-1]
     assert weighted[-1]['derived_latency_ms'] < logged[-1]['derived_latency_ms']
     assert weighted[-1]['expected_latency_ms'] < logged[-1]['expected_latency_ms']
+    page = report.write_report(str(tmp_path / 'weighted'))
+    assert (tmp_path / 'weighted' / 'report' / 'latency.png').stat().st_size > 0
+    assert 'src="latency.png"' in open(page).read()
     # The logged latencies are those of the logged architecture weights and genotype.
     objective = latency.Objective(latency.load_table(str(table)), settings, 0.0, 1.0)
     for save, records in (('logged', logged), ('weighted', weighted)):
