@@ -55,13 +55,13 @@ import evaluation
 import genotypes
 import nag_cells
 import plots
-import report
-import runs
 import search_space
 import training
 import utils
 from cli import logger
 from devices import place_model, select_device
+from report import read_jsonl, write_comparison_report
+from runs import signature_differences
 from utils import UserError
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -289,7 +289,7 @@ class Comparison:
             with open(record) as f:
                 stored = json.load(f)
             if stored != protocol:
-                differs = runs.signature_differences(json.dumps(stored), json.dumps(protocol))
+                differs = signature_differences(json.dumps(stored), json.dumps(protocol))
                 raise UserError(f"{self.dir} holds a comparison with another protocol or architectures "
                                 f"(differs in: {differs}); resume with the command of that comparison")
             return
@@ -437,7 +437,7 @@ def collect(comparison, device):
                 continue
             run_dir = comparison.run_dir(label, seed)
             trained = utils.load_checkpoint_file(os.path.join(run_dir, 'trained.pt'), 'model file')
-            epochs = report.read_jsonl(os.path.join(run_dir, 'metrics.jsonl'))
+            epochs = read_jsonl(os.path.join(run_dir, 'metrics.jsonl'))
             runs.append({'seed': seed, 'top1': trained['metrics']['top1'], 'top5': trained['metrics']['top5'],
                          'train_time_s': sum(m.get('epoch_time', 0.0) for m in epochs),
                          'run_dir': os.path.relpath(run_dir, comparison.dir)})
@@ -491,7 +491,7 @@ def write_results(comparison, rows):
             f"{markdown_table(rows, protocol['seeds'])}\nCommand: `{command}`\n")
     utils.atomic_write_text(comparison.path('results.md'), text)
     plots.plot_accuracy_vs_params(rows, comparison.path('accuracy_vs_params.png'))
-    return report.write_comparison_report(results, comparison.dir)
+    return write_comparison_report(results, comparison.dir)
 
 
 @cli.cli
