@@ -62,7 +62,6 @@ import benchmark_table
 import cli
 import complexity
 import datasets
-import devices
 import evaluation
 import flags
 import genotypes
@@ -73,12 +72,13 @@ import nb201_model
 import plots
 import proxies
 import ranking
-import report
-import runs
 import training
 import userio
 import utils
 from cli import logger
+from devices import place_model, select_device
+from report import read_jsonl, write_comparison_report
+from runs import signature_differences
 from utils import UserError
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -301,7 +301,7 @@ def prescreened(found, args, run_args, info, device_name):
     labels = [label for label, _, _ in found]
     scores = stored_prescreen(args, labels)
     if scores is None:
-        device = torch.device(device_name) if device_name else devices.select_device('auto')
+        device = torch.device(device_name) if device_name else select_device('auto')
         batch = ranking.proxy_batch(args.dataset, args.data, args.prescreen_batch, args.seed)
         scores = {}
         for label, _, genotype in tqdm(found, desc=f'prescreen {args.prescreen}'):
@@ -327,7 +327,7 @@ class Comparison:
                 raise UserError(f"nothing to resume: {self.dir} has no comparison.json; start without --resume")
             stored = userio.read_json(record, 'the comparison record')
             if stored != protocol:
-                differs = runs.signature_differences(json.dumps(stored), json.dumps(protocol))
+                differs = signature_differences(json.dumps(stored), json.dumps(protocol))
                 raise UserError(f"{self.dir} holds a comparison with another protocol or architectures "
                                 f"(differs in: {differs}); resume with the command of that comparison")
             return
@@ -435,7 +435,7 @@ def measure(trained_path, run_args_path, device, batch, repeats):
     run_args = userio.read_json(run_args_path, "the run's flags")
     layout = argparse.Namespace(kernels=run_args.get('kernels', 'auto'), compile=False,
                                 channels_last=run_args.get('channels_last', True))
-    devices.place_model(model, layout, device)
+    place_model(model, layout, device)
     shape = (config['in_channels'], config['image_size'], config['image_size'])
     params, flops, _ = complexity.describe(model, shape)
     model.eval()
@@ -465,7 +465,7 @@ def collect(comparison, device):
                 continue
             run_dir = comparison.run_dir(label, seed)
             trained = utils.load_checkpoint_file(os.path.join(run_dir, 'trained.pt'), 'model file')
-            epochs = report.read_jsonl(os.path.join(run_dir, 'metrics.jsonl'))
+            epochs = read_jsonl(os.path.join(run_dir, 'metrics.jsonl'))
             runs.append({'seed': seed, 'top1': trained['metrics']['top1'], 'top5': trained['metrics']['top5'],
                          'train_time_s': sum(m.get('epoch_time', 0.0) for m in epochs),
                          'run_dir': os.path.relpath(run_dir, comparison.dir)})
@@ -530,7 +530,7 @@ def write_results(comparison, rows, benchmark=None):
     utils.atomic_write_text(comparison.path('results.md'), text)
     for column, (_, _, name) in plots.ACCURACY_AGAINST.items():
         plots.plot_accuracy_against(rows, column, comparison.path(name))
-    return report.write_comparison_report(results, comparison.dir)
+    return write_comparison_report(results, comparison.dir)
 
 
 @cli.cli
@@ -549,7 +549,7 @@ def main(argv=None):
     if stop.signal:
         logger.info('%s: the runs stopped at checkpoints; continue with --resume', stop.signal)
         return 0
-    measure_device = torch.device(devices[0]) if devices[0] else devices.select_device('auto')
+    measure_device = torch.device(devices[0]) if devices[0] else select_device('auto')
     rows = collect(comparison, measure_device)
     if table is not None:
         add_benchmark(rows, table, args.benchmark_metric)

@@ -10,6 +10,8 @@ an attention name in Att-DARTS's mixed settings) applied to state j, then the op
 layer.  Node i is the sum of its two edges; the cell outputs the concatenation of the `concat`
 states, optionally followed by a bottleneck attention.  The networks are the DARTS CIFAR and
 ImageNet skeletons (stem, 1/3 and 2/3 reductions, auxiliary head after the second reduction).
+The other families' evaluation networks live with them: ANAS's ResNets in anas.py, NAG's DAG-cell
+networks in nag_networks.py.
 
 Differences from the references, all deliberate:
   * `none` edges (CNAS sparse genotypes) are built as the references build them, a Zero op that
