@@ -18,6 +18,7 @@ import torch
 
 import cli
 import deploy
+import flags
 import utils
 from utils import UserError
 
@@ -37,9 +38,7 @@ def build_parser():
 
 @cli.cli
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    if args.check_batch < 1 or args.atol <= 0:
-        raise UserError(f"--check_batch must be at least 1 and --atol positive, got {args.check_batch} and {args.atol}")
+    args = flags.parse_args(build_parser(), argv)
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.model_path)), 'model.onnx')
     if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
         raise UserError(f"--out {out}: its folder does not exist; create it or pick another path")

@@ -142,6 +142,15 @@ CHECKS = {
     # compare.py
     'seeds': COUNT, 'random_seed': SEED, 'jobs': COUNT, 'param_budget': POSITIVE,
     'latency_batch': COUNT, 'latency_repeats': COUNT,
+    # NAS-Bench-201, GDAS and the tabular search (train_search.py, tabular_search.py)
+    'tau_max': POSITIVE, 'tau_min': POSITIVE,
+    'budget': Range(1, note='look-ups, or simulated seconds with --time_column'), 'runs': COUNT,
+    'sample_size': COUNT, 'rl_learning_rate': POSITIVE, 'ema_momentum': RATE_BELOW_1,
+    # zero-cost proxies (rank.py, compare.py --prescreen, train_search.py --strategy proxy)
+    'keep': COUNT, 'prescreen_batch': COUNT, 'samples': COUNT,
+    # export and latency (export.py, measure_latency.py, train_search.py --latency_*)
+    'atol': POSITIVE, 'check_batch': COUNT, 'batch': COUNT,
+    'latency_weight': Range(0, note='0: latencies logged, not optimised'), 'latency_target': POSITIVE,
     # bench.py (step_measurements.py)
     'threads': Range(0, note="0: torch's default"), 'warmup': Range(0), 'repeats': COUNT, 'nodes': COUNT,
     'train_channels': COUNT, 'train_layers': COUNT,
@@ -218,6 +227,8 @@ ON_RESUME = {
     'recompute_cells': 'memory: the same search with activations recomputed',
     'data_on_device': 'where augmentation runs',
     'deterministic': 'kernel choice',
+    'plugins': 'the modules imported first; what they register that the run uses (a search\'s candidates, its '
+               'data set) is checked by the run\'s signature, which names what changed',
 }
 
 

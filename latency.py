@@ -393,10 +393,6 @@ def objective(args, settings):
                             "measure_latency.py)")
         return None
     weight = 0.1 if args.latency_weight is None else args.latency_weight
-    if not weight >= 0:
-        raise UserError(f"--latency_weight must be at least 0, got {weight}")
-    if args.latency_target is not None and not args.latency_target > 0:
-        raise UserError(f"--latency_target must be positive (ms), got {args.latency_target}")
     table = load_table(args.latency_table)
     check_table(table, settings, args.latency_table)
     result = Objective(table, settings, weight, args.latency_target)

@@ -23,6 +23,7 @@ from tqdm import tqdm
 import cli
 import datasets
 import devices
+import flags
 import genotypes
 import latency
 from search_space import LOCATIONS
@@ -68,11 +69,10 @@ def space_settings(args):
 
 @cli.cli
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    for name, least in (('threads', 1), ('batch', 1), ('warmup', 0), ('repeats', 1), ('init_channels', 1),
-                        ('layers', 1), ('num_meta_node', 1)):
-        if getattr(args, name) < least:
-            raise UserError(f"--{name} must be at least {least}, got {getattr(args, name)}")
+    args = flags.parse_args(build_parser(), argv)
+    if args.threads < 1:
+        raise UserError(f"--threads must be at least 1 (a latency is measured with a fixed thread count), "
+                        f"got {args.threads}")
     if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
         raise UserError(f"--out {args.out}: its folder does not exist; create it or pick another path")
     settings = space_settings(args)

@@ -42,14 +42,12 @@ class ProxyStrategy(Strategy):
                        help='architectures drawn and scored (NASWOT reports 10 and 100)')
 
     def check(self, args, model):
-        if args.samples < 1:
-            raise utils.UserError(f"--samples must be at least 1, got {args.samples}")
         size = search_space.space_size(model.lists, model.steps)
         if args.samples > size:
             raise utils.UserError(f"--samples {args.samples} is more than the {size} architectures of the space; "
                                   f"lower it")
 
-    def search(self, args, model, info, device, signature, guards, benchmark=None):
+    def search(self, args, model, info, device, signature, guards):
         proxy_search(args, info, device, signature)
         return False
 
@@ -61,6 +59,7 @@ def proxy_search(args, info, device, signature):
                                                args.num_meta_node)
     build = ranking.network_factory(args.dataset, info, args.init_channels, args.layers)
     batch = ranking.proxy_batch(args.dataset, args.data, args.batch_size, args.seed, info.image_size)
+    run.start()  # the data are there: the run directory may be written
     lines = run.path('proxy_scores.jsonl')
     scores = {record['sample']: record['score'] for record in ranking.read_records(lines)}
     logger.info('training-free search: %s of %d architectures, %d already scored', args.proxy, len(candidates),

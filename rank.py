@@ -29,6 +29,7 @@ import architectures
 import cli
 import datasets
 import devices
+import flags
 import genotypes
 import nag_cells
 import nb201
@@ -77,8 +78,6 @@ def build_parser():
 def make_plan(args):
     """The protocol, the architectures and the benchmark, checked before anything is written."""
     names = proxies.check_names(args.proxy)
-    if args.batch_size < 1:
-        raise UserError(f"--batch_size must be at least 1, got {args.batch_size}")
     benchmark = ranking.Benchmark(args.benchmark, args.benchmark_metric) if args.benchmark else None
     if args.archs:
         archs = architectures.resolve(args.archs, args, KINDS, REFUSAL)
@@ -118,7 +117,7 @@ def open_directory(save, resume, protocol):
 
 @cli.cli
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = flags.parse_args(build_parser(), argv)
     protocol, archs, build, benchmark = make_plan(args)
     device = devices.select_device(args.device)
     batch = ranking.proxy_batch(args.dataset, args.data, args.batch_size, args.seed, args.image_size)

@@ -55,7 +55,7 @@ class RandomSearchStrategy(Strategy):
     def check(self, args, model):
         check_arguments(args, model)
 
-    def search(self, args, model, info, device, signature, guards, benchmark=None):
+    def search(self, args, model, info, device, signature, guards):
         return random_search(args, model, info, device, signature)
 
 

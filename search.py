@@ -81,9 +81,10 @@ class Strategy:
     def check(self, args, model):
         """Refuse bad flags with a UserError before anything is written (model: the built supernet)."""
 
-    def search(self, args, model, info, device, signature, guards, benchmark=None):
+    def search(self, args, model, info, device, signature, guards):
         """Search; returns whether a signal stopped it (the checkpoint is written; --resume continues).
-        `benchmark`: the --benchmark table, whose value of each epoch's derived cell is logged."""
+        Its run directory is a `runs.Run`, which writes nothing until its `start()` (`training.fit`
+        calls it): a strategy that writes files itself calls it once its data are found."""
         raise NotImplementedError
 
 
@@ -91,22 +92,28 @@ class Strategy:
 class GradientStrategy(Strategy):
     help = 'architecture weights by gradient (DARTS)'
     architecture_weights = True
+    sampled = False  # GDAS: one op per edge drawn in every forward
 
-    def search(self, args, model, info, device, signature, guards, benchmark=None):
-        return search(args, model, info, device, signature, compiled=False, guards=guards,
-                      sampled=args.strategy == 'gdas', benchmark=benchmark)
+    def check(self, args, model):
+        # The --benchmark table (read before anything is written) looks up every epoch's derived cell.
+        self.benchmark = benchmark_table.from_args(args)
+
+    def search(self, args, model, info, device, signature, guards):
+        return search(args, model, info, device, signature, compiled=False, guards=guards, sampled=self.sampled,
+                      benchmark=self.benchmark)
 
 
 @STRATEGIES.register('gdas')
 class SampledStrategy(GradientStrategy):
     help = 'one op per edge sampled by hard Gumbel-softmax (GDAS, Dong and Yang 2019)'
+    sampled = True
 
     def add_arguments(self, parser):
         gdas.add_arguments(parser)
 
     def check(self, args, model):
         gdas.check_arguments(args)
-
+        super().check(args, model)
 
 def strategy_help():
     return '; '.join(f'{name}: {STRATEGIES[name].help}' for name in STRATEGIES)
@@ -336,7 +343,6 @@ def run(args):
         name = {'rsws': 'RS-WS'}.get(args.strategy, f'--strategy {args.strategy}')
         raise utils.UserError(f'--benchmark looks up the cell a search derives each epoch; {name} derives one at its '
                               f'end: look its genotype.json up with compare.py --benchmark')
-    benchmark = benchmark_table.from_args(args)
     if args.strategy == 'gdas' and not args.dry_run:
         devices.single_process()  # every process would draw its own architecture
     guards = collapse_guards.Guards(args)
@@ -346,14 +352,14 @@ def run(args):
         latency_objective(argparse.Namespace(**{**vars(args), 'layers': layers}), info)
     utils.seed_everything(args.seed)
     if args.stage_layers:
-        return progressive_search(args, info, device, guards, benchmark)
+        return progressive_search(args, info, device, guards, benchmark_table.from_args(args))
     model = devices.place_model(build_supernet(args, info, args.layers), args, device, compiled=False)
     if args.dry_run:
         search(args, model, info, device, None)
         return 0
     strategy = STRATEGIES[args.strategy]()
     strategy.check(args, model)
-    strategy.search(args, model, info, device, search_signature(args, info), guards, benchmark=benchmark)
+    strategy.search(args, model, info, device, search_signature(args, info), guards)
     return 0
 
 
@@ -377,7 +383,7 @@ def progressive_search(args, info, device, guards, benchmark=None):
         utils.seed_everything(args.seed + stage)
         model = devices.place_model(build_supernet(args, info, layers, kept_ops), stage_args, device, compiled=False)
         if search(stage_args, model, info, device, search_signature(stage_args, info, kept_ops), compiled=False,
-                  guards=guards, sampled=args.strategy == 'gdas', benchmark=benchmark):
+                  guards=guards, sampled=getattr(STRATEGIES[args.strategy], 'sampled', False), benchmark=benchmark):
             return 0
         if stage + 1 < len(args.stage_layers):
             tables = model.weight_tables()

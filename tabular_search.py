@@ -19,6 +19,7 @@ import time
 
 import benchmark_table
 import cli
+import flags
 import runs
 import tabular
 from utils import UserError
@@ -68,19 +69,12 @@ def check(args):
     if unknown:
         raise UserError(f"unknown strategy '{unknown[0]}'; --strategy takes {', '.join(tabular.STRATEGIES)}")
     tabular.check_budget(args.budget)
-    for flag in ('runs', 'jobs', 'population', 'sample_size'):
-        if getattr(args, flag) < 1:
-            raise UserError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
-    if not args.rl_learning_rate > 0:
-        raise UserError(f"--rl_learning_rate must be positive, got {args.rl_learning_rate:g}")
-    if not 0 <= args.ema_momentum < 1:
-        raise UserError(f"--ema_momentum must be in [0, 1), got {args.ema_momentum:g}")
 
 
 @cli.cli
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args = flags.parse_args(build_parser(), argv)
     check(args)
     directory = runs.run_directory(args.save, args.resume, 'tabular', marker='settings.json')
     table = benchmark_table.load(args.benchmark, args.benchmark_metric)

@@ -106,7 +106,7 @@ def test_export_refuses_bad_input_in_one_line(tmp_path):
     cases = [((not_trained,), 'is not a trained.pt of a train script'),
              ((tmp_path / 'missing.pt',), 'does not exist'),
              ((not_trained, '--out', tmp_path / 'no' / 'model.onnx'), 'its folder does not exist'),
-             ((not_trained, '--atol', 0), '--atol positive')]
+             ((not_trained, '--atol', 0), '--atol: 0 is out of range')]
     for args, message in cases:
         result = run('export.py', *args, check=False)
         assert result.returncode == 2 and message in result.stderr

@@ -89,12 +89,14 @@ def test_every_numeric_flag_refuses_what_it_cannot_mean_in_one_line(script, monk
 @pytest.mark.parametrize('script', SCRIPTS)
 def test_a_bad_flag_is_one_line_and_exit_2_from_main(script, capsys, monkeypatch):
     """Through the script's entry point (the cli wrapper): a non-number, an unknown flag (with the
-    script's required arguments given, an existing file each, so that the flag is what is wrong)."""
+    script's required arguments given, an existing file each or 1 for a number, so that the flag is what
+    is wrong)."""
     parser = script_parser(script, monkeypatch)
     monkeypatch.undo()
     main = importlib.import_module(script).main
     required = [arg for action in parser._actions if action.required
-                for arg in [*action.option_strings[:1], os.path.join(ROOT, 'README.md')]]
+                for arg in [*action.option_strings[:1],
+                            '1' if getattr(action.type, 'kind', None) in (int, float) else os.path.join(ROOT, 'README.md')]]
     numeric = [action for action, _ in flags.numeric_actions(parser) if action.choices is None]
     cases = [['--no_such_flag']] + ([[shown(numeric[0]), 'x']] if numeric else [])
     for argv in cases:

@@ -301,8 +301,8 @@ def test_bad_latency_flags_are_one_line(tmp_path, fashion):
              (['--latency_table', truncated, '--latency_weight', 0], 'has no latency for '),
              (['--latency_table', table], '--latency_weight 0.1 needs --latency_target MS'),
              (['--latency_weight', 1], 'need --latency_table FILE'),
-             (['--latency_table', table, '--latency_weight', -1], '--latency_weight must be at least 0'),
-             (['--latency_table', table, '--latency_target', 0], '--latency_target must be positive'),
+             (['--latency_table', table, '--latency_weight', -1], '--latency_weight: -1 is out of range'),
+             (['--latency_table', table, '--latency_target', 0], '--latency_target: 0 is out of range'),
              (['--latency_table', tmp_path / 'absent.json'], 'does not exist'),
              (['--latency_table', table, '--latency_target', 1, '--strategy', 'rsws'],
               '--latency_table works with --strategy darts only')]

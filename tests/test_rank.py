@@ -152,7 +152,7 @@ def test_rank_refuses_bad_input_in_one_line_before_writing(tmp_path, fashion):
     cases = [(['DARTS_V2', '--proxy', 'nope'], 'unknown proxy nope'),
              ([], 'no architecture given'),
              (['DARTS_V2', '--benchmark', tmp_path / 'missing.csv'], 'does not exist'),
-             (['DARTS_V2', '--batch_size', '0'], '--batch_size must be at least 1'),
+             (['DARTS_V2', '--batch_size', '0'], '--batch_size: 0 is out of range'),
              (['random:2', '--space', 'nb201', '--benchmark', tmp_path / 'x.csv', '--benchmark_metric', 'nope'],
               '--benchmark_metric nope')]
     for args, message in cases:

@@ -229,11 +229,11 @@ def test_script_writes_table_report_and_resumes_a_killed_run(table_path, tmp_pat
 
 @pytest.mark.parametrize('flags, says', [
     (['--strategy', 'annealing'], "unknown strategy 'annealing'"),
-    (['--budget', '0'], '--budget must be at least 1'),
+    (['--budget', '0'], '--budget: 0 is out of range'),
     (['--benchmark_metric', 'top1'], '--benchmark_metric top1: the benchmark'),
     (['--report_metric', 'top1'], '--report_metric top1: the benchmark'),
     (['--time_column', 'hours'], '--time_column hours: the benchmark'),
-    (['--runs', '0'], '--runs must be at least 1'),
+    (['--runs', '0'], '--runs: 0 is out of range'),
 ])
 def test_script_bad_input_is_one_line(table_path, tmp_path, flags, says):
     save = tmp_path / 'run'
