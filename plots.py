@@ -233,13 +233,18 @@ def plot_curves(metrics, path):
     panels = [(title, keys) for title, keys in panels if keys]
     if not panels:
         return None
+    return _plot_per_epoch(metrics, panels, path)
+
+
+def _plot_per_epoch(metrics, panels, path, labels=None):
+    """One panel per (title, keys), each key's logged values against epoch, labelled by `labels`."""
     fig = _figure(4.6 * len(panels), 3.6)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (title, keys) in zip(axes, panels):
         for key in keys:
             points = [(m['epoch'], m[key]) for m in metrics if finite_number(m.get(key))]
             ax.plot([p[0] for p in points], [p[1] for p in points], marker='.' if len(points) < 30 else None,
-                    label=key)
+                    label=(labels or {}).get(key, key))
         ax.set_title(title)
         _integer_epochs(ax)
         ax.set_xlabel('epoch')
@@ -255,23 +260,9 @@ def plot_latency(metrics, path):
     keys = ('expected_latency_ms', 'derived_latency_ms')
     if not any(finite_number(m.get(k)) for m in metrics for k in keys):
         return None
-    fig = _figure(9.2, 3.6)
-    accuracy_axes, latency_axes = fig.subplots(1, 2)
-    panels = ((accuracy_axes, ('valid_acc',), 'validation accuracy (%)'),
-              (latency_axes, keys, 'table latency (ms)'))
-    for ax, names, title in panels:
-        for key in names:
-            points = [(m['epoch'], m[key]) for m in metrics if finite_number(m.get(key))]
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker='.' if len(points) < 30 else None,
-                    label={'expected_latency_ms': 'supernet (expected)',
-                           'derived_latency_ms': 'derived cell'}.get(key, key))
-        ax.set_title(title)
-        _integer_epochs(ax)
-        ax.set_xlabel('epoch')
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    return _save_figure(fig, path)
+    return _plot_per_epoch(metrics, [('validation accuracy (%)', ('valid_acc',)), ('table latency (ms)', keys)],
+                           path, labels={'expected_latency_ms': 'supernet (expected)',
+                                         'derived_latency_ms': 'derived cell'})
 
 
 def skip_counts(genotype_record):

@@ -223,18 +223,24 @@ def check_strategy_options(args):
     """The architecture-weight options work only with a strategy that trains architecture weights."""
     if STRATEGIES[args.strategy].architecture_weights:
         return
-    used = [flag for flag, on in (('--edge_normalization', args.edge_normalization),
-                                  ('--auxiliary_skip', args.auxiliary_skip),
-                                  ('--param_free_dropout', args.param_free_dropout),
-                                  ('--max_skip_connect', args.max_skip_connect is not None),
-                                  ('--early_stop_param_free', args.early_stop_param_free is not None),
-                                  ('--early_stop_stable', args.early_stop_stable is not None),
-                                  ('--early_stop_after', args.early_stop_after > 0),
-                                  ('--stage_layers', args.stage_layers is not None),
-                                  ('--latency_table', args.latency_table is not None)) if on]
+    refuse_first_given((('--edge_normalization', args.edge_normalization),
+                        ('--auxiliary_skip', args.auxiliary_skip),
+                        ('--param_free_dropout', args.param_free_dropout),
+                        ('--max_skip_connect', args.max_skip_connect is not None),
+                        ('--early_stop_param_free', args.early_stop_param_free is not None),
+                        ('--early_stop_stable', args.early_stop_stable is not None),
+                        ('--early_stop_after', args.early_stop_after > 0),
+                        ('--stage_layers', args.stage_layers is not None),
+                        ('--latency_table', args.latency_table is not None)),
+                       f"{{}} works with --strategy darts only (it acts on the architecture weights); drop it for "
+                       f"--strategy {args.strategy}")
+
+
+def refuse_first_given(flags_given, message):
+    """A UserError `message` (with '{}' for the flag) for the first flag of (flag, given) pairs given."""
+    used = [flag for flag, given in flags_given if given]
     if used:
-        raise utils.UserError(f"{used[0]} works with --strategy darts only (it acts on the architecture weights); "
-                              f"drop it for --strategy {args.strategy}")
+        raise utils.UserError(message.format(used[0]))
 
 
 def add_search_arguments(parser):
@@ -263,15 +269,14 @@ def check_space_options(args):
     if args.location not in NB201_LOCATIONS:
         raise utils.UserError(f"--location {args.location} has no NAS-Bench-201 form; with --space nb201 use "
                               f"{' or '.join(NB201_LOCATIONS)}")
-    used = [flag for flag, on in (('--primitives', args.primitives != 'darts'),
-                                  ('--num_meta_node', args.num_meta_node != 4), ('--use_sparse', args.use_sparse),
-                                  ('--no-stem_affine', not args.stem_affine), ('--reduce_level', args.reduce_level),
-                                  ('--shuffle_groups', args.shuffle_groups != '1'),
-                                  ('--stage_layers', args.stage_layers is not None),
-                                  ('--latency_table', args.latency_table is not None)) if on]
-    if used:
-        raise utils.UserError(f"{used[0]} belongs to the DARTS space; the NAS-Bench-201 space (--space nb201) has its "
-                              f"own ops, nodes and network: drop it")
+    refuse_first_given((('--primitives', args.primitives != 'darts'),
+                        ('--num_meta_node', args.num_meta_node != 4), ('--use_sparse', args.use_sparse),
+                        ('--no-stem_affine', not args.stem_affine), ('--reduce_level', args.reduce_level),
+                        ('--shuffle_groups', args.shuffle_groups != '1'),
+                        ('--stage_layers', args.stage_layers is not None),
+                        ('--latency_table', args.latency_table is not None)),
+                       "{} belongs to the DARTS space; the NAS-Bench-201 space (--space nb201) has its own ops, "
+                       "nodes and network: drop it")
 
 
 def check_partial_channels(args):
