@@ -27,11 +27,11 @@ import sys
 import torch
 import torch.nn as nn
 
+import benchmark_table
 import collapse_guards
 import datasets
 import gdas
 import genotypes
-import benchmark_table
 import nb201
 import presets
 import rsws
@@ -329,8 +329,8 @@ def search(args, model, info, device, signature, compiled=True, guards=None, sam
     `model` was placed with --compile honoured; `guards`: the collapse_guards.Guards of a
     SearchNetwork (schedules, derivation, early stopping), or None; `sampled`: GDAS (gdas.py: the
     supernet samples its ops at the epoch's temperature, the weights step first); `benchmark`: a
-    benchmark_table table, whose value of each epoch's derived cell goes into metrics.jsonl.  Returns whether
-    a signal stopped it (the checkpoint is written; --resume continues)."""
+    benchmark_table table, whose value of each epoch's derived cell goes into metrics.jsonl.
+    Returns whether a signal stopped it (the checkpoint is written; --resume continues)."""
     if not 0 < args.train_portion < 1:
         raise utils.UserError(f"--train_portion must be between 0 and 1, got {args.train_portion}")
     input_shape = (info.in_channels, info.image_size, info.image_size)
