@@ -193,7 +193,7 @@ class Experiment:
 
     @classmethod
     def create(cls, directory, settings, resume):
-        """`directory` as `training.run_directory` checked it: new and empty, or one to resume with
+        """`directory` as `runs.run_directory` checked it: new and empty, or one to resume with
         the same settings (strategies and runs may be added)."""
         experiment = cls(directory, settings)
         path = experiment.path('settings.json')

@@ -246,3 +246,17 @@ def test_script_table_missing_cells_is_one_line(tmp_path):
     path = write_csv(tmp_path / 'partial.csv', drop=range(5))
     result = run_script('--benchmark', path, '--budget', '10', '--save', tmp_path / 'run', check=False)
     assert result.returncode == 2 and '5 missing' in result.stderr and result.stderr.count('\n') == 1
+
+
+def test_resume_with_other_settings_is_refused_and_runs_can_be_added(table_path, tmp_path):
+    save = tmp_path / 'run'
+    common = ['--benchmark', table_path, '--strategy', 'random', '--jobs', '1', '--save', save]
+    run_script(*common, '--runs', '1', '--budget', '5')
+    settings = (save / 'settings.json').read_text()
+    result = run_script(*common, '--runs', '1', '--budget', '6', '--resume', check=False)
+    assert result.returncode == 2 and 'differs in: budget' in result.stderr and result.stderr.count('\n') == 1
+    assert (save / 'settings.json').read_text() == settings
+    first = (save / 'runs' / 'random' / 'run-0000.json').read_text()
+    run_script(*common, '--runs', '2', '--budget', '5', '--resume')
+    assert (save / 'runs' / 'random' / 'run-0000.json').read_text() == first
+    assert json.loads((save / 'results.json').read_text())['strategies'][0]['runs'] == 2
