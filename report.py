@@ -14,7 +14,6 @@ import sys
 import time
 
 import genotypes
-import tabular
 from drawing import as_genotype, draw_genotype, make_out_dir, render_hint
 from plots import (ACCURACY_AGAINST, GUARD_SCHEDULES, benchmark_curve, finite_number, plot_benchmark, plot_curves,
                    plot_diagnostics, plot_guards, plot_heatmap, plot_latency, plot_skip_counts, plot_weights_over_epochs,
@@ -203,10 +202,7 @@ def write_report(run_dir, out_dir=None, fmt='png', benchmark=None, benchmark_met
     """Draw everything for a run directory into out_dir (default RUNDIR/report) and write report.html
     there; returns its path.  Cells are always drawn as PNG for the page (and also as `fmt`).
     `benchmark` (a benchmark_table table) looks up each epoch's derived cell by `benchmark_metric`;
-    without it the values the search logged (train_search.py --benchmark) are drawn.  A tabular-search
-    directory (tabular_search.py) gets its own report."""
-    if tabular.is_experiment(run_dir):
-        return tabular.write_report(run_dir, out_dir)
+    without it the values the search logged (train_search.py --benchmark) are drawn."""
     run = load_run(run_dir)
     out_dir = out_dir or os.path.join(run_dir, 'report')
     make_out_dir(out_dir)

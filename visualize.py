@@ -22,16 +22,17 @@ cells, one heat map per weight table of the last epoch's deviation from uniform,
 epochs, loss/accuracy curves, the skip_connect count per epoch, the search diagnostics per epoch
 (search_diagnostics.py) and a static `report.html` (relative image paths, no external assets).
 The cells are drawn by drawing.py, the figures by plots.py and the page by report.py
-(`write_report(run_dir)`).  `--plugins` imports a user's attentions or ops, so that genotypes naming
-them load and draw.
+(`write_report(run_dir)`); a tabular-search directory gets tabular.py's report.  `--plugins`
+imports a user's attentions or ops, so that genotypes naming them load and draw.
 """
 import os
 import sys
 
 import benchmark_table
-import flags
 import cli
+import flags
 import genotypes
+import tabular
 from drawing import FORMATS, dot_available, draw_genotype, render_hint
 from report import write_report
 from userio import UserError
@@ -60,6 +61,9 @@ def main(argv=None):
         if args.heatmap and not os.path.isdir(args.target):
             raise UserError(f"--heatmap needs a search run directory (with alphas.jsonl), not {args.target}")
         benchmark = benchmark_table.from_args(args)
+        if os.path.isdir(args.target) and tabular.is_experiment(args.target):
+            print(f'wrote {tabular.write_report(args.target, args.out)}')  # a tabular search's own report
+            return 0
         if os.path.isdir(args.target):
             path = write_report(args.target, args.out, args.format, benchmark, args.benchmark_metric)
             print(f'wrote {path}')
