@@ -78,7 +78,7 @@ def sample(count, args):
 
 def resolve(specs, args, kinds, refusal):
     """[(label, source, genotype)] for the architecture arguments, labels unique.  A genotype that is
-    not one of `kinds` is refused with the line "SPEC `refusal`", which says what the script takes."""
+    not one of `kinds` is refused with the line "<the argument> <refusal>", `refusal` saying what the script takes."""
     randoms = [spec for spec in specs if spec.startswith('random:')]
     if len(randoms) > 1:
         raise UserError(f"give random:N once (got {', '.join(randoms)}); N sets how many")
