@@ -52,10 +52,11 @@ def signature_differences(stored, wanted):
     return ', '.join(walk(a, b, '')) or 'nothing'
 
 
-def run_directory(save, resume, kind, marker='args.json'):
+def run_directory(save, resume, kind, marker='args.json', checkpointed=True):
     """The directory of a run: `save`, or a new one named by `kind` and the time.  A `resume` needs
     `save` to hold `marker` (what a started run has written); a new run needs it new or empty, so
-    that nothing already there is overwritten."""
+    that nothing already there is overwritten.  `checkpointed`: the run writes checkpoint.pt, so a
+    directory with `marker` and no checkpoint holds a run stopped before its first one."""
     directory = save or os.path.join('runs', f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
     if resume:
         if not save:
@@ -64,7 +65,7 @@ def run_directory(save, resume, kind, marker='args.json'):
             raise UserError(f"nothing to resume: {directory} is not a run directory (no {marker}); "
                             f"start the run without --resume")
     elif os.path.isdir(directory) and os.listdir(directory):
-        if os.path.isfile(os.path.join(directory, marker)) and not any(
+        if checkpointed and os.path.isfile(os.path.join(directory, marker)) and not any(
                 name == CHECKPOINT for _, _, names in os.walk(directory) for name in names):
             raise UserError(f"run directory {directory} holds a run stopped before its first checkpoint; pass "
                             f"--resume to start it over there with these flags, or choose a new --save")

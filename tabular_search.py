@@ -76,7 +76,7 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = flags.parse_args(build_parser(), argv)
     check(args)
-    directory = runs.run_directory(args.save, args.resume, 'tabular', marker='settings.json')
+    directory = runs.run_directory(args.save, args.resume, 'tabular', marker='settings.json', checkpointed=False)
     table = benchmark_table.load(args.benchmark, args.benchmark_metric)
     reward = table.check_metric(args.benchmark_metric)
     report = table.check_metric(args.report_metric or table.report_metric_for(reward), '--report_metric')

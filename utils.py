@@ -17,7 +17,7 @@ def atomic_torch_save(obj, path):
 def load_checkpoint_file(path, what='checkpoint'):
     """torch.load with a clear error for a missing or truncated file."""
     if os.path.isdir(path):
-        raise UserError(f"{what} {path} is a directory; give the file (e.g. the one inside it)")
+        raise UserError(f"{what} {path} is a directory; give the path of the file in it")
     if not os.path.isfile(path):
         raise UserError(f"{what} {path} does not exist; check the path")
     try:
