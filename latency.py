@@ -17,6 +17,10 @@ FactorizedReduce).  Spaces:
             of the second layer and of the cell-output bottleneck (C * steps channels), at the
             channels and sizes of each cell; with --partial_channels the table still holds the
             full-width candidates, the ones the derived network computes
+    nb201   the NAS-Bench-201 supernet of train_search.py --space nb201: every op of each of the 6
+            edges of every cell (stride 1; C, 2C, 4C channels at the image size, its half and its
+            quarter) and, with --location after_every, every attention after it; the residual
+            reduction blocks are fixed, the same in every architecture, and not in the table
     anas    the attention unit of ANAS's ResNet (search_net.py): its nine ops at each block's
             channels and size
 
@@ -46,9 +50,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import nb201
 from anas import check_net_type
 from genotypes import ATT_PRIMITIVES, entry_attention, entry_input, entry_op
 from model import build_cell_stack, halve, stem_size
+from nb201_model import stage_layout
 from operations import make_candidate
 from search_space import candidate_lists, resolve_primitives
 from utils import UserError, atomic_write_json
@@ -56,7 +62,7 @@ from utils import UserError, atomic_write_json
 TABLE_FORMAT = 'attnas-latency-table'
 TABLE_VERSION = 1
 BACKENDS = ('torch', 'onnxruntime')
-SPACES = ('darts', 'anas')
+SPACES = ('darts', 'nb201', 'anas')
 
 Candidate = namedtuple('Candidate', 'name C H W stride')
 
@@ -67,7 +73,7 @@ def key(candidate):
 
 
 # Which flag sets each space setting, for the mismatch messages.
-SETTING_FLAGS = {'space': 'the search script (train_search.py: darts, search_net.py: anas)',
+SETTING_FLAGS = {'space': 'train_search.py --space darts or nb201, or search_net.py for anas',
                  'location': '--location', 'primitives': '--primitives', 'init_channels': '--init_channels',
                  'layers': '--layers', 'num_meta_node': '--num_meta_node', 'reduce_level': '--reduce_level',
                  'image_size': '--dataset / --image_size', 'net_type': '--net_type'}
@@ -78,6 +84,12 @@ def darts_settings(location, primitives, init_channels, layers, num_meta_node, i
     return {'space': 'darts', 'location': location, 'primitives': resolve_primitives(primitives),
             'init_channels': init_channels, 'layers': layers, 'num_meta_node': num_meta_node,
             'image_size': image_size, 'reduce_level': reduce_level}
+
+
+def nb201_settings(location, init_channels, layers, image_size):
+    """The settings of the NAS-Bench-201 supernet that fix its candidates (`layers`: cells per stage)."""
+    return {'space': 'nb201', 'location': location, 'init_channels': init_channels, 'layers': layers,
+            'image_size': image_size}
 
 
 def anas_settings(net_type, image_size):
@@ -105,6 +117,8 @@ def layout(settings):
     every cell of that type ([] for 'none'); for a bottleneck table one such list over candidates."""
     if settings['space'] == 'anas':
         return _anas_layout(settings)
+    if settings['space'] == 'nb201':
+        return _nb201_layout(settings)
     lists = candidate_lists(settings['location'], settings['primitives'])
     steps = settings['num_meta_node']
     rows = sum(2 + i for i in range(steps))
@@ -131,6 +145,25 @@ def layout(settings):
             bottleneck = tables.setdefault(f'gammas_{cell_type}', [[] for _ in lists['bottleneck']])
             for k, name in enumerate(lists['bottleneck']):
                 bottleneck[k].append(Candidate(name, C * steps, size, size, 1))
+    return tables
+
+
+def _nb201_layout(settings):
+    """The NAS-Bench-201 cell's tables (edges x ops, and edges x attentions after every edge), over
+    every cell of the three stages; the reduction blocks between stages are not searched."""
+    lists = candidate_lists(settings['location'], nb201.OPS)
+    tables = {f'{prefix}_normal': [[[] for _ in lists[layer]] for _ in nb201.EDGES]
+              for layer, prefix in (('first', 'alphas'), ('second', 'betas')) if lists[layer]}
+    size = settings['image_size']
+    for C, reduction in stage_layout(settings['init_channels'], settings['layers']):
+        if reduction:
+            size = halve(size)
+            continue
+        for layer, prefix in (('first', 'alphas'), ('second', 'betas')):
+            for row in tables.get(f'{prefix}_normal', []):
+                for k, name in enumerate(lists[layer]):
+                    if name != 'none':
+                        row[k].append(Candidate(name, C, size, size, 1))
     return tables
 
 
@@ -318,6 +351,8 @@ def genotype_weights(genotype, settings):
             node = index // 2
             rows[node * (node + 3) // 2 + j, ATT_PRIMITIVES.index(op)] = 1
         return {'alphas_att': rows}
+    if settings['space'] == 'nb201':
+        return _nb201_genotype_weights(genotype, settings)
     lists = candidate_lists(settings['location'], settings['primitives'])
     steps = settings['num_meta_node']
     rows = sum(2 + i for i in range(steps))
@@ -335,6 +370,21 @@ def genotype_weights(genotype, settings):
         if lists['bottleneck']:
             bottleneck = out[f'gammas_{cell_type}'] = torch.zeros(len(lists['bottleneck']), dtype=torch.float64)
             bottleneck[lists['bottleneck'].index(getattr(genotype, cell_type + '_bottleneck'))] = 1
+    return out
+
+
+def _nb201_genotype_weights(genotype, settings):
+    """A NAS-Bench-201 cell's one-hot tables: per edge its op and, after an op other than none,
+    its attention (Identity where the genotype has none)."""
+    lists = candidate_lists(settings['location'], nb201.OPS)
+    first = torch.zeros(len(nb201.EDGES), len(lists['first']), dtype=torch.float64)
+    out = {'alphas_normal': first}
+    if lists['second']:
+        second = out['betas_normal'] = torch.zeros(len(nb201.EDGES), len(lists['second']), dtype=torch.float64)
+    for edge, (op, attention) in enumerate(zip(genotype.ops, genotype.attentions)):
+        first[edge, lists['first'].index(op)] = 1
+        if lists['second'] and op != 'none':
+            second[edge, lists['second'].index(attention or 'Identity')] = 1
     return out
 
 

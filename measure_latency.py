@@ -4,17 +4,19 @@
     python measure_latency.py --dataset fashion-mnist --init_channels 8 --layers 5 --out runs/lat-fm.json
     python measure_latency.py --backend onnxruntime --out runs/lat-ort.json  # timed in ONNX Runtime
     python measure_latency.py --device cuda --batch 32 --out runs/lat-gpu.json
+    python measure_latency.py --space nb201 --layers 5 --out runs/lat-nb201.json   # train_search.py --space nb201
     python measure_latency.py --space anas --net_type resnet20 --out runs/lat-anas.json
 
-The space flags are the search's (train_search.py: --location, --primitives, --init_channels,
---layers, --num_meta_node, --reduce_level, --dataset, --image_size; search_net.py: --net_type,
---dataset, --image_size); a search given the table with --latency_table refuses it if they differ.
+The space flags are the search's (train_search.py: --space, --location, --primitives,
+--init_channels, --layers, --num_meta_node, --reduce_level, --dataset, --image_size; search_net.py:
+--net_type, --dataset, --image_size); a search given the table with --latency_table refuses it if they differ.
 Every candidate is timed alone, in eval mode, as the median of --repeats forward passes of a
 random --batch after --warmup untimed ones, with --threads threads (PyTorch's intra-op threads, or
 ONNX Runtime's), on the CPU through PyTorch or ONNX Runtime, or on a GPU through PyTorch with the
 device synchronised around each pass.  The table is written atomically to --out, with the device,
 the library versions and these settings.
 """
+import argparse
 import os
 import sys
 
@@ -26,6 +28,7 @@ import devices
 import flags
 import genotypes
 import latency
+import search
 from search_space import LOCATIONS
 from utils import UserError
 
@@ -35,8 +38,10 @@ def build_parser():
     parser.add_argument('--out', required=True, help='the JSON table to write')
     g = parser.add_argument_group('search space (the search\'s flags)')
     g.add_argument('--space', choices=latency.SPACES, default='darts',
-                   help='darts: the supernet of train_search.py; anas: the attention unit of search_net.py')
-    g.add_argument('--location', default='after_every', choices=list(LOCATIONS))
+                   help='darts: the supernet of train_search.py; nb201: that of train_search.py --space nb201; '
+                        'anas: the attention unit of search_net.py')
+    g.add_argument('--location', default=None, choices=list(LOCATIONS),
+                   help='default: after_every; no_attention with --space nb201 (as train_search.py)')
     g.add_argument('--primitives', default='darts', help=f"op set: {', '.join(genotypes.PRIMITIVE_SETS)}")
     g.add_argument('--init_channels', '--init_ch', type=int, default=16)
     g.add_argument('--layers', type=int, default=8)
@@ -63,7 +68,12 @@ def space_settings(args):
     image_size = datasets.dataset_info(args.dataset, args.data, image_size=args.image_size, need_data=False).image_size
     if args.space == 'anas':
         return latency.anas_settings(args.net_type, image_size)
-    return latency.darts_settings(args.location, args.primitives, args.init_channels, args.layers,
+    # The search's own check of its space flags, the ones this script lacks at the search's defaults.
+    search_args = argparse.Namespace(**{**vars(search.build_parser().parse_args([])), **vars(args)})
+    search.check_space_options(search_args)
+    if args.space == 'nb201':
+        return latency.nb201_settings(search_args.location, args.init_channels, args.layers, image_size)
+    return latency.darts_settings(search_args.location, args.primitives, args.init_channels, args.layers,
                                   args.num_meta_node, image_size, args.reduce_level)
 
 

@@ -273,8 +273,7 @@ def check_space_options(args):
                         ('--num_meta_node', args.num_meta_node != 4), ('--use_sparse', args.use_sparse),
                         ('--no-stem_affine', not args.stem_affine), ('--reduce_level', args.reduce_level),
                         ('--shuffle_groups', args.shuffle_groups != '1'),
-                        ('--stage_layers', args.stage_layers is not None),
-                        ('--latency_table', args.latency_table is not None)),
+                        ('--stage_layers', args.stage_layers is not None)),
                        "{} belongs to the DARTS space; the NAS-Bench-201 space (--space nb201) has its own ops, "
                        "nodes and network: drop it")
 
@@ -306,10 +305,14 @@ def check_stages(args):
 
 
 def latency_objective(args, info):
-    """latency.objective of --latency_table for the supernet of these flags: ANAS's (--net_type) or
-    the cell search's of --layers cells; None without a table."""
+    """latency.objective of --latency_table for the supernet of these flags: ANAS's (--net_type),
+    the NAS-Bench-201 one's of --layers cells per stage, or the DARTS one's of --layers cells;
+    None without a table."""
     if getattr(args, 'net_type', None) is not None:
         return latency.objective(args, latency.anas_settings(args.net_type, info.image_size))
+    if args.space == 'nb201':
+        return latency.objective(args, latency.nb201_settings(args.location, args.init_channels, args.layers,
+                                                              info.image_size))
     return latency.objective(args, latency.darts_settings(args.location, args.primitives, args.init_channels,
                                                           args.layers, args.num_meta_node, info.image_size,
                                                           args.reduce_level))

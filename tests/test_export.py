@@ -11,6 +11,7 @@ import torch.nn as nn
 import deploy
 import evaluation
 import genotypes
+import nb201
 import slnas
 from tests import data_factory
 from tests.helpers import run
@@ -83,6 +84,14 @@ def test_anas_network_exports():
     config = {'type': 'resnet', 'net_type': 'resnet20', 'attention': 'anas', 'se_reduction': 1, 'num_classes': 10,
               'in_channels': 3, 'image_size': 8}
     assert_matches(randomized(evaluation.build_network(config, genotypes.ANAS)), (3, 8, 8))
+
+
+def test_nb201_network_with_attention_exports():
+    config = {'type': 'nb201', 'C': 4, 'layers': 1, 'num_classes': 10, 'in_channels': 3, 'image_size': 7}
+    genotype = nb201.parse('|nor_conv_3x3~0|+|avg_pool_3x3~0|skip_connect~1|+|none~0|nor_conv_1x1~1|nor_conv_3x3~2|')
+    genotype = genotype._replace(attentions=('SE', 'CBAM', '', '', 'BAM', 'DoubleAttention'))
+    model = randomized(evaluation.build_network(config, genotype))
+    assert_matches(model, (3, 7, 7))  # odd sizes: the residual reduction's rounded-up shortcut
 
 
 def test_slnas_network_exports():

@@ -9,10 +9,12 @@ import torch
 
 import genotypes
 import latency
+import nb201
 import report
 import search_space
 from anas import AttentionSearchResNet
 from model_search import SearchNetwork
+from nb201_search import NB201SearchNetwork
 from tests.helpers import run
 from utils import UserError
 
@@ -53,7 +55,7 @@ def called_candidates(model, x, genotype=None):
             _, C, H, W = inputs[0].shape
             calls.append((table, row, k, latency.Candidate(name, C, H, W, stride)))
         hooks.append(module.register_forward_pre_hook(hook))
-    for cell in model.cells:
+    for cell in (model.search_cells() if hasattr(model, 'search_cells') else model.cells):
         cell_type = 'reduce' if cell.reduction else 'normal'
         layers = [('alphas', 'first', cell.first, cell.strides), ('betas', 'second', cell.second, None)]
         for prefix, layer, edges, strides in layers:
@@ -83,6 +85,39 @@ def test_layout_is_what_the_supernet_runs_and_expected_latency_is_recomputed(loc
                      * table['latency_ms'][latency.key(c)] for t, row, k, c in calls)
     expected = latency.Objective(table, settings, 1.0, 1.0).expected(model)
     assert float(expected.detach()) == pytest.approx(recomputed, rel=1e-12)
+
+
+def nb201_supernet(settings, seed=0):
+    torch.manual_seed(seed)
+    model = NB201SearchNetwork(settings['init_channels'], 10, settings['layers'], location=settings['location'],
+                               image_size=settings['image_size'])
+    with torch.no_grad():
+        for alpha in model.arch_parameters():
+            alpha.normal_()
+    return model.eval()
+
+
+@pytest.mark.parametrize('location', ('no_attention', 'after_every'))
+def test_nb201_layout_is_what_the_supernet_runs_and_latencies_are_recomputed(location):
+    """Odd sizes (7, then 4, then 2) and two cells per stage; the derived cell's latency is the sum
+    over the modules its path runs, 'none' edges (and their attentions) costing nothing."""
+    settings = latency.nb201_settings(location, init_channels=4, layers=2, image_size=7)
+    model = nb201_supernet(settings)
+    x = torch.randn(2, 3, 7, 7)
+    calls = called_candidates(model, x)
+    assert {c for *_, c in calls} == set(latency.candidates(latency.layout(settings)))
+    assert {c.H for *_, c in calls} == {7, 4, 2}
+    table = synthetic_table(settings)
+    objective = latency.Objective(table, settings, 1.0, 1.0)
+    weights = {name: w.detach().double() for name, w in latency.architecture_weights(model).items()}
+    assert float(objective.expected(model).detach()) == pytest.approx(
+        sum(float(weights[t][row, k]) * table['latency_ms'][latency.key(c)] for t, row, k, c in calls), rel=1e-12)
+    rng = random.Random(1)
+    for _ in range(5):
+        genotype = model.sample_architecture(rng)._replace(ops=('none', *model.sample_architecture(rng).ops[1:]))
+        path = called_candidates(model, x, genotype)
+        assert objective.of_genotype(genotype) == pytest.approx(
+            sum(table['latency_ms'][latency.key(c)] for *_, c in path), rel=1e-12)
 
 
 def test_anas_layout_is_what_the_supernet_runs():
@@ -267,6 +302,38 @@ def test_latency_weight_lowers_the_derived_cell_latency(tmp_path, fashion):
                 latency.expected_latency(weights, objective.costs)), rel=1e-9)
             assert record['derived_latency_ms'] == pytest.approx(
                 objective.of_genotype(genotypes.from_dict(record['genotype'])), rel=1e-12)
+
+
+def test_nb201_search_with_a_measured_table(tmp_path, fashion):
+    """measure_latency.py --space nb201 writes the table train_search.py --space nb201 checks; a
+    large weight lowers the derived cell's table latency, and the logged latencies are the table's."""
+    space = ['--init_channels', 4, '--layers', 1, '--location', 'after_every']
+    table = tmp_path / 'nb201.json'
+    run('measure_latency.py', '--space', 'nb201', *space, '--dataset', 'fashion-mnist', '--warmup', 0, '--repeats', 1,
+        '--no_progress', '--out', table)
+    settings = latency.nb201_settings('after_every', 4, 1, 28)
+    latency.check_table(latency.load_table(str(table)), settings)
+    write_table(table, settings)  # distinct latencies, whatever this machine measured
+    search = ['--space', 'nb201', *space, '--dataset', 'fashion-mnist', '--data', fashion, '--batch_size', 8,
+              '--workers', 0, '--no_progress', '--report_freq', 0, '--subset', 64, '--epochs', 2,
+              '--arch_learning_rate', 0.05, '--latency_table', table, '--latency_target', 1.0]
+    run('train_search.py', *search, '--latency_weight', 0, '--save', tmp_path / 'logged')
+    run('train_search.py', *search, '--latency_weight', 50, '--save', tmp_path / 'weighted')
+    logged, weighted = metrics(tmp_path / 'logged'), metrics(tmp_path / 'weighted')
+    assert weighted[-1]['derived_latency_ms'] < logged[-1]['derived_latency_ms']
+    objective = latency.Objective(latency.load_table(str(table)), settings, 0.0, 1.0)
+    for record in logged + weighted:
+        genotype = nb201.from_dict(record['genotype'], attentions=search_space.derivable(
+            search_space.candidate_lists('after_every', nb201.OPS)['second']))
+        assert record['derived_latency_ms'] == pytest.approx(objective.of_genotype(genotype), rel=1e-12)
+    darts_table = write_table(tmp_path / 'darts.json', latency.darts_settings('after_every', 'darts', **FASHION_SPACE))
+    result = run('train_search.py', *search, '--latency_table', darts_table, '--save', tmp_path / 'refused',
+                 check=False)
+    assert result.returncode == 2 and 'was measured for space darts, this search has nb201' in result.stderr
+    result = run('measure_latency.py', '--space', 'nb201', '--num_meta_node', 3, '--out', tmp_path / 'x.json',
+                 check=False)
+    assert result.returncode == 2 and '--num_meta_node belongs to the DARTS space' in result.stderr
+    assert not (tmp_path / 'refused').exists() and not (tmp_path / 'x.json').exists()
 
 
 def metrics_of(path):
