@@ -223,6 +223,7 @@ def check_strategy_options(args):
     """The architecture-weight options work only with a strategy that trains architecture weights."""
     if STRATEGIES[args.strategy].architecture_weights:
         return
+    trainers = [name for name, strategy in STRATEGIES.items() if strategy.architecture_weights]
     refuse_first_given((('--edge_normalization', args.edge_normalization),
                         ('--auxiliary_skip', args.auxiliary_skip),
                         ('--param_free_dropout', args.param_free_dropout),
@@ -232,8 +233,8 @@ def check_strategy_options(args):
                         ('--early_stop_after', args.early_stop_after > 0),
                         ('--stage_layers', args.stage_layers is not None),
                         ('--latency_table', args.latency_table is not None)),
-                       f"{{}} works with --strategy darts only (it acts on the architecture weights); drop it for "
-                       f"--strategy {args.strategy}")
+                       f"{{}} works with --strategy {' or '.join(trainers)} only (it acts on the architecture "
+                       f"weights); drop it for --strategy {args.strategy}")
 
 
 def refuse_first_given(flags_given, message):

@@ -306,7 +306,8 @@ def test_latency_weight_lowers_the_derived_cell_latency(tmp_path, fashion):
 
 def test_nb201_search_with_a_measured_table(tmp_path, fashion):
     """measure_latency.py --space nb201 writes the table train_search.py --space nb201 checks; a
-    large weight lowers the derived cell's table latency, and the logged latencies are the table's."""
+    large weight lowers the derived cell's table latency, and the logged latencies (DARTS's and
+    GDAS's) are the table's."""
     space = ['--init_channels', 4, '--layers', 1, '--location', 'after_every']
     table = tmp_path / 'nb201.json'
     run('measure_latency.py', '--space', 'nb201', *space, '--dataset', 'fashion-mnist', '--warmup', 0, '--repeats', 1,
@@ -319,10 +320,11 @@ def test_nb201_search_with_a_measured_table(tmp_path, fashion):
               '--arch_learning_rate', 0.05, '--latency_table', table, '--latency_target', 1.0]
     run('train_search.py', *search, '--latency_weight', 0, '--save', tmp_path / 'logged')
     run('train_search.py', *search, '--latency_weight', 50, '--save', tmp_path / 'weighted')
+    run('train_search.py', *search, '--latency_weight', 50, '--strategy', 'gdas', '--save', tmp_path / 'gdas')
     logged, weighted = metrics(tmp_path / 'logged'), metrics(tmp_path / 'weighted')
     assert weighted[-1]['derived_latency_ms'] < logged[-1]['derived_latency_ms']
     objective = latency.Objective(latency.load_table(str(table)), settings, 0.0, 1.0)
-    for record in logged + weighted:
+    for record in logged + weighted + metrics(tmp_path / 'gdas'):
         genotype = nb201.from_dict(record['genotype'], attentions=search_space.derivable(
             search_space.candidate_lists('after_every', nb201.OPS)['second']))
         assert record['derived_latency_ms'] == pytest.approx(objective.of_genotype(genotype), rel=1e-12)
@@ -372,7 +374,7 @@ def test_bad_latency_flags_are_one_line(tmp_path, fashion):
              (['--latency_table', table, '--latency_target', 0], '--latency_target: 0 is out of range'),
              (['--latency_table', tmp_path / 'absent.json'], 'does not exist'),
              (['--latency_table', table, '--latency_target', 1, '--strategy', 'rsws'],
-              '--latency_table works with --strategy darts only')]
+              '--latency_table works with --strategy darts or gdas only')]
     for extra, message in cases:
         result = run('train_search.py', *TINY_SEARCH, '--data', fashion, *extra, '--save', tmp_path / 'run',
                      check=False)

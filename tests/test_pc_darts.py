@@ -239,7 +239,7 @@ def test_learnable_ranking_and_stopping_rules():
                                   '--early_stop_stable E, or drop it'),
     (['--early_stop_after', '-1', '--early_stop_stable', '2'], 'argument --early_stop_after: -1 is out of range; give an '
                                                              'integer at least 0 (0: from the first epoch)'),
-    (['--strategy', 'rsws', '--early_stop_after', '2'], '--early_stop_after works with --strategy darts only '
+    (['--strategy', 'rsws', '--early_stop_after', '2'], '--early_stop_after works with --strategy darts or gdas only '
                                                         '(it acts on the architecture weights); drop it for '
                                                         '--strategy rsws'),
 ])
@@ -304,7 +304,7 @@ def test_early_stopping_stops_and_a_resume_trains_nothing_more(tmp_path, fashion
 def test_architecture_guards_need_the_darts_strategy():
     result = run('train_search.py', '--strategy', 'rsws', '--auxiliary_skip', '1', '--dry_run', check=False)
     assert result.returncode == 2
-    assert result.stderr.strip() == ('error: --auxiliary_skip works with --strategy darts only (it acts on the '
+    assert result.stderr.strip() == ('error: --auxiliary_skip works with --strategy darts or gdas only (it acts on the '
                                      'architecture weights); drop it for --strategy rsws')
 
 
@@ -435,7 +435,7 @@ def test_pruned_supernet_builds_and_weighs_only_the_kept_candidates():
     (['--stage_layers', '3', '4', '5', '--stage_keep', '3', '4'], '--stage_keep 4: each value must be at least 3 and '
                                                                   'at most the candidates of the stage before (3); '
                                                                   'P-DARTS keeps 5, then 3, of 8'),
-    (['--strategy', 'rsws', '--stage_layers', '3'], '--stage_layers works with --strategy darts only (it acts on the '
+    (['--strategy', 'rsws', '--stage_layers', '3'], '--stage_layers works with --strategy darts or gdas only (it acts on the '
                                                     'architecture weights); drop it for --strategy rsws'),
 ])
 def test_bad_stages_are_refused(flags, message):

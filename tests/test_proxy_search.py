@@ -55,7 +55,7 @@ def test_strategy_proxy_writes_the_arg_max_of_the_drawn_architectures(tmp_path, 
 def test_strategy_proxy_refuses_architecture_weight_options_in_one_line(tmp_path, fashion):
     result = run('train_search.py', '--strategy', 'proxy', '--edge_normalization', *TINY, '--data', fashion,
                  '--save', tmp_path / 'never', check=False)
-    assert result.returncode == 2 and '--edge_normalization works with --strategy darts only' in result.stderr
+    assert result.returncode == 2 and '--edge_normalization works with --strategy darts or gdas only' in result.stderr
     result = run('train_search.py', '--strategy', 'proxy', '--samples', '0', *TINY, '--data', fashion,
                  '--save', tmp_path / 'never', check=False)
     assert result.returncode == 2 and '--samples: 0 is out of range' in result.stderr
