@@ -16,12 +16,13 @@ def finite_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _figure(width, height):
+def new_figure(width, height):
+    """A matplotlib Figure of width x height inches (also tabular.py's)."""
     from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone (Agg canvas)
     return Figure(figsize=(width, height), dpi=100)
 
 
-def _save_figure(fig, path):
+def save_figure(fig, path):
     atomic_write(path, lambda f: fig.savefig(f, format='png', bbox_inches='tight'))
     return make_readable(path)
 
@@ -65,7 +66,7 @@ def plot_heatmap(table, candidates, values, row_labels, epoch, path):
     data = np.asarray(values, dtype=float)
     rows, cols = data.shape
     deviation = data - 1.0 / cols
-    fig = _figure(2.5 + 0.95 * cols, 1.4 + 0.38 * rows)
+    fig = new_figure(2.5 + 0.95 * cols, 1.4 + 0.38 * rows)
     ax = fig.add_subplot(1, 1, 1)
     finite = np.abs(deviation[np.isfinite(deviation)])
     limit = max(float(finite.max()), 1e-12) if finite.size else 1.0  # a diverged search logs NaN
@@ -82,7 +83,7 @@ def plot_heatmap(table, candidates, values, row_labels, epoch, path):
                     color='white' if abs(deviation[r, c]) > 0.6 * limit else 'black',
                     fontweight='bold' if c == best else 'normal')
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02, label='weight - 1/K')
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_diagnostics(alphas, metrics, path):
@@ -98,7 +99,7 @@ def plot_diagnostics(alphas, metrics, path):
     free = [(epoch, count) for epoch, count in free if count is not None]
     if not tables and not stability and not free:
         return None
-    fig = _figure(16, 3.6)
+    fig = new_figure(16, 3.6)
     axes = fig.subplots(1, 4)
     for c, name in enumerate(tables):
         points = [(epoch, s[name]) for epoch, s in series if name in s]
@@ -121,7 +122,7 @@ def plot_diagnostics(alphas, metrics, path):
     if tables:
         axes[0].legend(fontsize=7)
     fig.tight_layout()
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 GUARD_SCHEDULES = {'auxiliary_skip_weight': 'auxiliary skip weight (DARTS-)',
@@ -140,7 +141,7 @@ def plot_guards(metrics, args, path):
     if not schedules and not stable and all(value is None for value in limits.values()):
         return None
     genotyped = [m for m in metrics if isinstance(m.get('genotype'), dict)]
-    fig = _figure(14, 3.6)
+    fig = new_figure(14, 3.6)
     axes = fig.subplots(1, 3)
     for c, key in enumerate(schedules):
         points = [(m['epoch'], m[key]) for m in metrics if finite_number(m.get(key))]
@@ -180,7 +181,7 @@ def plot_guards(metrics, args, path):
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_weights_over_epochs(table, candidates, epochs, series, row_labels, path):
@@ -191,7 +192,7 @@ def plot_weights_over_epochs(table, candidates, epochs, series, row_labels, path
     rows = data.shape[1]
     ncols = min(rows, 5)
     nrows = math.ceil(rows / ncols)
-    fig = _figure(3.2 * ncols, 2.4 * nrows + 0.8)
+    fig = new_figure(3.2 * ncols, 2.4 * nrows + 0.8)
     axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
     handles = []
     for r in range(nrows * ncols):
@@ -222,7 +223,7 @@ def plot_weights_over_epochs(table, candidates, epochs, series, row_labels, path
     # Fixed margins (in inches) instead of tight_layout: many subplots make tight_layout slow.
     fig.subplots_adjust(left=0.5 / (3.2 * ncols), right=1 - 0.15 / (3.2 * ncols), top=1 - 0.55 / height,
                         bottom=0.85 / height, wspace=0.12, hspace=0.35)
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_curves(metrics, path):
@@ -238,7 +239,7 @@ def plot_curves(metrics, path):
 
 def _plot_per_epoch(metrics, panels, path, labels=None):
     """One panel per (title, keys), each key's logged values against epoch, labelled by `labels`."""
-    fig = _figure(4.6 * len(panels), 3.6)
+    fig = new_figure(4.6 * len(panels), 3.6)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (title, keys) in zip(axes, panels):
         for key in keys:
@@ -251,7 +252,7 @@ def _plot_per_epoch(metrics, panels, path, labels=None):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_latency(metrics, path):
@@ -294,7 +295,7 @@ def plot_benchmark(points, metric, path):
     shown = [(epoch, value) for epoch, value in points if value is not None]
     if not shown:
         return None
-    fig = _figure(5.5, 3.4)
+    fig = new_figure(5.5, 3.4)
     ax = fig.add_subplot(1, 1, 1)
     ax.plot([p[0] for p in shown], [p[1] for p in shown], marker='o')
     ax.set_title(f'benchmark {metric} of the derived cell')
@@ -303,14 +304,14 @@ def plot_benchmark(points, metric, path):
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_skip_counts(metrics, path):
     points = [(m['epoch'],) + skip_counts(m['genotype']) for m in metrics if isinstance(m.get('genotype'), dict)]
     if not points:
         return None
-    fig = _figure(5.5, 3.4)
+    fig = new_figure(5.5, 3.4)
     ax = fig.add_subplot(1, 1, 1)
     ax.plot([p[0] for p in points], [p[1] for p in points], marker='o', label='normal cell')
     if any(p[2] is not None for p in points):
@@ -326,7 +327,7 @@ def plot_skip_counts(metrics, path):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 # compare.py's columns that test accuracy is plotted against: (axis label, what, file name).
@@ -338,7 +339,7 @@ def plot_accuracy_against(rows, column, path):
     """Test accuracy against `column` (a key of ACCURACY_AGAINST), one point per training run:
     random architectures grey, the others in colour with their label.  `rows` are compare.py's
     results per architecture."""
-    fig = _figure(6.4, 4.4)
+    fig = new_figure(6.4, 4.4)
     ax = fig.add_subplot(1, 1, 1)
     random_shown, colour = False, 0
     for row in rows:
@@ -360,12 +361,12 @@ def plot_accuracy_against(rows, column, path):
     if random_shown or colour:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_scores_vs_accuracy(points, name, metric, title, path):
     """One point per architecture, (its `name` proxy score, its `metric`): rank.py's scatter plots."""
-    fig = _figure(4.8, 3.8)
+    fig = new_figure(4.8, 3.8)
     ax = fig.add_subplot(1, 1, 1)
     if points:
         ax.scatter(*zip(*points), s=14, color='C0')
@@ -374,4 +375,4 @@ def plot_scores_vs_accuracy(points, name, metric, title, path):
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save_figure(fig, path)
+    return save_figure(fig, path)

@@ -164,7 +164,9 @@ summary { font-size: 1.2em; font-weight: bold; cursor: pointer; margin-top: 1em;
 """
 
 
-class _Page:
+class Page:
+    """An HTML report page under construction (also tabular.py's)."""
+
     def __init__(self, title):
         self.parts = ['<!DOCTYPE html>', '<html lang="en"><head><meta charset="utf-8">',
                       f'<title>{html.escape(title)}</title>', f'<style>{_CSS}</style></head><body>',
@@ -208,7 +210,7 @@ def write_report(run_dir, out_dir=None, fmt='png', benchmark=None, benchmark_met
     make_out_dir(out_dir)
     metrics, alphas = run['metrics'], run['alphas']
     title = f'Run report: {os.path.basename(os.path.normpath(os.path.abspath(run_dir)))}'
-    page = _Page(title)
+    page = Page(title)
     page.para(f'Run directory: {os.path.abspath(run_dir)}. Written {time.strftime("%Y-%m-%d %H:%M:%S")}.')
 
     # What a reader came for first: the derived cells, the curves, then the search's figures.
@@ -345,7 +347,7 @@ def write_report(run_dir, out_dir=None, fmt='png', benchmark=None, benchmark_met
 def write_comparison_report(results, out_dir):
     """report.html of a comparison (compare.py's results.json): protocol, table and plot."""
     rows, protocol = results['architectures'], results['protocol']
-    page = _Page(f'Comparison: {os.path.basename(os.path.normpath(os.path.abspath(out_dir)))}')
+    page = Page(f'Comparison: {os.path.basename(os.path.normpath(os.path.abspath(out_dir)))}')
     page.para(f'Written {time.strftime("%Y-%m-%d %H:%M:%S")}. Every architecture is trained with the same '
               f'flags and seeds; test accuracy is the mean and sample standard deviation over the seeds.')
     page.heading('Protocol')
@@ -383,7 +385,7 @@ def write_ranking_report(result, out_dir, plots):
     """report.html of a training-free ranking (rank.py's scores.json): each proxy's rank correlation
     with the benchmark and its scatter plot (`plots`: {proxy: path}), then every score."""
     names, rows, protocol = result['protocol']['proxies'], result['architectures'], result['protocol']
-    page = _Page(f'Training-free ranking: {os.path.basename(os.path.normpath(os.path.abspath(out_dir)))}')
+    page = Page(f'Training-free ranking: {os.path.basename(os.path.normpath(os.path.abspath(out_dir)))}')
     page.para(f"{len(rows)} architectures scored at initialisation on {protocol['batch_size']} training images "
               f"of {protocol['dataset']} (seed {protocol['seed']}); a higher score predicts a better architecture.")
     truth = 'correlations' in result

@@ -400,9 +400,9 @@ def best_so_far_curves(experiment):
 
 
 def plot_best_so_far(experiment, best_value, path):
-    from plots import _figure, _save_figure
+    from plots import new_figure, save_figure
     s = experiment.settings
-    fig = _figure(6.4, 4.4)
+    fig = new_figure(6.4, 4.4)
     ax = fig.add_subplot(1, 1, 1)
     for k, (strategy, (x, mean, std, _)) in enumerate(best_so_far_curves(experiment).items()):
         ax.plot(x, mean, color=f'C{k}', label=strategy)
@@ -416,13 +416,13 @@ def plot_best_so_far(experiment, best_value, path):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def write_report(directory, out_dir=None):
     """best_so_far.png and report.html of a tabular-search directory (from its results.json and run
     files) in `out_dir` (default: the directory itself); returns the report's path."""
-    from report import _Page
+    from report import Page
     experiment, out_dir = read(directory), out_dir or directory
     try:
         with open(experiment.path('results.json')) as f:
@@ -434,7 +434,7 @@ def write_report(directory, out_dir=None):
     os.makedirs(out_dir, exist_ok=True)
     plot = plot_best_so_far(experiment, results['best_cell']['by_report'][s['report_metric']],
                             os.path.join(out_dir, 'best_so_far.png'))
-    page = _Page(f'Tabular search: {os.path.basename(os.path.normpath(os.path.abspath(directory)))}')
+    page = Page(f'Tabular search: {os.path.basename(os.path.normpath(os.path.abspath(directory)))}')
     page.para(f'Written {time.strftime("%Y-%m-%d %H:%M:%S")}. Each run searches the NAS-Bench-201 space by '
               f'looking up {s["benchmark_metric"]} and returns the cell of its highest reward; the table gives its '
               f'{s["report_metric"]}: mean and sample standard deviation over the runs.')

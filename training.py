@@ -124,7 +124,7 @@ class EpochContext:
         bar = tqdm(iterator, total=total, initial=first, desc=desc, leave=False, dynamic_ncols=True,
                    disable=self.args.no_progress or None)
         for i, batch in enumerate(bar, start=first):
-            result = step(batch, f'epoch {self.epoch} step {i}', self.guard)
+            result = step(batch, f'epoch {self.epoch + 1} step {i}', self.guard)
             if result is not None:
                 loss, logits, target = result
                 n = target.size(0)

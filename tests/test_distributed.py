@@ -101,12 +101,12 @@ def test_nonfinite_loss_on_one_rank_is_skipped_by_both(tmp_path, fashion):
     metrics = [json.loads(line) for line in (save / 'metrics.jsonl').read_text().splitlines()]
     assert metrics[0]['skipped_batches'] == 2
     log = (save / 'log.txt').read_text()
-    assert 'non-finite loss on another process at epoch 0 step 1 (architecture step)' in log
-    assert 'non-finite loss on another process at epoch 0 step 2' in log
+    assert 'non-finite loss on another process at epoch 1 step 1 (architecture step)' in log
+    assert 'non-finite loss on another process at epoch 1 step 2' in log
 
 
 def test_nonfinite_loss_on_one_rank_stops_both(tmp_path, fashion):
     result = search_with_nan_on_rank_1('3', fashion, '--save', tmp_path / 'nan')
     assert result.returncode != 0
-    assert 'error: non-finite loss (nan) at epoch 0 step 1 (architecture step)' in result.stderr
-    assert 'error: non-finite loss on another process at epoch 0 step 1 (architecture step)' in result.stderr
+    assert 'error: non-finite loss (nan) at epoch 1 step 1 (architecture step)' in result.stderr
+    assert 'error: non-finite loss on another process at epoch 1 step 1 (architecture step)' in result.stderr
