@@ -9,7 +9,9 @@ The input is what the training run fed the network, normalised as its data set's
 model's metadata names the data set and the normalisation).  The check runs ONNX Runtime and
 PyTorch on the same random batch of --check_batch images (a size other than the export's example
 batch, so the dynamic axis is exercised) and writes nothing if any logit differs by more than
---atol.
+--atol.  Then the exported model's latency in ONNX Runtime is measured as measure_latency.py
+times a table's candidates (latency.median_ms: one image, one thread, the median of
+--timing_repeats passes after 10 untimed ones; 0 skips it).
 """
 import os
 import sys
@@ -19,6 +21,7 @@ import torch
 import cli
 import deploy
 import flags
+import latency
 import utils
 from utils import UserError
 
@@ -33,6 +36,8 @@ def build_parser():
                         help='images in the batch that ONNX Runtime and PyTorch compute for the check')
     parser.add_argument('--atol', type=float, default=1e-4, help='largest logit difference the check accepts')
     parser.add_argument('--seed', type=int, default=0, help='seed of the example and check inputs')
+    parser.add_argument('--timing_repeats', type=int, default=50,
+                        help="timed passes of one image through the ONNX Runtime model (0: no timing)")
     return parser
 
 
@@ -52,6 +57,12 @@ def main(argv=None):
     utils.atomic_write(out, lambda f: f.write(model_bytes))
     print(f"{out}: input '{deploy.INPUT_NAME}' (N, {', '.join(map(str, shape))}), output '{deploy.OUTPUT_NAME}'; "
           f"ONNX Runtime matches PyTorch to {difference:.2g} on a batch of {args.check_batch}")
+    if args.timing_repeats:
+        session = deploy.onnx_session(model_bytes, threads=1)
+        feed = {deploy.INPUT_NAME: torch.randn(1, *shape, generator=generator).numpy()}
+        milliseconds = latency.median_ms(lambda: session.run(None, feed), torch.device('cpu'), 10, args.timing_repeats)
+        print(f"ONNX Runtime latency: {milliseconds:.3f} ms per image (batch 1, 1 thread, median of "
+              f"{args.timing_repeats} passes after 10)")
     return 0
 
 

@@ -141,7 +141,7 @@ CHECKS = {
     'eval_init_channels': COUNT, 'eval_layers': COUNT,
     # compare.py
     'seeds': COUNT, 'random_seed': SEED, 'jobs': COUNT, 'param_budget': POSITIVE,
-    'latency_batch': COUNT, 'latency_repeats': COUNT,
+    'latency_batch': COUNT, 'latency_repeats': COUNT, 'timing_repeats': Range(0, note='0: no timing'),
     # NAS-Bench-201, GDAS and the tabular search (train_search.py, tabular_search.py)
     'tau_max': POSITIVE, 'tau_min': POSITIVE,
     'budget': Range(1, note='look-ups, or simulated seconds with --time_column'), 'runs': COUNT,

@@ -58,8 +58,9 @@ def test_export_script_att_darts_with_every_attention(tmp_path):
     genotype.write_text(json.dumps(EVERY_ATTENTION))
     run('train_CIFAR10.py', *TINY_TRAIN, '--dataset', 'fashion-mnist', '--data', fashion, '--epochs', 1,
         '--arch_path', genotype, '--save', tmp_path / 'train')
-    result = run('export.py', tmp_path / 'train' / 'trained.pt', '--check_batch', 5)
+    result = run('export.py', tmp_path / 'train' / 'trained.pt', '--check_batch', 5, '--timing_repeats', 3)
     assert 'ONNX Runtime matches PyTorch' in result.stdout
+    assert 'ONNX Runtime latency: ' in result.stdout and 'median of 3 passes' in result.stdout
     exported = tmp_path / 'train' / 'model.onnx'
     proto = onnx.load(str(exported))
     metadata = {entry.key: entry.value for entry in proto.metadata_props}
