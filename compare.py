@@ -445,7 +445,8 @@ def measure(trained_path, run_args_path, device, batch, repeats):
     with torch.no_grad():
         milliseconds = latency.median_ms(lambda: model(x), device, warmup=3, repeats=repeats)
     return {'params_M': params, 'flops_M': flops / 1e6, 'latency_ms': milliseconds / batch,
-            'latency_batch': batch, 'latency_device': str(device), 'latency_threads': torch.get_num_threads()}
+            'latency_batch': batch, 'latency_device': str(device),
+            'latency_device_name': latency.device_description(device), 'latency_threads': torch.get_num_threads()}
 
 
 def mean_std(values):

@@ -248,9 +248,22 @@ def library_versions(backend):
 
 
 def device_description(device):
+    """The GPU's name, or the CPU's model (Linux's /proc/cpuinfo; the architecture elsewhere): a
+    table measured on an Intel CPU says little about an AMD one."""
     if device.type == 'cuda':
         return torch.cuda.get_device_name(device)
-    return f'{platform.processor() or platform.machine()} ({os.cpu_count()} logical CPUs)'
+    return f'{cpu_model()} ({os.cpu_count()} logical CPUs)'
+
+
+def cpu_model():
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def measure_table(settings, backend='torch', device=torch.device('cpu'), batch=1, warmup=10, repeats=50, threads=1,
