@@ -152,16 +152,17 @@ def _nb201_layout(settings):
     """The NAS-Bench-201 cell's tables (edges x ops, and edges x attentions after every edge), over
     every cell of the three stages; the reduction blocks between stages are not searched."""
     lists = candidate_lists(settings['location'], nb201.OPS)
-    tables = {f'{prefix}_normal': [[[] for _ in lists[layer]] for _ in nb201.EDGES]
-              for layer, prefix in (('first', 'alphas'), ('second', 'betas')) if lists[layer]}
+    names = {f'{prefix}_normal': lists[layer] for layer, prefix in (('first', 'alphas'), ('second', 'betas'))
+             if lists[layer]}
+    tables = {table: [[[] for _ in candidates] for _ in nb201.EDGES] for table, candidates in names.items()}
     size = settings['image_size']
     for C, reduction in stage_layout(settings['init_channels'], settings['layers']):
         if reduction:
             size = halve(size)
             continue
-        for layer, prefix in (('first', 'alphas'), ('second', 'betas')):
-            for row in tables.get(f'{prefix}_normal', []):
-                for k, name in enumerate(lists[layer]):
+        for table, candidates in names.items():
+            for row in tables[table]:
+                for k, name in enumerate(candidates):
                     if name != 'none':
                         row[k].append(Candidate(name, C, size, size, 1))
     return tables
